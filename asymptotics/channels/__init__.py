@@ -1,0 +1,1 @@
+"""Output channels: forward maps and posterior moments, written once."""

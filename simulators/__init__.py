@@ -1,0 +1,1 @@
+"""Finite-size simulators: GAMP on synthetic data and training of attention networks."""

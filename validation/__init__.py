@@ -1,0 +1,1 @@
+"""Validation of the theory against closed forms, published curves and simulation."""
