@@ -30,9 +30,7 @@ def get_namespace(device: str = "cpu") -> ModuleType:
     try:
         import cupy
     except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise BackendError(
-            "device 'gpu' needs cupy: pip install 'smi-asymptotics[gpu]'"
-        ) from exc
+        raise BackendError("device 'gpu' needs cupy: pip install 'smi-asymptotics[gpu]'") from exc
     try:
         n = cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError as exc:  # pragma: no cover

@@ -48,9 +48,7 @@ def attention_forward(
     """
     xp = namespace_of(Z)
     if Z.shape[-1] != depth * rank:
-        raise ValueError(
-            f"Z has {Z.shape[-1]} columns, expected depth*rank = {depth}*{rank}"
-        )
+        raise ValueError(f"Z has {Z.shape[-1]} columns, expected depth*rank = {depth}*{rank}")
     L = Z.shape[-2]
     eye = xp.eye(L, dtype=Z.dtype)
     mixer = xp.broadcast_to(eye, Z.shape[:-2] + (L, L))

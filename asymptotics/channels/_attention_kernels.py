@@ -1,0 +1,303 @@
+"""Numba kernels for the fibre integral of the attention channel (CPU hot loop).
+
+For every observation ``a = s_depth`` (rank 1) and inner node ``t`` of the first
+``depth-1`` layers' pre-activations, with ``z_U = ω_U + C t`` per token (``C`` the Cholesky
+factor of ``V_UU``):
+
+    B = B_{depth-1}(z_U),  x = B^{-1} a,
+    log w_± = -Σ_l (±x_l - μ_l)² / (2 v_c) - log|det B|,   μ_l = ω_last,l + c·(C t_l)
+
+and the posterior moments of ``Z = [z_U, ±x]`` are weight-averaged.  Accumulation uses a
+running maximum of ``log w`` (log-sum-exp), so tiny ``v_c`` cannot underflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def mixer_into(zU, skip, beta, B, A, s, tmp):
+    """``B = (softmax(β s_m s_m^T) + cI) ... (softmax(β s_1 s_1^T) + cI)`` for ``zU (L, m)``."""
+    L = zU.shape[0]
+    m = zU.shape[1]
+    for r in range(L):
+        for c in range(L):
+            B[r, c] = 1.0 if r == c else 0.0
+    for j in range(m):
+        for r in range(L):
+            acc = 0.0
+            for c in range(L):
+                acc += B[r, c] * zU[c, j]
+            s[r] = acc
+        for r in range(L):
+            mx = -np.inf
+            for c in range(L):
+                v = beta * s[r] * s[c]
+                if v > mx:
+                    mx = v
+            tot = 0.0
+            for c in range(L):
+                e = math.exp(beta * s[r] * s[c] - mx)
+                A[r, c] = e
+                tot += e
+            for c in range(L):
+                A[r, c] = A[r, c] / tot
+            A[r, r] += skip
+        for r in range(L):
+            for c in range(L):
+                acc = 0.0
+                for q in range(L):
+                    acc += A[r, q] * B[q, c]
+                tmp[r, c] = acc
+        for r in range(L):
+            for c in range(L):
+                B[r, c] = tmp[r, c]
+
+
+@njit(cache=True)
+def inverse_logdet_into(B, Binv, work):
+    """Gauss–Jordan inverse with partial pivoting; returns log|det B| (-inf if singular)."""
+    L = B.shape[0]
+    for r in range(L):
+        for c in range(L):
+            work[r, c] = B[r, c]
+            Binv[r, c] = 1.0 if r == c else 0.0
+    logdet = 0.0
+    for col in range(L):
+        piv = col
+        best = abs(work[col, col])
+        for r in range(col + 1, L):
+            if abs(work[r, col]) > best:
+                best = abs(work[r, col])
+                piv = r
+        if best == 0.0:
+            return -np.inf
+        if piv != col:
+            for c in range(L):
+                t = work[col, c]
+                work[col, c] = work[piv, c]
+                work[piv, c] = t
+                t = Binv[col, c]
+                Binv[col, c] = Binv[piv, c]
+                Binv[piv, c] = t
+        d = work[col, col]
+        logdet += math.log(abs(d))
+        for c in range(L):
+            work[col, c] /= d
+            Binv[col, c] /= d
+        for r in range(L):
+            if r != col:
+                f = work[r, col]
+                if f != 0.0:
+                    for c in range(L):
+                        work[r, c] -= f * work[col, c]
+                        Binv[r, c] -= f * Binv[col, c]
+    return logdet
+
+
+@njit(parallel=True, cache=True)
+def precompute_mixers(ZU, skip, beta, Binv_out, logdet_out):
+    """Inverse mixers and log|det| for a shared set of inner nodes ``ZU (n, L, m)``."""
+    n, L, _ = ZU.shape
+    for i in prange(n):
+        B = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        work = np.empty((L, L))
+        s = np.empty(L)
+        mixer_into(ZU[i], skip, beta, B, A, s, tmp)
+        logdet_out[i] = inverse_logdet_into(B, Binv_out[i], work)
+
+
+@njit(parallel=True, cache=True)
+def fibre_moments(
+    a,
+    omega,
+    T,
+    W,
+    chol,
+    cvec,
+    vc,
+    skip,
+    beta,
+    Binv_sh,
+    logdet_sh,
+    shared,
+    lognorm,
+    mean,
+    second,
+):
+    """Posterior log-normaliser, mean and full second moment for each observation.
+
+    a (K, L); omega (K, L, depth); T (n, L, m) standard inner nodes (m = depth-1);
+    W (S, n) weight sets; chol (m, m); cvec (m,); vc: conditional variance of the last
+    layer.  Outputs: lognorm (S, K), mean (S, K, L, depth), second (S, K, L, depth, L, depth).
+    """
+    K, L = a.shape
+    depth = omega.shape[2]
+    m = depth - 1
+    n = T.shape[0]
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * vc)
+    for k in prange(K):
+        zU = np.empty((L, m))
+        ct = np.empty((L, m))
+        B = np.empty((L, L))
+        Binv = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        work = np.empty((L, L))
+        s = np.empty(L)
+        x = np.empty(L)
+        z = np.empty((L, depth))
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        accS = np.zeros((S, L, depth, L, depth))
+        lmax = -np.inf
+        for i in range(n):
+            for l in range(L):
+                for j in range(m):
+                    acc = 0.0
+                    for q in range(j + 1):
+                        acc += chol[j, q] * T[i, l, q]
+                    ct[l, j] = acc
+                    zU[l, j] = omega[k, l, j] + acc
+            if shared:
+                ld = logdet_sh[i]
+                for r in range(L):
+                    for c in range(L):
+                        Binv[r, c] = Binv_sh[i, r, c]
+            else:
+                mixer_into(zU, skip, beta, B, A, s, tmp)
+                ld = inverse_logdet_into(B, Binv, work)
+            if ld == -np.inf:
+                continue
+            for r in range(L):
+                acc = 0.0
+                for c in range(L):
+                    acc += Binv[r, c] * a[k, c]
+                x[r] = acc
+            for sgn_i in range(2):
+                sgn = 1.0 if sgn_i == 0 else -1.0
+                lw = -ld
+                for l in range(L):
+                    mu = omega[k, l, m]
+                    for j in range(m):
+                        mu += cvec[j] * ct[l, j]
+                    d = sgn * x[l] - mu
+                    lw -= d * d / (2.0 * vc)
+                if lw > lmax:
+                    if lmax > -np.inf:
+                        f = math.exp(lmax - lw)
+                        for q in range(S):
+                            accZ[q] *= f
+                            for l in range(L):
+                                for j in range(depth):
+                                    accM[q, l, j] *= f
+                                    for l2 in range(L):
+                                        for j2 in range(depth):
+                                            accS[q, l, j, l2, j2] *= f
+                    lmax = lw
+                e = math.exp(lw - lmax)
+                for l in range(L):
+                    for j in range(m):
+                        z[l, j] = zU[l, j]
+                    z[l, m] = sgn * x[l]
+                for q in range(S):
+                    ws = W[q, i] * e
+                    if ws == 0.0:
+                        continue
+                    accZ[q] += ws
+                    for l in range(L):
+                        for j in range(depth):
+                            wz = ws * z[l, j]
+                            accM[q, l, j] += wz
+                            for l2 in range(L):
+                                for j2 in range(depth):
+                                    accS[q, l, j, l2, j2] += wz * z[l2, j2]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = accM[q, l, j] * inv
+                        for l2 in range(L):
+                            for j2 in range(depth):
+                                second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
+            else:
+                lognorm[q, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = np.nan
+                        for l2 in range(L):
+                            for j2 in range(depth):
+                                second[q, k, l, j, l2, j2] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def prior_layer_moments(a, Binv_sh, logdet_sh, ZU, W, lognorm, layer_second):
+    """Fast path at Q = 0 (ω = 0, V = I): log Z_out and per-layer ``E[z_k z_kᵀ | a]``.
+
+    Both signs of the fibre carry the same weight here and cross-layer moments vanish by
+    the per-layer sign symmetry, so only ``depth`` blocks ``(L, L)`` are accumulated.
+    a (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m); W (S, n).
+    Outputs: lognorm (S, K); layer_second (S, K, depth, L, L).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi) + math.log(2.0)
+    for k in prange(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        acc = np.zeros((S, m + 1, L, L))
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            q = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                q += t * t
+            lw = -0.5 * q - logdet_sh[i]
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for j in range(m + 1):
+                            for r in range(L):
+                                for c in range(r, L):
+                                    acc[s, j, r, c] *= f
+                lmax = lw
+            e = math.exp(lw - lmax)
+            for s in range(S):
+                ws = W[s, i] * e
+                if ws == 0.0:
+                    continue
+                accZ[s] += ws
+                for j in range(m):
+                    for r in range(L):
+                        wr = ws * ZU[i, r, j]
+                        for c in range(r, L):
+                            acc[s, j, r, c] += wr * ZU[i, c, j]
+                for r in range(L):
+                    wr = ws * x[r]
+                    for c in range(r, L):
+                        acc[s, m, r, c] += wr * x[c]
+        for s in range(S):
+            lognorm[s, k] = math.log(accZ[s]) + lmax + const
+            for j in range(m + 1):
+                for r in range(L):
+                    for c in range(r, L):
+                        v = acc[s, j, r, c] / accZ[s]
+                        layer_second[s, k, j, r, c] = v
+                        layer_second[s, k, j, c, r] = v

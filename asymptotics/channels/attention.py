@@ -1,0 +1,296 @@
+"""The deep tied low-rank attention channel (THEORY.md §2), any depth >= 1 and L >= 2.
+
+The output ``y = softmax_rows(β a aᵀ)`` with ``a = s_depth`` determines ``a`` up to a global
+sign (the fibre), so conditioning on ``y`` is conditioning on ``{a, -a}``.  Given the first
+``depth-1`` layers' pre-activations ``z_U`` the last layer's are ``z_last = ±B(z_U)^{-1} a``
+(Jacobian ``1/|det B|``), and the posterior of ``Z`` reduces to an integral over ``z_U``
+(``(depth-1)·L`` dimensions) against its Gaussian prior, summed over both signs.
+
+The inner integral uses a :class:`~asymptotics.integrate.Rule` over standard normal nodes
+``t`` with ``z_U = ω_U + chol(V_UU) t``: a tensor trapezoid when ``(depth-1)·L <= 2``, a
+scrambled Sobol' net above.  Every result carries the embedded-rule error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import to_numpy
+from ..integrate import Rule, point_rule, sinh_trapezoid_2d, sobol, trapezoid
+from . import _attention_kernels as kern
+from .attention_map import (
+    attention_forward,
+    attention_mixer_inverse,
+    fibre_from_output,
+    last_preactivation,
+)
+from .base import Channel, Posterior, check_variance
+
+
+@dataclass
+class FibreMoments:
+    """Fibre-integral results on every inner weight set (axis 0: primary, coarse)."""
+
+    log_norm: np.ndarray  # (S, K)
+    mean: np.ndarray  # (S, K, L, depth)
+    second: np.ndarray  # (S, K, L, depth, L, depth)
+
+
+GRID_NODES = 48  # base nodes per axis of the deterministic rules (resolution 0)
+GRID_HALF_WIDTH = 8.5  # in units of the standard deviation (inner) or of 1 + skip (outer)
+MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
+
+
+def default_inner_rule(
+    depth: int,
+    seq_len: int,
+    resolution: int = 0,
+    seed: int = 0,
+    skip: float = 1.0,
+    beta: float = 1.0,
+) -> Rule:
+    """Inner rule over the ``(depth-1)·L`` pre-activations of the first layers.
+
+    Depth 2, L = 2: a 2-D trapezoid rotated to ``z_0 ± z_1`` with a sinh map of scale
+    ``sqrt(skip/β)`` across the diagonal, where ``det B`` is smallest (the softmax part of
+    ``B`` has eigenvalue ``≈ β (z_0 - z_1)²/4`` there).  ``resolution`` doubles the nodes per
+    unit.  One dimension: a trapezoid.  Above two dimensions: Sobol' ``2^(12 + 2r)`` points.
+    """
+    d = (depth - 1) * seq_len
+    n = GRID_NODES * 2**resolution + 1
+    if d == 0:
+        return point_rule(0)
+    if d == 2 and seq_len == 2:
+        scale = max(MIN_SCALE, min(1.0, np.sqrt(skip / beta)))
+        return sinh_trapezoid_2d(n, n, GRID_HALF_WIDTH, GRID_HALF_WIDTH, scale, gaussian=True)
+    if d <= 2:
+        return trapezoid(d, n, GRID_HALF_WIDTH)
+    return sobol(d, 12 + 2 * resolution, seed=seed)
+
+
+class AttentionChannel(Channel):
+    """Deep tied rank-1 attention: ``y = softmax(β s_depth s_depthᵀ)`` (THEORY §2)."""
+
+    name = "attention"
+    sign_symmetric = True
+
+    def __init__(
+        self,
+        depth: int = 2,
+        seq_len: int = 2,
+        skip: float = 1.0,
+        beta: float = 1.0,
+        inner_rule: Rule | None = None,
+    ):
+        if int(depth) != depth or depth < 1:
+            raise ValueError(f"depth must be an integer >= 1, got {depth}")
+        if int(seq_len) != seq_len or seq_len < 2:
+            raise ValueError(f"seq_len must be an integer >= 2 for attention, got {seq_len}")
+        if not np.isfinite(skip) or skip < 0:
+            raise ValueError(f"skip must be finite and >= 0, got {skip}")
+        if not np.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta must be finite and > 0, got {beta}")
+        self.depth = int(depth)
+        self.seq_len = int(seq_len)
+        self.dim = self.depth
+        self.skip = float(skip)
+        self.beta = float(beta)
+        self.inner_rule = inner_rule or default_inner_rule(
+            self.depth, self.seq_len, skip=self.skip, beta=self.beta
+        )
+        expected = (self.depth - 1) * self.seq_len
+        if self.inner_rule.dim != expected:
+            raise ValueError(f"inner rule has dimension {self.inner_rule.dim}, need {expected}")
+        self._shared_cache = None
+
+    def params(self):
+        return {"depth": self.depth, "seq_len": self.seq_len, "skip": self.skip, "beta": self.beta}
+
+    def with_inner_rule(self, rule: Rule) -> AttentionChannel:
+        return AttentionChannel(self.depth, self.seq_len, self.skip, self.beta, rule)
+
+    # forward map and observations ------------------------------------------------------
+    def forward(self, Z, noise=None):
+        return attention_forward(Z, self.depth, self.skip, self.beta)
+
+    def observe(self, Z, noise=None):
+        """``a = s_depth`` (rank 1), equivalent to ``y`` up to the sign the posterior sums."""
+        return last_preactivation(Z, self.depth, self.skip, self.beta)[..., 0]
+
+    def observation_from_output(self, y):
+        return fibre_from_output(y, self.beta)
+
+    def output_grid(self, resolution: int = 0, nodes: int = 0, half_width: float = 0.0):
+        """Deterministic rule on the output statistic ``a ∈ R^L`` (L = 2 only).
+
+        Rotated trapezoid with a sinh map of scale ``skip`` across ``a_0 = a_1``, where the
+        density of ``a`` has a peak of width about ``skip``; half-width
+        ``8.5 (1 + skip)``.  ``Z_out(a)`` sums ``a`` and ``-a``, so every output is counted
+        twice over ``R^L``: the weights carry the factor 1/2.
+        """
+        if self.seq_len != 2:
+            return None
+        n = nodes or (GRID_NODES * 2**resolution + 1)
+        R = half_width or GRID_HALF_WIDTH * (1.0 + self.skip)
+        scale = max(MIN_SCALE, min(1.0, self.skip))
+        rule = sinh_trapezoid_2d(n, n, R, R, scale, gaussian=False)
+        return rule.points, 0.5 * rule.weight_sets, f"{rule.description} on a"
+
+    def prior_layer_moments(self, obs):
+        """Q = 0 fast path: ``log Z_out`` and per-layer ``E[z_k z_kᵀ | a]`` on each inner set.
+
+        Returns ``(log_norm (S, K), layer_second (S, K, depth, L, L))``.
+        """
+        a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
+        m = self.depth - 1
+        Binv, logdet = self._shared_mixers(np.eye(m))
+        T, W = self._inner_nodes()
+        S, K = W.shape[0], a.shape[0]
+        lognorm = np.empty((S, K))
+        layer_second = np.empty((S, K, self.depth, self.seq_len, self.seq_len))
+        kern.prior_layer_moments(a, Binv, logdet, T, W, lognorm, layer_second)
+        return lognorm, layer_second
+
+    # posterior ----------------------------------------------------------------------------
+    def _inner_nodes(self):
+        m = self.depth - 1
+        T = (
+            self.inner_rule.points.reshape(-1, self.seq_len, m)
+            if m
+            else np.zeros((1, self.seq_len, 0))
+        )
+        return np.ascontiguousarray(T), np.ascontiguousarray(self.inner_rule.weight_sets)
+
+    def _conditional(self, V):
+        """Cholesky of V_UU, regression coefficients of z_last on z_U, conditional variance."""
+        m = self.depth - 1
+        if m == 0:
+            return np.zeros((0, 0)), np.zeros(0), float(V[0, 0])
+        VUU, VUl, Vll = V[:m, :m], V[:m, m], V[m, m]
+        chol = np.linalg.cholesky(VUU)
+        coef = np.linalg.solve(VUU, VUl)  # z_last mean = ω_l + coef·(z_U - ω_U)
+        # in terms of the standard nodes t: coef·(C t) = (Cᵀ coef)·t; kernels take C t
+        vc = float(Vll - coef @ VUl)
+        return chol, coef, vc
+
+    def fibre_moments(self, obs, omega, V, device: str = "numba") -> FibreMoments:
+        """Posterior moments on all inner weight sets, batched over the leading axes."""
+        V = check_variance(V, self.depth)
+        obs = np.asarray(obs, dtype=float)
+        L, depth = self.seq_len, self.depth
+        batch = obs.shape[:-1]
+        omega = np.broadcast_to(np.asarray(omega, dtype=float), batch + (L, depth))
+        a = np.ascontiguousarray(obs.reshape(-1, L))
+        om = np.ascontiguousarray(omega.reshape(-1, L, depth))
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(om))):
+            raise ValueError("observations and omega must be finite")
+        chol, coef, vc = self._conditional(V)
+        if device == "numba":
+            res = self._fibre_numba(a, om, chol, coef, vc)
+        else:
+            res = self._fibre_xp(a, om, chol, coef, vc, device)
+        S = res.log_norm.shape[0]
+        return FibreMoments(
+            res.log_norm.reshape((S,) + batch),
+            res.mean.reshape((S,) + batch + (L, depth)),
+            res.second.reshape((S,) + batch + (L, depth, L, depth)),
+        )
+
+    def posterior(self, obs, omega, V, device: str = "numba") -> Posterior:
+        fm = self.fibre_moments(obs, omega, V, device)
+        return Posterior(
+            fm.log_norm[0], fm.mean[0], fm.second[0], error=np.abs(fm.mean[0] - fm.mean[1])
+        )
+
+    def _fibre_numba(self, a, om, chol, coef, vc) -> FibreMoments:
+        T, W = self._inner_nodes()
+        K, L = a.shape
+        depth, m = self.depth, self.depth - 1
+        S = W.shape[0]
+        shared = m > 0 and not np.any(om[:, :, :m])
+        if shared:
+            Binv, logdet = self._shared_mixers(chol)
+        else:
+            Binv, logdet = np.zeros((1, L, L)), np.zeros(1)
+        lognorm = np.empty((S, K))
+        mean = np.empty((S, K, L, depth))
+        second = np.empty((S, K, L, depth, L, depth))
+        kern.fibre_moments(
+            a,
+            om,
+            T,
+            W,
+            np.ascontiguousarray(chol),
+            np.ascontiguousarray(coef),
+            vc,
+            self.skip,
+            self.beta,
+            Binv,
+            logdet,
+            shared,
+            lognorm,
+            mean,
+            second,
+        )
+        return FibreMoments(lognorm, mean, second)
+
+    def _shared_mixers(self, chol):
+        key = chol.tobytes()
+        if self._shared_cache is not None and self._shared_cache[0] == key:
+            return self._shared_cache[1], self._shared_cache[2]
+        T, _ = self._inner_nodes()
+        ZU = np.ascontiguousarray(np.einsum("jq,nlq->nlj", chol, T))
+        n, L = ZU.shape[0], self.seq_len
+        Binv = np.empty((n, L, L))
+        logdet = np.empty(n)
+        kern.precompute_mixers(ZU, self.skip, self.beta, Binv, logdet)
+        self._shared_cache = (key, Binv, logdet)
+        return Binv, logdet
+
+    def _fibre_xp(self, a, om, chol, coef, vc, device, chunk_elems: int = 2_000_000):
+        """Vectorised reference path on an array namespace (``device``: 'cpu' or 'gpu')."""
+        from ..backend import get_namespace
+
+        xp = get_namespace(device)
+        T, W = self._inner_nodes()
+        T, W = xp.asarray(T), xp.asarray(W)
+        chol_x, coef_x = xp.asarray(chol), xp.asarray(coef)
+        K, L = a.shape
+        depth, m = self.depth, self.depth - 1
+        S, n = W.shape
+        out_ln = np.empty((S, K))
+        out_mean = np.empty((S, K, L, depth))
+        out_sec = np.empty((S, K, L, depth, L, depth))
+        step = max(1, chunk_elems // max(n, 1))
+        for start in range(0, K, step):
+            sl = slice(start, min(K, start + step))
+            ak = xp.asarray(a[sl])  # (k, L)
+            omk = xp.asarray(om[sl])  # (k, L, depth)
+            ct = xp.einsum("jq,nlq->nlj", chol_x, T)  # (n, L, m)
+            zU = omk[:, None, :, :m] + ct[None]  # (k, n, L, m)
+            if m:
+                _, Binv, logdet = attention_mixer_inverse(zU, self.skip, self.beta)
+            else:
+                Binv = xp.broadcast_to(xp.eye(L), zU.shape[:2] + (L, L))
+                logdet = xp.zeros(zU.shape[:2])
+            x = xp.einsum("knrc,kc->knr", Binv, ak)  # (k, n, L)
+            mu = omk[:, None, :, m] + ct[None] @ coef_x  # (k, n, L)
+            sg = xp.asarray([1.0, -1.0])
+            zl = sg[None, None, :, None] * x[:, :, None, :]  # (k, n, 2, L)
+            lw = -((zl - mu[:, :, None, :]) ** 2).sum(-1) / (2 * vc) - logdet[:, :, None]
+            lmax = lw.max(axis=(1, 2), keepdims=True)
+            e = xp.exp(lw - lmax)  # (k, n, 2)
+            z = xp.concatenate(
+                [xp.broadcast_to(zU[:, :, None], zU.shape[:2] + (2, L, m)), zl[..., None]], axis=-1
+            )  # (k, n, 2, L, depth)
+            we = W[:, None, :, None] * e[None]  # (S, k, n, 2)
+            Zs = we.sum(axis=(2, 3))
+            M = xp.einsum("sknb,knblj->sklj", we, z) / Zs[:, :, None, None]
+            Sec = xp.einsum("sknb,knblj,knbpq->skljpq", we, z, z) / Zs[:, :, None, None, None, None]
+            ln = xp.log(Zs) + lmax[None, :, 0, 0] - 0.5 * L * np.log(2 * np.pi * vc)
+            out_ln[:, sl] = to_numpy(ln)
+            out_mean[:, sl] = to_numpy(M)
+            out_sec[:, sl] = to_numpy(Sec)
+        return FibreMoments(out_ln, out_mean, out_sec)

@@ -1,0 +1,128 @@
+"""Channel interface: forward map, sampling and posterior moments of Z given (y, ω, V).
+
+Shapes: a batch of samples has leading axes ``...``; pre-activations ``Z`` are
+``(..., L, p)`` (token l, direction k); ``omega`` likewise; ``V`` is ``(p, p)`` shared by
+all tokens (THEORY.md §3).  Posterior moments are returned as a :class:`Posterior`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Posterior:
+    """Moments of ``Z`` under ``P(Z | y) ∝ P_out(y|Z) Π_l N(z^(l); ω^(l), V)``.
+
+    ``log_norm``: log Z_out(y; ω, V) up to a y-only constant, ``(...)``.
+    ``mean``: E[z^(l)_k], ``(..., L, p)``.
+    ``second``: E[z^(l)_k z^(l')_k'], ``(..., L, p, L, p)``.
+    ``error``: optional error estimate of ``mean`` from the channel's own quadrature.
+    """
+
+    log_norm: np.ndarray
+    mean: np.ndarray
+    second: np.ndarray
+    error: np.ndarray | None = None
+
+    @property
+    def token_covariance(self) -> np.ndarray:
+        """Per-token posterior covariance Cov[z^(l) | y, ω, V], ``(..., L, p, p)``."""
+        L = self.mean.shape[-2]
+        idx = np.arange(L)
+        sec = self.second[..., idx, :, idx, :]  # (L, ..., p, p) after fancy indexing
+        sec = np.moveaxis(sec, 0, -3)
+        m = self.mean
+        return sec - m[..., :, None] * m[..., None, :]
+
+
+class Channel(ABC):
+    """An output channel ``y ~ P_out(· | Z)`` of a sequence multi-index model."""
+
+    name: str = "channel"
+    seq_len: int = 1  # L
+    dim: int = 1  # p
+    noise_dim: int = 0  # Gaussian noise variables per sample used by `forward`
+    #: finite set of output values, when the output is discrete (sum instead of integrate)
+    discrete_outputs: np.ndarray | None = None
+
+    @abstractmethod
+    def forward(self, Z: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The output ``y = g(Z)`` (``noise`` of shape ``(..., noise_dim)`` when noisy)."""
+
+    def sample(self, Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``y ~ P_out(· | Z)`` with a seeded generator."""
+        noise = None
+        if self.noise_dim:
+            noise = rng.standard_normal(Z.shape[:-2] + (self.noise_dim,))
+        return self.forward(Z, noise)
+
+    def observe(self, Z: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """What the posterior conditions on, computed from the teacher's ``Z``.
+
+        Defaults to ``y`` itself; a deterministic channel may return an equivalent
+        statistic (a bijective function of ``y``) that is computed more accurately.
+        """
+        return self.forward(Z, noise)
+
+    def observation_from_output(self, y: np.ndarray) -> np.ndarray:
+        """Map an output ``y`` (as produced by :meth:`forward`) to what :meth:`posterior` takes."""
+        return y
+
+    @abstractmethod
+    def posterior(self, obs: np.ndarray, omega: np.ndarray, V: np.ndarray) -> Posterior:
+        """Posterior moments of ``Z`` given the observation, ``omega`` and ``V``."""
+
+    def output_grid(self, resolution: int = 0):
+        """Optional deterministic rule over the observation for outer expectations.
+
+        Returns ``(obs_nodes, flat_weight_sets, description)`` such that
+        ``E_y f = Σ_i w_i Z_out(obs_i; 0, I) f(obs_i)`` (the channel's own normaliser is the
+        density), or ``None`` when the channel has none (then ``Z*`` is integrated).
+        """
+        return None
+
+    #: E[Z | y] = 0 under the prior by a sign symmetry (so it is not tested numerically)
+    sign_symmetric: bool = False
+
+    def has_trivial_direction(self) -> bool:
+        """Whether E[Z | y] != 0 under the prior (a direction learned at any α > 0)."""
+        return False
+
+    def params(self) -> dict:
+        """Parameters that identify the channel (for result rows)."""
+        return {}
+
+    def describe(self) -> str:
+        items = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{self.name}({items})"
+
+
+def check_variance(V: np.ndarray, p: int) -> np.ndarray:
+    """Validate a ``(p, p)`` covariance: finite, symmetric, positive definite."""
+    V = np.asarray(V, dtype=float)
+    if V.shape != (p, p):
+        raise ValueError(f"V must have shape ({p}, {p}), got {V.shape}")
+    if not np.all(np.isfinite(V)):
+        raise ValueError("V has non-finite entries")
+    if not np.allclose(V, V.T, rtol=1e-12, atol=1e-14):
+        raise ValueError("V must be symmetric")
+    if np.linalg.eigvalsh(V).min() <= 0:
+        raise ValueError("V must be positive definite (Q must stay strictly below I)")
+    return V
+
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def second_from_token_moments(mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Assemble ``(..., L, p, L, p)`` second moments of token-independent posteriors."""
+    L = mean.shape[-2]
+    second = mean[..., :, :, None, None] * mean[..., None, None, :, :]
+    for l in range(L):
+        second[..., l, :, l, :] += cov[..., l, :, :]
+    return second
