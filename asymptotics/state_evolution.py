@@ -1,0 +1,216 @@
+"""Bayes-optimal state evolution Q -> Q̂ -> Q (THEORY.md §3).
+
+Per token ``ω^(l) = Q^{1/2} ξ^(l)``, ``Z*^(l) = ω^(l) + (I - Q)^{1/2} u^(l)``, ``V = I - Q``,
+
+    g_out^(l) = V^{-1}(E[z^(l) | y, ω, V] - ω^(l)),   Q̂ = α E[Σ_l g_out g_outᵀ],
+    Q = f_in(Q̂)   (Gaussian prior: Q̂ (I + Q̂)^{-1}).
+
+The map is pure: the same ``Q`` and rule give the same ``Q̂`` (common random numbers for
+Monte Carlo rules, whose nodes are fixed once).  For the attention channel ``Q`` is kept
+diagonal: by the per-layer sign symmetry the off-diagonal entries of ``Q̂`` vanish exactly
+when ``Q`` is diagonal (THEORY §2), so only the diagonal is integrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .channels.attention import AttentionChannel
+from .channels.base import Channel
+from .integrate import Rule, combine_error, gauss_hermite, sobol
+from .priors import GaussianPrior
+from .solver import solve_fixed_point
+
+
+@dataclass(frozen=True)
+class SESettings:
+    """Numerical settings of the SE integrals.
+
+    The outer expectation over ``(ξ, u, noise)`` uses a tensor Gauss–Hermite rule of
+    ``gh_nodes`` per axis when its dimension is at most ``gh_max_dim``, else a scrambled
+    Sobol' net of ``2^sobol_log2`` points (seed ``seed``), fixed for all iterations.
+    Discrete outputs are summed exactly.
+    """
+
+    gh_nodes: int = 40
+    gh_max_dim: int = 3
+    sobol_log2: int = 12
+    seed: int = 0
+
+
+@dataclass
+class QhatEstimate:
+    Qhat: np.ndarray
+    error: np.ndarray
+    rule: str
+
+
+def _sqrt_psd(Q: np.ndarray) -> np.ndarray:
+    w, U = np.linalg.eigh(0.5 * (Q + Q.T))
+    return (U * np.sqrt(np.clip(w, 0.0, None))) @ U.T
+
+
+def check_overlap(Q: np.ndarray, p: int) -> np.ndarray:
+    Q = np.asarray(Q, dtype=float)
+    if Q.shape != (p, p):
+        raise ValueError(f"Q must have shape ({p}, {p}), got {Q.shape}")
+    if not np.all(np.isfinite(Q)):
+        raise ValueError("Q has non-finite entries")
+    w = np.linalg.eigvalsh(0.5 * (Q + Q.T))
+    if w.min() < -1e-12 or w.max() >= 1.0:
+        raise ValueError(f"Q must satisfy 0 <= Q < I, eigenvalues {w}")
+    return Q
+
+
+class StateEvolution:
+    """The SE map of one channel at one sample ratio ``alpha`` (Gaussian prior)."""
+
+    def __init__(self, channel: Channel, alpha: float, settings: SESettings | None = None,
+                 prior=None):
+        if not np.isfinite(alpha) or alpha <= 0:
+            raise ValueError(f"alpha must be finite and > 0, got {alpha}")
+        self.channel = channel
+        self.alpha = float(alpha)
+        self.settings = settings or SESettings()
+        self.prior = prior or GaussianPrior()
+        L, p = channel.seq_len, channel.dim
+        self.discrete = channel.discrete_outputs is not None
+        d = L * p if self.discrete else 2 * L * p + channel.noise_dim
+        s = self.settings
+        if d <= s.gh_max_dim:
+            self.rule: Rule = gauss_hermite(d, s.gh_nodes)
+        else:
+            self.rule = sobol(d, s.sobol_log2, s.seed)
+
+    @property
+    def diagonal_only(self) -> bool:
+        return isinstance(self.channel, AttentionChannel)
+
+    def qhat(self, Q: np.ndarray) -> QhatEstimate:
+        """``Q̂(Q)`` with its error estimate (outer rule and, for attention, inner rule)."""
+        ch = self.channel
+        L, p = ch.seq_len, ch.dim
+        Q = check_overlap(Q, p)
+        if self.diagonal_only:
+            Q = np.diag(np.diag(Q))
+        V = np.eye(p) - Q
+        Vinv = np.linalg.inv(V)
+        sq = _sqrt_psd(Q)
+        pts = self.rule.points
+        xi = pts[:, : L * p].reshape(-1, L, p)
+        omega = xi @ sq.T
+        if self.discrete:
+            ys = ch.discrete_outputs
+            terms = []
+            for y in ys:
+                post = ch.posterior(np.full(len(omega), y), omega, V)
+                g = (post.mean - omega) @ Vinv.T
+                terms.append(np.exp(post.log_norm)[:, None, None] * np.einsum("nlk,nlj->nkj", g, g))
+            per_node = sum(terms)[None]  # (1, n, p, p)
+        else:
+            u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
+            noise = pts[:, 2 * L * p :] if ch.noise_dim else None
+            Zstar = omega + u @ _sqrt_psd(V).T
+            obs = ch.observe(Zstar, noise)
+            if isinstance(ch, AttentionChannel):
+                fm = ch.fibre_moments(obs, omega, V)
+                means = fm.mean
+            else:
+                means = ch.posterior(obs, omega, V).mean[None]
+            g = (means - omega[None]) @ Vinv.T
+            per_node = np.einsum("snlk,snlj->snkj", g, g)
+        W = self.rule.weight_sets
+        vals = self.alpha * np.einsum("rn,nkj->rkj", W, per_node[0])
+        err = combine_error(vals, self.rule.error_kind)
+        if per_node.shape[0] > 1:
+            inner = self.alpha * np.einsum("n,snkj->skj", W[0], per_node)
+            err = np.sqrt(err**2 + combine_error(inner, "embedded") ** 2)
+        Qhat = 0.5 * (vals[0] + vals[0].T)
+        if self.diagonal_only:
+            Qhat = np.diag(np.diag(Qhat))
+            err = np.diag(np.diag(err))
+        return QhatEstimate(Qhat, err, self.rule.description)
+
+    def update(self, Q: np.ndarray) -> np.ndarray:
+        """One SE step ``Q -> f_in(Q̂(Q))``."""
+        return self.prior.overlap(self.qhat(Q).Qhat)
+
+
+@dataclass
+class SEResult:
+    """A state-evolution fixed point with its convergence record."""
+
+    alpha: float
+    start: str
+    Q: np.ndarray
+    Qhat: np.ndarray
+    Qhat_error: np.ndarray
+    converged: bool
+    status: str
+    iterations: int
+    residual: float
+    history: list = field(default_factory=list)
+    rule: str = ""
+
+
+START_EPS = 1e-3
+
+
+def initial_overlap(p: int, start: str, eps: float = START_EPS) -> np.ndarray:
+    """``ε I`` (uninformed: the AMP branch) or ``(1 - ε) I`` (informed)."""
+    if start == "uninformed":
+        return eps * np.eye(p)
+    if start == "informed":
+        return (1.0 - eps) * np.eye(p)
+    raise ValueError(f"start must be 'uninformed' or 'informed', got {start!r}")
+
+
+def _valid_overlap(Q: np.ndarray) -> bool:
+    w = np.linalg.eigvalsh(0.5 * (Q + Q.T))
+    return bool(w.min() >= -1e-12 and w.max() < 1.0)
+
+
+def run_state_evolution(
+    channel: Channel,
+    alpha: float,
+    start: str | np.ndarray = "uninformed",
+    *,
+    damping: float = 0.5,
+    tol: float = 1e-8,
+    max_iter: int = 500,
+    settings: SESettings | None = None,
+    start_eps: float = START_EPS,
+) -> SEResult:
+    """Iterate SE to a fixed point from an uninformed, informed or given start."""
+    se = StateEvolution(channel, alpha, settings)
+    p = channel.dim
+    if isinstance(start, str):
+        Q0, label = initial_overlap(p, start, start_eps), start
+    else:
+        Q0, label = check_overlap(start, p), "given"
+    res = solve_fixed_point(
+        se.update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap
+    )
+    est = se.qhat(res.x)
+    return SEResult(
+        se.alpha, label, res.x, est.Qhat, est.error, res.converged, res.status,
+        res.iterations, res.residual, res.history, est.rule,
+    )
+
+
+def linear_channel_fixed_point(alpha: float, noise: float) -> float:
+    """Closed form for ``y = z + sqrt(Δ) ξ``: the root in [0, 1) of ``Q = Q̂/(1+Q̂)``,
+    ``Q̂ = α/(Δ + 1 - Q)``: ``Q = ½[1 + Δ + α - sqrt((α-1)² + 2(α+1)Δ + Δ²)]``."""
+    return 0.5 * (1 + noise + alpha - np.sqrt((alpha - 1) ** 2 + 2 * (alpha + 1) * noise + noise**2))
+
+
+__all__ = [
+    "SESettings",
+    "StateEvolution",
+    "SEResult",
+    "run_state_evolution",
+    "initial_overlap",
+    "linear_channel_fixed_point",
+]
