@@ -286,7 +286,12 @@ def run_train(args) -> int:
         return 2
     xp = v["xp"]
     model = AttentionModel(v["depth"], v["rank"], v["skip"], v["beta"])
-    out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115
+    try:
+        out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115
+    except OSError as exc:
+        print(f"smi simulate train: error: --output: cannot write {args.output!r}: "
+              f"{exc.strerror}", file=sys.stderr)
+        return 2
     try:
         return _run(v, model, xp, out, args.summary_only)
     finally:

@@ -242,6 +242,11 @@ def test_cli_bad_input_rejected_before_work(tmp_path, capsys, argv, option):
     assert len(err.splitlines()) == 1 and option in err
 
 
+def test_cli_unwritable_output(tmp_path, capsys):
+    rc = main(["--steps", "1", "--output", str(tmp_path / "no" / "such" / "dir.jsonl")])
+    assert rc == 2 and "--output" in capsys.readouterr().err
+
+
 def test_cli_gpu_without_cupy_rejected(tmp_path, capsys):
     try:
         get_namespace("gpu")
@@ -273,3 +278,20 @@ def test_numpy_and_cupy_agree():
             assert x["test_loss"] == pytest.approx(y["test_loss"], rel=1e-8)
             np.testing.assert_allclose(x["M"], y["M"], rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(ra["W"], to_numpy(rb["W"]), rtol=1e-8, atol=1e-12)
+
+
+def test_add_train_parser_registers_subcommand(tmp_path):
+    import argparse
+
+    from simulators.train_cli import add_train_parser, run_train
+
+    parser = argparse.ArgumentParser(prog="smi simulate")
+    sub = parser.add_subparsers(dest="command")
+    add_train_parser(sub)
+    out = tmp_path / "o.jsonl"
+    args = parser.parse_args(["train", "--dim", "20", "--alpha", "2", "--steps", "3",
+                              "--seeds", "1", "--n-test", "10", "--output", str(out)])
+    assert args.func is run_train
+    assert args.func(args) == 0
+    rows = [json.loads(s) for s in out.read_text().splitlines()]
+    assert rows[-1]["summary"] and rows[0]["step"] == 0 and rows[-2]["step"] == 3
