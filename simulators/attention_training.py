@@ -1,0 +1,414 @@
+"""Finite-size training of the deep tied low-rank attention network (THEORY.md §2).
+
+Teacher-student setting.  A teacher of the same architecture with planted weights
+``W* in R^{D x (depth*rank)}`` (iid N(0,1) entries) labels ``N = alpha D`` training
+sequences ``x_mu in R^{L x D}`` (iid N(0,1)) by its last attention matrix
+``y_mu = g(x_mu W*/sqrt(D))`` (L x L, noiseless).  The student ``W`` is trained on the
+squared loss on that matrix,
+
+    loss(W) = (1/n) sum_{mu in batch} || yhat_mu(W) - y_mu ||_F^2 ,   n = batch size,
+
+(no 1/2, no 1/L, no 1/D; optional coupled weight decay adds ``lam/2 ||W||_F^2`` through
+the optimizer, see :mod:`simulators.optimizers`).  The test loss is the same average over
+``n_test`` fresh sequences; it estimates ``E ||g(Z_student) - g(Z*)||_F^2``, so at W = 0
+it equals the plug-in error at Q = 0 of THEORY §4 (about 0.386 for the default model).
+
+The network sees data only through ``S = X W / sqrt(D)`` (``n x L x p``): forward and
+backward are the two large products ``S = X W/sqrt(D)`` and ``grad = X^T dS / sqrt(D)``
+plus per-sample L x L algebra.  The forward map is :func:`attention_forward` (single
+source of truth); the backward pass is written here by hand, in the array namespace of
+the data (numpy or cupy).
+
+Backward pass (per sample, ``P_k = softmax(beta s_k s_k^T)``, ``A_k = P_k + c I``,
+``B_k = A_k B_{k-1}``, ``s_k = B_{k-1} z_k``, ``y = P_depth``), with ``bar`` = cotangent:
+
+    bar P_depth = G
+    softmax:   bar T = P * (bar P - rowsum(bar P * P)),  bar s = beta (bar T + bar T^T) s
+    s_k:       bar z_k = B_{k-1}^T bar s_k,   bar B_{k-1} += bar s_k z_k^T
+    B_k:       bar A_k = bar B_k B_{k-1}^T,   bar B_{k-1} += A_k^T bar B_k,  bar P_k = bar A_k
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from asymptotics.backend import namespace_of, to_numpy
+from asymptotics.channels.attention_map import attention_forward
+
+__all__ = [
+    "AttentionModel",
+    "AttentionOracle",
+    "attention_backward",
+    "sample_sequences",
+    "overlaps",
+    "layer_alignment",
+    "log_schedule",
+    "TrainConfig",
+    "make_problem",
+    "train_run",
+]
+
+
+@dataclass(frozen=True)
+class AttentionModel:
+    """Architecture: depth ``l``, rank ``r``, skip ``c``, inverse temperature ``beta``."""
+
+    depth: int = 2
+    rank: int = 1
+    skip: float = 1.0
+    beta: float = 1.0
+
+    @property
+    def p(self) -> int:
+        return self.depth * self.rank
+
+    def forward(self, Z, keep=False):
+        return attention_forward(Z, self.depth, self.skip, self.beta, self.rank, keep=keep)
+
+
+def _softmax_backward(P, dP, xp):
+    """Cotangent of the scores ``T`` given that of ``P = softmax_rows(T)``."""
+    return P * (dP - (dP * P).sum(axis=-1, keepdims=True))
+
+
+def attention_backward(Z, fwd, G, model: AttentionModel):
+    """``bar Z`` (same shape as ``Z``) from the output cotangent ``G = dloss/dy``.
+
+    ``fwd`` is ``attention_forward(Z, ..., keep=True)``.  Works on any leading batch shape.
+    """
+    xp = namespace_of(Z)
+    r, c, beta = model.rank, model.skip, model.beta
+    L = Z.shape[-2]
+    eye = xp.eye(L, dtype=Z.dtype)
+    T = lambda a: xp.swapaxes(a, -1, -2)  # noqa: E731
+    dZ = xp.empty_like(Z)
+    dP = G
+    dB = None  # cotangent of B_{k} flowing into layer k (None = 0)
+    for k in range(model.depth - 1, -1, -1):
+        P, s, Bm = fwd.softmaxes[k], fwd.s[k], fwd.mixers[k]
+        if k < model.depth - 1:
+            # B_{k+1} = A_{k+1} B_k (0-based: layer k uses mixer B_k, produces A_k)
+            dP = dB @ T(Bm)  # bar A_k = bar P_k
+            dB_prev = T(P + c * eye) @ dB
+        else:
+            dB_prev = None
+        dT = _softmax_backward(P, dP, xp)
+        ds = beta * ((dT + T(dT)) @ s)
+        z = Z[..., k * r : (k + 1) * r]
+        if k == 0:
+            dZ[..., 0:r] = ds
+            break
+        dZ[..., k * r : (k + 1) * r] = T(Bm) @ ds
+        contrib = ds @ T(z)
+        dB = contrib if dB_prev is None else dB_prev + contrib
+    return dZ
+
+
+def sample_sequences(rng: np.random.Generator, n: int, L: int, D: int, xp=np,
+                     dtype=np.float64, chunk: int = 4096):
+    """``n`` iid N(0,1) sequences ``(n, L, D)``, drawn on the host by ``rng``.
+
+    Drawn in chunks of ``chunk`` sequences and copied into an ``xp`` array, so the numbers
+    are the same for numpy and cupy (and the same as one big draw) for a given seed.
+    """
+    dtype = np.dtype(dtype)
+    out = xp.empty((n, L, D), dtype=dtype)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        block = rng.standard_normal((m, L, D), dtype=dtype)
+        out[start : start + m] = xp.asarray(block)
+    return out
+
+
+def project(X, W):
+    """``S = X W / sqrt(D)`` for ``X`` of shape ``(n, L, D)``: one large product."""
+    n, L, D = X.shape
+    return (X.reshape(n * L, D) @ W).reshape(n, L, W.shape[1]) * (1.0 / math.sqrt(D))
+
+
+def project_transpose(X, dS):
+    """``X^T dS / sqrt(D)`` (``D x p``): the second large product."""
+    n, L, D = X.shape
+    return (X.reshape(n * L, D).T @ dS.reshape(n * L, dS.shape[-1])) * (1.0 / math.sqrt(D))
+
+
+class AttentionOracle:
+    """Loss, gradient and vector-Jacobian products of the student on a (mini-)batch.
+
+    Implements the :class:`simulators.optimizers.GradientOracle` protocol.  The current
+    batch is set by :meth:`set_batch`; all methods use it.  The output cotangent of the
+    last evaluated parameters is cached (by identity of the array: optimizers here never
+    modify parameters in place), so Functional-SAM costs no extra forward pass.
+    """
+
+    def __init__(self, X, y, model: AttentionModel):
+        self.X_full, self.y_full, self.model = X, y, model
+        self.xp = namespace_of(X)
+        self.set_batch(None)
+
+    def set_batch(self, idx=None):
+        """Use the sequences ``idx`` (host integer array) or, with ``None``, all of them."""
+        if idx is None:
+            self.X, self.y = self.X_full, self.y_full
+        else:
+            ix = self.xp.asarray(idx)
+            self.X, self.y = self.X_full[ix], self.y_full[ix]
+        self._cache = (None, None)
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    def _forward(self, W):
+        S = project(self.X, W)
+        fwd = self.model.forward(S, keep=True)
+        return S, fwd
+
+    def loss(self, W) -> float:
+        yhat = self.model.forward(project(self.X, W))
+        diff = yhat - self.y
+        return float((diff * diff).sum()) / self.n
+
+    def loss_and_grad(self, W):
+        """``(loss, grad)`` at ``W`` on the current batch; caches the output cotangent."""
+        S, fwd = self._forward(W)
+        diff = fwd.y - self.y
+        loss = float((diff * diff).sum()) / self.n
+        G = (2.0 / self.n) * diff
+        self._cache = (W, G)
+        dS = attention_backward(S, fwd, G, self.model)
+        return loss, project_transpose(self.X, dS)
+
+    def grad(self, W):
+        return self.loss_and_grad(W)[1]
+
+    def output_cotangent(self, W):
+        """``dloss/dyhat`` at ``W`` (shape ``(n, L, L)``)."""
+        cached_W, G = self._cache
+        if cached_W is W:
+            return G
+        yhat = self.model.forward(project(self.X, W))
+        G = (2.0 / self.n) * (yhat - self.y)
+        self._cache = (W, G)
+        return G
+
+    def vjp(self, W, cotangent):
+        """``J(W)^T cotangent`` with ``J = d yhat / d W`` on the current batch."""
+        S, fwd = self._forward(W)
+        dS = attention_backward(S, fwd, cotangent, self.model)
+        return project_transpose(self.X, dS)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def overlaps(W, W_star):
+    """``M = W^T W*/D``, ``Q = W^T W/D``, ``rho = W*^T W*/D`` as host numpy arrays."""
+    D = W.shape[0]
+    M = to_numpy(W.T @ W_star) / D
+    Q = to_numpy(W.T @ W) / D
+    R = to_numpy(W_star.T @ W_star) / D
+    return M, Q, R
+
+
+def _inv_sqrt_psd(A):
+    w, V = np.linalg.eigh((A + A.T) / 2)
+    w = np.where(w > 1e-300, w, np.inf)
+    return (V / np.sqrt(w)) @ V.T
+
+
+def layer_alignment(M, Q, R, depth: int, rank: int):
+    """Per-layer alignment of the student with the teacher (list of ``depth`` floats).
+
+    With the r x r diagonal blocks ``M_k, Q_k, rho_k`` of layer k,
+    ``a_k = || Q_k^{-1/2} M_k rho_k^{-1/2} ||_F / sqrt(r)``: the root mean square of the
+    cosines of the principal angles between the column spaces of ``w_k`` and ``w*_k``
+    (for large D).  It is invariant to ``w_k -> w_k O`` (O orthogonal), a symmetry of the
+    layer, lies in [0, 1], and for rank 1 equals ``|m_k| / sqrt(q_k rho_k)``.
+    A layer with ``w_k = 0`` has alignment 0.
+    """
+    out = []
+    for k in range(depth):
+        sl = slice(k * rank, (k + 1) * rank)
+        Mk, Qk, Rk = M[sl, sl], Q[sl, sl], R[sl, sl]
+        if rank == 1:
+            den = math.sqrt(max(Qk[0, 0], 0.0) * max(Rk[0, 0], 0.0))
+            out.append(abs(Mk[0, 0]) / den if den > 0 else 0.0)
+        else:
+            C = _inv_sqrt_psd(Qk) @ Mk @ _inv_sqrt_psd(Rk)
+            out.append(float(np.linalg.norm(C) / math.sqrt(rank)))
+    return [float(a) for a in out]
+
+
+def layer_overlaps(M, Q, depth: int, rank: int):
+    """Per-layer ``(m_k, q_k)``: nuclear norm of ``M_k`` / r (= |m_k| for rank 1; sign-
+    and rotation-invariant) and ``tr Q_k / r``."""
+    ms, qs = [], []
+    for k in range(depth):
+        sl = slice(k * rank, (k + 1) * rank)
+        ms.append(float(np.linalg.svd(M[sl, sl], compute_uv=False).sum() / rank))
+        qs.append(float(np.trace(Q[sl, sl]) / rank))
+    return ms, qs
+
+
+def log_schedule(steps: int, points: int):
+    """Sorted unique integer steps, log-spaced in [1, steps], plus 0 and ``steps``."""
+    if steps <= 0:
+        return [0]
+    pts = np.unique(np.round(np.logspace(0, math.log10(steps), max(points - 1, 1))))
+    return sorted({0, steps} | {int(p) for p in pts if 0 < p <= steps})
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs (validated by the CLI before any work)."""
+
+    model: AttentionModel = AttentionModel()
+    seq_len: int = 2
+    dim: int = 500
+    alpha: float = 15.0
+    optimizer: str = "adam"
+    lr: float = 1e-2
+    steps: int = 2000
+    batch: int | None = None  # None: full batch
+    momentum: float | None = None
+    weight_decay: float = 0.0
+    rho: float = 0.05
+    init_scale: float = 0.1
+    n_test: int = 2000
+    log_points: int = 50
+    diverge_q: float = 1e8
+    dtype: str = "float64"
+
+    @property
+    def n_train(self) -> int:
+        return max(1, int(round(self.alpha * self.dim)))
+
+
+@dataclass
+class Problem:
+    """Teacher, data and initial student of one seed (arrays in one namespace)."""
+
+    W_star: object
+    X: object
+    y: object
+    X_test: object
+    y_test: object
+    W0: object
+
+
+def make_problem(cfg: TrainConfig, seed: int, xp=np, n_train: int | None = None) -> Problem:
+    """Draw teacher, train/test data and the initial student for ``seed``.
+
+    Independent streams (``SeedSequence(seed).spawn``) for teacher, train data, test data
+    and initialisation: the data do not depend on the optimizer, and the first ``N``
+    training sequences are the same for every ``alpha`` (so sweeps are nested).
+    """
+    dtype = np.dtype(cfg.dtype)
+    n = cfg.n_train if n_train is None else n_train
+    L, D, p = cfg.seq_len, cfg.dim, cfg.model.p
+    s_teacher, s_train, s_test, s_init = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    )
+    W_star = xp.asarray(s_teacher.standard_normal((D, p), dtype=dtype))
+    X = sample_sequences(s_train, n, L, D, xp, dtype)
+    X_test = sample_sequences(s_test, cfg.n_test, L, D, xp, dtype)
+    W0 = xp.asarray(cfg.init_scale * s_init.standard_normal((D, p), dtype=dtype))
+    y = cfg.model.forward(project(X, W_star))
+    y_test = cfg.model.forward(project(X_test, W_star))
+    return Problem(W_star, X, y, X_test, y_test, W0)
+
+
+def _record(cfg, W, problem, oracle_train, train_loss, step):
+    model = cfg.model
+    M, Q, R = overlaps(W, problem.W_star)
+    test = AttentionOracle(problem.X_test, problem.y_test, model)
+    return {
+        "step": int(step),
+        "train_loss": float(train_loss),
+        "test_loss": test.loss(W),
+        "M": M.tolist(),
+        "Q": Q.tolist(),
+        "cosine": layer_alignment(M, Q, R, model.depth, model.rank),
+    }
+
+
+def train_run(cfg: TrainConfig, seed: int, xp=np, problem: Problem | None = None,
+              batch_rng: np.random.Generator | None = None):
+    """Train one student; return ``(records, result)``.
+
+    ``records`` are dicts (``step, train_loss, test_loss, M, Q, cosine``) on the
+    log-spaced schedule :func:`log_schedule` (``train_loss`` is always the full training
+    loss).  ``result`` has ``diverged`` and, when diverged, ``diverged_at`` (the step at
+    which a non-finite loss/gradient or ``max_k Q_kk > diverge_q`` was detected); then the
+    last record is the divergence marker (no numbers) and no final metrics are returned.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _train_run(cfg, seed, xp, problem, batch_rng)
+
+
+def _train_run(cfg, seed, xp, problem, batch_rng):
+    from .optimizers import make_optimizer
+
+    if problem is None:
+        problem = make_problem(cfg, seed, xp)
+    if batch_rng is None:
+        batch_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
+    N = problem.X.shape[0]
+    oracle = AttentionOracle(problem.X, problem.y, cfg.model)
+    opt = make_optimizer(cfg.optimizer, cfg.lr, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay, rho=cfg.rho, oracle=oracle)
+    schedule = set(log_schedule(cfg.steps, cfg.log_points))
+    full = cfg.batch is None or cfg.batch >= N
+    perm, pos = None, N
+    W = problem.W0
+    records = []
+
+    def diverged(step, why):
+        records.append({"step": int(step), "diverged": True, "reason": why})
+        return records, {"diverged": True, "diverged_at": int(step), "reason": why}
+
+    for t in range(cfg.steps + 1):
+        if full:
+            if t == cfg.steps:
+                loss = oracle.loss(W)
+            else:
+                loss, g = oracle.loss_and_grad(W)
+            if not math.isfinite(loss):
+                return diverged(t, "non-finite training loss")
+            if t in schedule:
+                rec = _record(cfg, W, problem, oracle, loss, t)
+                if max(np.diag(rec["Q"])) > cfg.diverge_q or not math.isfinite(
+                    rec["test_loss"]
+                ):
+                    return diverged(t, f"weights exploded (max q > {cfg.diverge_q:g})")
+                records.append(rec)
+            if t == cfg.steps:
+                break
+        else:
+            if t in schedule:
+                oracle.set_batch(None)
+                loss = oracle.loss(W)
+                if not math.isfinite(loss):
+                    return diverged(t, "non-finite training loss")
+                rec = _record(cfg, W, problem, oracle, loss, t)
+                if max(np.diag(rec["Q"])) > cfg.diverge_q:
+                    return diverged(t, f"weights exploded (max q > {cfg.diverge_q:g})")
+                records.append(rec)
+            if t == cfg.steps:
+                break
+            if pos + cfg.batch > N:
+                perm, pos = batch_rng.permutation(N), 0
+            oracle.set_batch(perm[pos : pos + cfg.batch])
+            pos += cfg.batch
+            loss, g = oracle.loss_and_grad(W)
+            if not math.isfinite(loss):
+                return diverged(t, "non-finite mini-batch loss")
+        W = opt.step(W, g, oracle)
+    return records, {"diverged": False, "W": W}
