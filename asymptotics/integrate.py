@@ -224,3 +224,24 @@ def sinh_trapezoid_2d(
         wt_c = wt_c * dens
     desc = f"sinh-trapezoid {n_sum}x{n_diff} (scale {scale_diff:.3g})"
     return Rule(pts, wt, wt_c[None, :], "embedded", "sinh-trapezoid", desc)
+
+
+def sobol_replicates(d: int, log2_n: int, replicates: int = 8, seed: int = 0) -> Rule:
+    """Randomised QMC: ``replicates`` independently scrambled Sobol' nets of ``2^log2_n``.
+
+    The estimate averages all of them; the error is the standard error across replicates
+    (each replicate is an unbiased estimate of the integral).
+    """
+    if replicates < 2:
+        raise ValueError("sobol_replicates needs at least 2 replicates")
+    n = 2**log2_n
+    rng = np.random.default_rng(seed)
+    nets = [qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2_n) for _ in range(replicates)]
+    pts = ndtri(np.vstack(nets))
+    total = n * replicates
+    w = np.full(total, 1.0 / total)
+    alt = np.zeros((replicates, total))
+    for r in range(replicates):
+        alt[r, r * n : (r + 1) * n] = 1.0 / n
+    desc = f"randomised QMC {replicates}x2^{log2_n} Sobol' (seed {seed})"
+    return Rule(pts, w, alt, "replicates", "rqmc", desc)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .channels.attention import AttentionChannel, default_inner_rule
 from .channels.base import Channel
-from .integrate import Rule, combine_error, gauss_hermite, monte_carlo
+from .integrate import Rule, combine_error, gauss_hermite, sobol_replicates
 
 SUPPORT_FRACTION = 0.05  # an eigenvector "reaches" direction k if |M_kk| >= this · max|M_jj|
 
@@ -202,7 +202,8 @@ class ThresholdSettings:
 
     ``method``: "quadrature" (tensor trapezoid on the output statistic and inner layers,
     attention with (depth-1)·L + L <= 4, and every closed-form channel) or "mc"
-    (teacher Monte Carlo outside, Sobol' inside); "auto" picks quadrature when possible.
+    (randomised QMC on the teacher's Z* outside: ``mc_batches`` scrambled Sobol' nets of
+    ``mc_samples / mc_batches`` points, error = standard error across nets; Sobol' inside); "auto" picks quadrature when possible.
     ``resolution`` refines every grid by a factor 2 per unit (used to show convergence).
     """
 
@@ -211,7 +212,7 @@ class ThresholdSettings:
     outer_nodes: int = 0  # 0: default for the method
     outer_half_width: float = 0.0  # 0: default (attention: 9·(1 + skip))
     mc_samples: int = 2**15
-    mc_batches: int = 16
+    mc_batches: int = 8
     seed: int = 0
 
 
@@ -295,7 +296,8 @@ def weak_recovery_thresholds(
         if method == "quadrature":
             rule = gauss_hermite(d, settings.outer_nodes or 40 * 2**settings.resolution)
         else:
-            rule = monte_carlo(d, settings.mc_samples, settings.seed, settings.mc_batches)
+            log2 = max(4, int(round(np.log2(settings.mc_samples / settings.mc_batches))))
+            rule = sobol_replicates(d, log2, settings.mc_batches, settings.seed)
         Z = rule.points[:, : L * p].reshape(-1, L, p)
         noise = rule.points[:, L * p :] if ch.noise_dim else None
         obs = ch.observe(Z, noise)

@@ -1,0 +1,244 @@
+"""Command-line interface ``smi`` (also ``python -m asymptotics``): a thin layer over the API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+import time
+
+from . import __version__
+from .models import MODELS, make_channel, parse_values
+from .thresholds import ThresholdSettings, weak_recovery_thresholds
+
+DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
+ROW_KEYS = ["model", "depth", "seq_len", "skip", "beta", "direction", "alpha_c", "stderr", "method"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _add_threshold_parser(sub) -> None:
+    p = sub.add_parser(
+        "thresholds",
+        help="weak-recovery thresholds alpha_c at Q = 0",
+        description="Weak-recovery thresholds α_c = 1/ρ(F) of each direction (layer), with "
+        "error estimates (THEORY.md §5).",
+    )
+    p.add_argument("--model", default="attention", choices=MODELS)
+    p.add_argument("--depth", default="2", help="attention depth (>= 1)")
+    p.add_argument("--seq-len", default="2", help="tokens per sequence L (>= 2 for attention)")
+    p.add_argument(
+        "--skip", nargs="+", default=[DEFAULT_SKIPS],
+        help="skip strengths c >= 0: values, comma lists or start:stop:step "
+        f"(default {DEFAULT_SKIPS})",
+    )
+    p.add_argument("--beta", default="1", help="softmax inverse temperature (> 0)")
+    p.add_argument("--noise", default="0.1", help="noise variance Δ of the linear channel")
+    p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
+    p.add_argument(
+        "--resolution", default="1",
+        help="grid refinement level (each level doubles nodes per axis; default 1)",
+    )
+    p.add_argument("--mc-samples", default=str(2**15), help="outer Monte Carlo samples")
+    p.add_argument("--seed", default="0", help="seed of every Monte Carlo rule")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--output", default=None, help="write to FILE instead of stdout")
+    p.set_defaults(func=run_thresholds)
+
+
+def _int(text: str, name: str, minimum: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError(f"smi: error: {name}: expected an integer, got {text!r}") from None
+    if v < minimum:
+        raise UsageError(f"smi: error: {name}: must be >= {minimum}, got {v}")
+    return v
+
+
+def _values(text_list, name: str) -> list[float]:
+    try:
+        vals = [v for t in text_list for v in parse_values(t, name)]
+    except ValueError as exc:
+        raise UsageError(f"smi: error: {exc}") from None
+    return vals
+
+
+def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
+    """Validate every option and list the settings to compute, before any work."""
+    depth = _int(args.depth, "--depth", 1)
+    seq_len = _int(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    beta = _values([args.beta], "--beta")
+    noise = _values([args.noise], "--noise")
+    skips = _values(args.skip, "--skip")
+    if len(beta) != 1 or beta[0] <= 0:
+        raise UsageError(f"smi: error: --beta: must be one value > 0, got {args.beta!r}")
+    if len(noise) != 1 or noise[0] < 0:
+        raise UsageError(f"smi: error: --noise: must be one value >= 0, got {args.noise!r}")
+    if any(c < 0 for c in skips):
+        raise UsageError(f"smi: error: --skip: values must be >= 0, got {args.skip}")
+    resolution = _int(args.resolution, "--resolution", 0)
+    mc = _int(args.mc_samples, "--mc-samples", 64)
+    seed = _int(args.seed, "--seed", 0)
+    settings = ThresholdSettings(method=args.method, resolution=resolution, mc_samples=mc, seed=seed)
+    if args.model != "attention":
+        skips = [skips[0]] if skips else [1.0]
+        jobs = [dict(model=args.model, noise=noise[0])]
+    else:
+        if args.method == "quadrature" and depth * seq_len > 4:
+            raise UsageError(
+                "smi: error: --method: quadrature needs depth·seq_len <= 4; use --method mc"
+            )
+        jobs = [
+            dict(model="attention", depth=depth, seq_len=seq_len, skip=c, beta=beta[0])
+            for c in skips
+        ]
+    return jobs, settings
+
+
+def compute_threshold_rows(jobs, settings, progress=None) -> list[dict]:
+    rows = []
+    t0 = time.perf_counter()
+    for i, job in enumerate(jobs):
+        channel = make_channel(**job)
+        res = weak_recovery_thresholds(channel, settings)
+        model_rows = res.rows(job["model"])
+        for r in model_rows:
+            if job["model"] != "attention":
+                r["skip"] = None
+                r["beta"] = None
+        rows.extend(model_rows)
+        if progress is not None:
+            progress(i + 1, len(jobs), job, time.perf_counter() - t0)
+    return rows
+
+
+def _progress_printer(stream):
+    def show(done, total, job, elapsed):
+        if total > 1 and (elapsed > 2.0 or done == total and elapsed > 2.0):
+            label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
+            eta = elapsed / done * (total - done)
+            print(f"[{done}/{total}] {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
+                  file=stream, flush=True)
+
+    return show
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    keys = list(ROW_KEYS)
+    if any("noise" in r for r in rows):
+        keys.insert(5, "noise")
+    if fmt == "json":
+        clean = [{k: _json_value(r.get(k)) for k in keys + ["status"]} for r in rows]
+        return json.dumps(clean, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys + ["status"], extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in keys + ["status"]})
+        return buf.getvalue()
+    header = keys
+    lines = []
+    for r in rows:
+        cells = []
+        for k in header:
+            v = r.get(k)
+            if k == "alpha_c":
+                cells.append(_fmt_alpha(v, r.get("stderr")))
+            elif k == "stderr":
+                cells.append(f"{v:.1e}" if isinstance(v, float) else str(v))
+            elif v is None:
+                cells.append("-")
+            else:
+                cells.append(str(v))
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+    return "\n".join(out) + "\n"
+
+
+def _fmt_alpha(v, err) -> str:
+    if v is None:
+        return "-"
+    if math.isinf(v):
+        return "inf"
+    if not err or err <= 0:
+        return f"{v:.10g}"
+    digits = max(1, min(12, int(-math.floor(math.log10(err))) + 1))
+    return f"{v:.{digits}f}"
+
+
+def _json_value(v):
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return v
+
+
+def run_thresholds(args) -> int:
+    jobs, settings = _threshold_jobs(args)
+    out_stream = None
+    if args.output:
+        try:
+            out_stream = open(args.output, "w")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {exc}") from None
+    rows = compute_threshold_rows(jobs, settings, _progress_printer(sys.stderr))
+    text = format_rows(rows, args.format)
+    if out_stream is not None:
+        with out_stream:
+            out_stream.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_simulate_parser(sub) -> None:
+    p = sub.add_parser("simulate", help="finite-size simulations (AMP, training)")
+    simsub = p.add_subparsers(dest="simulation", required=True, parser_class=_Parser)
+    from simulators.train_cli import add_train_parser
+
+    add_train_parser(simsub)
+    try:
+        from simulators.amp_cli import add_amp_parser
+    except ImportError:  # pragma: no cover - present once the AMP simulator lands
+        add_amp_parser = None
+    if add_amp_parser is not None:
+        add_amp_parser(simsub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="smi",
+        description="Asymptotics of sequence multi-index models and deep attention networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"smi {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_threshold_parser(sub)
+    _add_simulate_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(str(exc).splitlines()[0], file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

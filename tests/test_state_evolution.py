@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from asymptotics.channels.attention import AttentionChannel
+from asymptotics.channels.closed_form import LinearChannel, PhaseRetrievalChannel, SignChannel
+from asymptotics.integrate import gauss_hermite
+from asymptotics.solver import solve_fixed_point
+from asymptotics.state_evolution import (
+    SESettings,
+    StateEvolution,
+    linear_channel_fixed_point,
+    run_state_evolution,
+)
+
+
+@pytest.mark.parametrize("alpha,noise", [(0.3, 0.1), (1.0, 0.5), (2.5, 0.05)])
+def test_linear_channel_fixed_point_matches_closed_form(alpha, noise):
+    res = run_state_evolution(LinearChannel(noise), alpha, tol=1e-13, max_iter=5000)
+    assert res.converged
+    assert abs(res.Q[0, 0] - linear_channel_fixed_point(alpha, noise)) < 1e-8
+    # Q̂ = α / (Δ + 1 - Q) at the fixed point
+    assert abs(res.Qhat[0, 0] - alpha / (noise + 1 - res.Q[0, 0])) < 1e-8
+
+
+def test_sign_perceptron_matches_independent_scalar_quadrature():
+    alpha = 1.3
+    res = run_state_evolution(SignChannel(), alpha, tol=1e-12, max_iter=2000)
+    assert res.converged
+    # independent scalar SE: Q̂ = α/(1-q) ∫Dξ 2 N(√(q/(1-q)) ξ)² / Φ(√(q/(1-q)) ξ) ... written
+    # directly as a 1-D integral over ξ with scipy's normal functions
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    def qhat(q):
+        s = np.sqrt(q / (1 - q))
+
+        def integrand(x):
+            return 2 * norm.pdf(x) * norm.pdf(s * x) ** 2 / norm.cdf(s * x)
+
+        return alpha / (1 - q) * quad(integrand, -12, 12, epsabs=1e-13, limit=200)[0]
+
+    q = 0.5
+    for _ in range(3000):
+        qh = qhat(q)
+        new = qh / (1 + qh)
+        if abs(new - q) < 1e-13:
+            break
+        q = 0.5 * q + 0.5 * new
+    assert abs(res.Q[0, 0] - q) < 1e-8
+
+
+def test_phase_retrieval_overlap_zero_below_half_positive_above():
+    below = run_state_evolution(PhaseRetrievalChannel(), 0.4, tol=1e-11, max_iter=5000)
+    above = run_state_evolution(PhaseRetrievalChannel(), 0.7, tol=1e-11, max_iter=5000)
+    assert below.converged and above.converged
+    assert below.Q[0, 0] < 1e-6
+    assert above.Q[0, 0] > 0.05
+
+
+def test_solver_reports_non_convergence():
+    res = solve_fixed_point(lambda x: -x + 1.0, np.array([0.3]), damping=1.0, max_iter=20)
+    assert not res.converged and res.status == "max-iter"
+    bad = solve_fixed_point(lambda x: x * np.nan, np.array([0.3]), max_iter=5)
+    assert not bad.converged and bad.status == "invalid-update"
+
+
+def test_solver_rolls_back_invalid_updates():
+    # the undamped update leaves [0, 1): rollback halves the damping until it is valid
+    res = solve_fixed_point(lambda x: 1.5 - x, np.array([0.2]), damping=1.0, max_iter=200,
+                            is_valid=lambda x: bool(0 <= x[0] < 1))
+    assert res.converged and abs(res.x[0] - 0.75) < 1e-8 and res.rollbacks >= 1
+
+
+def test_attention_se_map_is_pure_and_diagonal():
+    ch = AttentionChannel(inner_rule=gauss_hermite(2, 12))
+    se = StateEvolution(ch, 1.0, SESettings(sobol_log2=8))
+    Q = np.diag([0.2, 0.5])
+    a, b = se.qhat(Q), se.qhat(Q)
+    np.testing.assert_array_equal(a.Qhat, b.Qhat)
+    assert a.Qhat[0, 1] == 0 and np.all(np.diag(a.Qhat) > 0)
+    assert np.all(a.error >= 0)
+
+
+def test_bad_inputs_rejected():
+    with pytest.raises(ValueError):
+        StateEvolution(LinearChannel(), -1.0)
+    with pytest.raises(ValueError):
+        StateEvolution(LinearChannel(), float("nan"))
+    se = StateEvolution(LinearChannel(), 1.0)
+    with pytest.raises(ValueError):
+        se.qhat(np.array([[1.2]]))
+    with pytest.raises(ValueError):
+        se.qhat(np.ones((2, 2)) * 0.1)
