@@ -38,7 +38,9 @@ def _add_threshold_parser(sub) -> None:
     p.add_argument("--depth", default="2", help="attention depth (>= 1)")
     p.add_argument("--seq-len", default="2", help="tokens per sequence L (>= 2 for attention)")
     p.add_argument(
-        "--skip", nargs="+", default=[DEFAULT_SKIPS],
+        "--skip",
+        nargs="+",
+        default=[DEFAULT_SKIPS],
         help="skip strengths c >= 0: values, comma lists or start:stop:step "
         f"(default {DEFAULT_SKIPS})",
     )
@@ -46,7 +48,8 @@ def _add_threshold_parser(sub) -> None:
     p.add_argument("--noise", default="0.1", help="noise variance Δ of the linear channel")
     p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
     p.add_argument(
-        "--resolution", default="1",
+        "--resolution",
+        default="1",
         help="grid refinement level (each level doubles nodes per axis; default 1)",
     )
     p.add_argument("--mc-samples", default=str(2**15), help="outer Monte Carlo samples")
@@ -90,7 +93,9 @@ def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
     resolution = _int(args.resolution, "--resolution", 0)
     mc = _int(args.mc_samples, "--mc-samples", 64)
     seed = _int(args.seed, "--seed", 0)
-    settings = ThresholdSettings(method=args.method, resolution=resolution, mc_samples=mc, seed=seed)
+    settings = ThresholdSettings(
+        method=args.method, resolution=resolution, mc_samples=mc, seed=seed
+    )
     if args.model != "attention":
         skips = [skips[0]] if skips else [1.0]
         jobs = [dict(model=args.model, noise=noise[0])]
@@ -128,8 +133,11 @@ def _progress_printer(stream):
         if total > 1 and (elapsed > 2.0 or done == total and elapsed > 2.0):
             label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
             eta = elapsed / done * (total - done)
-            print(f"[{done}/{total}] {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
-                  file=stream, flush=True)
+            print(
+                f"[{done}/{total}] {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
+                file=stream,
+                flush=True,
+            )
 
     return show
 
@@ -164,8 +172,8 @@ def format_rows(rows: list[dict], fmt: str) -> str:
                 cells.append(str(v))
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in lines]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) for cells in lines]
     return "\n".join(out) + "\n"
 
 

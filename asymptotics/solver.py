@@ -62,7 +62,9 @@ def solve_fixed_point(
             rollbacks += 1
             eta *= 0.5
             if eta < min_damping or not np.all(np.isfinite(tx)):
-                return FixedPointResult(x, False, "invalid-update", it, residual, eta, history, rollbacks)
+                return FixedPointResult(
+                    x, False, "invalid-update", it, residual, eta, history, rollbacks
+                )
         residual = float(np.max(np.abs(new - x)))
         x = new
         if keep_history:

@@ -48,6 +48,8 @@ class QhatEstimate:
 
 
 def _sqrt_psd(Q: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a PSD matrix already validated by :func:`check_overlap`
+    (eigenvalues >= -1e-12); only round-off negatives are set to 0."""
     w, U = np.linalg.eigh(0.5 * (Q + Q.T))
     return (U * np.sqrt(np.clip(w, 0.0, None))) @ U.T
 
@@ -67,8 +69,9 @@ def check_overlap(Q: np.ndarray, p: int) -> np.ndarray:
 class StateEvolution:
     """The SE map of one channel at one sample ratio ``alpha`` (Gaussian prior)."""
 
-    def __init__(self, channel: Channel, alpha: float, settings: SESettings | None = None,
-                 prior=None):
+    def __init__(
+        self, channel: Channel, alpha: float, settings: SESettings | None = None, prior=None
+    ):
         if not np.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"alpha must be finite and > 0, got {alpha}")
         self.channel = channel
@@ -195,15 +198,26 @@ def run_state_evolution(
     )
     est = se.qhat(res.x)
     return SEResult(
-        se.alpha, label, res.x, est.Qhat, est.error, res.converged, res.status,
-        res.iterations, res.residual, res.history, est.rule,
+        se.alpha,
+        label,
+        res.x,
+        est.Qhat,
+        est.error,
+        res.converged,
+        res.status,
+        res.iterations,
+        res.residual,
+        res.history,
+        est.rule,
     )
 
 
 def linear_channel_fixed_point(alpha: float, noise: float) -> float:
     """Closed form for ``y = z + sqrt(Δ) ξ``: the root in [0, 1) of ``Q = Q̂/(1+Q̂)``,
     ``Q̂ = α/(Δ + 1 - Q)``: ``Q = ½[1 + Δ + α - sqrt((α-1)² + 2(α+1)Δ + Δ²)]``."""
-    return 0.5 * (1 + noise + alpha - np.sqrt((alpha - 1) ** 2 + 2 * (alpha + 1) * noise + noise**2))
+    return 0.5 * (
+        1 + noise + alpha - np.sqrt((alpha - 1) ** 2 + 2 * (alpha + 1) * noise + noise**2)
+    )
 
 
 __all__ = [

@@ -203,7 +203,8 @@ class ThresholdSettings:
     ``method``: "quadrature" (tensor trapezoid on the output statistic and inner layers,
     attention with (depth-1)·L + L <= 4, and every closed-form channel) or "mc"
     (randomised QMC on the teacher's Z* outside: ``mc_batches`` scrambled Sobol' nets of
-    ``mc_samples / mc_batches`` points, error = standard error across nets; Sobol' inside); "auto" picks quadrature when possible.
+    ``mc_samples / mc_batches`` points, error = standard error across nets; Sobol'
+    inside); "auto" picks quadrature when possible.
     ``resolution`` refines every grid by a factor 2 per unit (used to show convergence).
     """
 

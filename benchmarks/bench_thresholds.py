@@ -22,7 +22,9 @@ from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
 def table(resolution: int):
     out = {}
     for c in parse_values(DEFAULT_SKIPS, "skip"):
-        res = weak_recovery_thresholds(make_channel(skip=c), ThresholdSettings(resolution=resolution))
+        res = weak_recovery_thresholds(
+            make_channel(skip=c), ThresholdSettings(resolution=resolution)
+        )
         for d in res.directions:
             out[(c, d.direction)] = (d.alpha_c, d.stderr)
     return out

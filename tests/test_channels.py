@@ -60,8 +60,13 @@ def test_fibre_recovers_last_preactivation_up_to_sign(depth, L):
 
 
 def test_attention_rejects_bad_parameters():
-    for kwargs in [dict(depth=0), dict(seq_len=1), dict(skip=-0.1), dict(beta=0.0),
-                   dict(beta=float("nan"))]:
+    for kwargs in [
+        dict(depth=0),
+        dict(seq_len=1),
+        dict(skip=-0.1),
+        dict(beta=0.0),
+        dict(beta=float("nan")),
+    ]:
         with pytest.raises(ValueError):
             AttentionChannel(**kwargs)
 
@@ -111,8 +116,7 @@ def test_attention_posterior_mean_vanishes_at_the_prior():
 
 
 def test_attention_numba_and_array_namespace_paths_agree():
-    ch = AttentionChannel(depth=3, seq_len=2, skip=0.5,
-                          inner_rule=gauss_hermite(4, 6))
+    ch = AttentionChannel(depth=3, seq_len=2, skip=0.5, inner_rule=gauss_hermite(4, 6))
     rng = np.random.default_rng(2)
     a = ch.observe(rng.standard_normal((7, 2, 3)))
     omega = 0.3 * rng.standard_normal((7, 2, 3))
@@ -162,7 +166,8 @@ def test_sign_and_linear_posteriors_match_direct_quadrature():
     for y in (-1.0, 1.0):
         post = sign.posterior(np.array(y), np.array([[w]]), np.array([[v]]))
         m, s = _scalar_quadrature_posterior(
-            lambda yy, z: np.where(z * yy > 0, 0.0, -np.inf), y, w, v, n=200001)
+            lambda yy, z: np.where(z * yy > 0, 0.0, -np.inf), y, w, v, n=200001
+        )
         assert abs(post.mean.item() - m) < 1e-6 and abs(post.second.item() - s) < 1e-6
     lin = LinearChannel(0.4)
     post = lin.posterior(np.array(0.9), np.array([[w]]), np.array([[v]]))

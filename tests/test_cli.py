@@ -11,8 +11,9 @@ from asymptotics.cli import ROW_KEYS, main
 
 def test_json_schema_and_values(capsys, tmp_path):
     out = tmp_path / "t.json"
-    rc = main(["thresholds", "--skip", "1", "--resolution", "0", "--format", "json",
-               "--output", str(out)])
+    rc = main(
+        ["thresholds", "--skip", "1", "--resolution", "0", "--format", "json", "--output", str(out)]
+    )
     assert rc == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 2
@@ -34,8 +35,9 @@ def test_csv_and_table_formats(capsys):
 
 
 def test_skip_ranges(capsys):
-    assert main(["thresholds", "--skip", "0.5:1:0.25", "--resolution", "0",
-                 "--format", "json"]) == 0
+    assert (
+        main(["thresholds", "--skip", "0.5:1:0.25", "--resolution", "0", "--format", "json"]) == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert sorted({r["skip"] for r in rows}) == [0.5, 0.75, 1.0]
 
@@ -64,9 +66,19 @@ def test_bad_input_exits_2_with_one_line(args, option, capsys):
 
 def test_module_entry_point_runs():
     res = subprocess.run(
-        [sys.executable, "-m", "asymptotics", "thresholds", "--model", "sign-product",
-         "--format", "json"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "asymptotics",
+            "thresholds",
+            "--model",
+            "sign-product",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     rows = json.loads(res.stdout)
     assert abs(rows[0]["alpha_c"] - 2.4674011002723395) < 1e-9

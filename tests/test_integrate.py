@@ -29,7 +29,8 @@ def test_deterministic_rules_are_accurate_and_error_bounds_hold(rule):
 
 
 @pytest.mark.parametrize(
-    "rule", [sobol(2, 12), monte_carlo(2, 8192), sobol_replicates(2, 10, 8)],
+    "rule",
+    [sobol(2, 12), monte_carlo(2, 8192), sobol_replicates(2, 10, 8)],
     ids=["sobol", "mc", "rqmc"],
 )
 def test_random_rules_within_a_few_error_bars(rule):

@@ -66,8 +66,13 @@ def test_solver_reports_non_convergence():
 
 def test_solver_rolls_back_invalid_updates():
     # the undamped update leaves [0, 1): rollback halves the damping until it is valid
-    res = solve_fixed_point(lambda x: 1.5 - x, np.array([0.2]), damping=1.0, max_iter=200,
-                            is_valid=lambda x: bool(0 <= x[0] < 1))
+    res = solve_fixed_point(
+        lambda x: 1.5 - x,
+        np.array([0.2]),
+        damping=1.0,
+        max_iter=200,
+        is_valid=lambda x: bool(0 <= x[0] < 1),
+    )
     assert res.converged and abs(res.x[0] - 0.75) < 1e-8 and res.rollbacks >= 1
 
 

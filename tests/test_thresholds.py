@@ -54,7 +54,7 @@ def test_product_channel_converges_under_refinement():
 def test_default_attention_thresholds_converged_and_ordered(levels):
     coarse = weak_recovery_thresholds(AttentionChannel(), ThresholdSettings(resolution=levels[0]))
     fine = weak_recovery_thresholds(AttentionChannel(), ThresholdSettings(resolution=levels[1]))
-    for dc, df in zip(coarse.directions, fine.directions):
+    for dc, df in zip(coarse.directions, fine.directions, strict=True):
         assert abs(dc.alpha_c - df.alpha_c) < 1e-6
         assert abs(dc.alpha_c - df.alpha_c) <= dc.stderr + 1e-12  # the error bar is honest
         assert dc.stderr < 1e-4 * dc.alpha_c
@@ -70,7 +70,7 @@ def test_extreme_skips_converge_under_refinement(skip):
     ch = AttentionChannel(skip=skip)
     r0 = weak_recovery_thresholds(ch, ThresholdSettings(resolution=0))
     r1 = weak_recovery_thresholds(ch, ThresholdSettings(resolution=1))
-    for d0, d1 in zip(r0.directions, r1.directions):
+    for d0, d1 in zip(r0.directions, r1.directions, strict=True):
         assert abs(d0.alpha_c - d1.alpha_c) < 1e-5 * d1.alpha_c
         assert abs(d0.alpha_c - d1.alpha_c) <= d0.stderr
     assert r1.directions[1].alpha_c >= 1 / 6
@@ -87,7 +87,7 @@ def test_monte_carlo_path_agrees_with_quadrature_on_the_default_model():
     mc = weak_recovery_thresholds(
         AttentionChannel(), ThresholdSettings(method="mc", mc_samples=2**14)
     )
-    for dq, dm in zip(quad.directions, mc.directions):
+    for dq, dm in zip(quad.directions, mc.directions, strict=True):
         assert abs(dq.alpha_c - dm.alpha_c) < 4 * dm.stderr
 
 
