@@ -12,6 +12,7 @@ import time
 
 from . import __version__
 from .models import MODELS, make_channel, parse_values
+from .staircase import StaircaseSettings, staircase_table
 from .thresholds import ThresholdSettings, weak_recovery_thresholds
 
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
@@ -54,6 +55,15 @@ def _add_threshold_parser(sub) -> None:
     )
     p.add_argument("--mc-samples", default=str(2**15), help="outer Monte Carlo samples")
     p.add_argument("--seed", default="0", help="seed of every Monte Carlo rule")
+    p.add_argument(
+        "--staircase", action="store_true",
+        help="add staircase_alpha: the α at which each layer starts to be learned once the "
+        "last layer is (attention, Monte Carlo with standard errors; ~20 s per setting)",
+    )
+    p.add_argument("--staircase-points", default="11",
+                   help="log2 of the outer points per group of the staircase (default 11)")
+    p.add_argument("--alpha", default=None,
+                   help="mark which layers are learnable at this sample ratio")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.add_argument("--output", default=None, help="write to FILE instead of stdout")
     p.set_defaults(func=run_thresholds)
@@ -96,6 +106,16 @@ def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
     settings = ThresholdSettings(
         method=args.method, resolution=resolution, mc_samples=mc, seed=seed
     )
+    args.staircase_log2 = _int(args.staircase_points, "--staircase-points", 6)
+    if args.staircase and args.model != "attention":
+        raise UsageError("smi: error: --staircase: only defined for --model attention")
+    if args.alpha is not None:
+        alpha = _values([args.alpha], "--alpha")
+        if len(alpha) != 1 or alpha[0] <= 0:
+            raise UsageError(f"smi: error: --alpha: must be one value > 0, got {args.alpha!r}")
+        args.alpha_value = alpha[0]
+    else:
+        args.alpha_value = None
     if args.model != "attention":
         skips = [skips[0]] if skips else [1.0]
         jobs = [dict(model=args.model, noise=noise[0])]
@@ -111,13 +131,26 @@ def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
     return jobs, settings
 
 
-def compute_threshold_rows(jobs, settings, progress=None) -> list[dict]:
+def compute_threshold_rows(
+    jobs, settings, progress=None, staircase: StaircaseSettings | None = None,
+    alpha: float | None = None,
+) -> list[dict]:
+    """Rows of ``smi thresholds``; with ``staircase`` settings the staircase columns too,
+    with ``alpha`` a ``learnable_at_alpha`` column (using the staircase value if present).
+    """
     rows = []
     t0 = time.perf_counter()
     for i, job in enumerate(jobs):
         channel = make_channel(**job)
-        res = weak_recovery_thresholds(channel, settings)
-        model_rows = res.rows(job["model"])
+        if staircase is not None:
+            model_rows = staircase_table(channel, staircase, settings)
+        else:
+            model_rows = weak_recovery_thresholds(channel, settings).rows(job["model"])
+        if alpha is not None:
+            for r in model_rows:
+                threshold = r.get("staircase_alpha", r["alpha_c"])
+                r["alpha"] = alpha
+                r["learnable_at_alpha"] = bool(alpha > threshold)
         for r in model_rows:
             if job["model"] != "attention":
                 r["skip"] = None
@@ -142,12 +175,16 @@ def _progress_printer(stream):
     return show
 
 
+EXTRA_KEYS = ["staircase_alpha", "staircase_stderr", "staircase_status", "alpha",
+              "learnable_at_alpha"]
+
+
 def format_rows(rows: list[dict], fmt: str) -> str:
-    keys = list(ROW_KEYS)
+    keys = list(ROW_KEYS) + [k for k in EXTRA_KEYS if any(k in r for r in rows)]
     if any("noise" in r for r in rows):
         keys.insert(5, "noise")
     if fmt == "json":
-        clean = [{k: _json_value(r.get(k)) for k in keys + ["status"]} for r in rows]
+        clean = [{k: _json_value(r.get(k)) for k in keys + ["status"] if k in r} for r in rows]
         return json.dumps(clean, indent=1) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
@@ -164,7 +201,9 @@ def format_rows(rows: list[dict], fmt: str) -> str:
             v = r.get(k)
             if k == "alpha_c":
                 cells.append(_fmt_alpha(v, r.get("stderr")))
-            elif k == "stderr":
+            elif k == "staircase_alpha":
+                cells.append(_fmt_alpha(v, r.get("staircase_stderr")))
+            elif k in ("stderr", "staircase_stderr"):
                 cells.append(f"{v:.1e}" if isinstance(v, float) else str(v))
             elif v is None:
                 cells.append("-")
@@ -202,7 +241,10 @@ def run_thresholds(args) -> int:
             out_stream = open(args.output, "w")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {exc}") from None
-    rows = compute_threshold_rows(jobs, settings, _progress_printer(sys.stderr))
+    stair = StaircaseSettings(log2_points=args.staircase_log2, seed=settings.seed) \
+        if args.staircase else None
+    rows = compute_threshold_rows(jobs, settings, _progress_printer(sys.stderr), stair,
+                                  args.alpha_value)
     text = format_rows(rows, args.format)
     if out_stream is not None:
         with out_stream:

@@ -238,7 +238,7 @@ def _fibre_sets(channel: Channel, obs: np.ndarray):
         obs.shape[: obs.ndim - (1 if isinstance(channel, AttentionChannel) else 0)] + (L, p)
     )
     if isinstance(channel, AttentionChannel):
-        log_norm, blocks = channel.prior_layer_moments(obs)
+        log_norm, _, blocks = channel.unlearned_inner_moments(obs)
         S, K = log_norm.shape
         second = np.zeros((S, K, L, p, L, p))
         for k in range(p):

@@ -240,61 +240,85 @@ def fibre_moments(
 
 
 @njit(parallel=True, cache=True)
-def prior_layer_moments(a, Binv_sh, logdet_sh, ZU, W, lognorm, layer_second):
-    """Fast path at Q = 0 (ω = 0, V = I): log Z_out and per-layer ``E[z_k z_kᵀ | a]``.
+def unlearned_inner_moments(
+    a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, mean_last, layer_second
+):
+    """Fibre moments when the first ``depth-1`` layers are unlearned (``ω_U = 0``,
+    ``V_UU = I``, no correlation with the last layer) and the last layer has
+    ``ω_last`` (per observation) and variance ``v_last``: Q = 0 (``ω = 0, v = 1``) and the
+    staircase of the last layer (THEORY §5).  The mixers of the shared inner nodes are
+    precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
+    unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
 
-    Both signs of the fibre carry the same weight here and cross-layer moments vanish by
-    the per-layer sign symmetry, so only ``depth`` blocks ``(L, L)`` are accumulated.
-    a (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m); W (S, n).
-    Outputs: lognorm (S, K); layer_second (S, K, depth, L, L).
+    a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
+    W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
     """
     K, L = a.shape
     n, _, m = ZU.shape
     S = W.shape[0]
-    const = -0.5 * L * math.log(2.0 * math.pi) + math.log(2.0)
+    const = -0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
     for k in prange(K):
         x = np.empty(L)
         accZ = np.zeros(S)
+        accM = np.zeros((S, L))
         acc = np.zeros((S, m + 1, L, L))
         lmax = -np.inf
         for i in range(n):
             if logdet_sh[i] == -np.inf:
                 continue
-            q = 0.0
+            qp = 0.0
+            qm = 0.0
             for r in range(L):
                 t = 0.0
                 for c in range(L):
                     t += Binv_sh[i, r, c] * a[k, c]
                 x[r] = t
-                q += t * t
-            lw = -0.5 * q - logdet_sh[i]
+                dp = t - omega_last[k, r]
+                dm = t + omega_last[k, r]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = -inv2v * qp - logdet_sh[i]
+            lwm = -inv2v * qm - logdet_sh[i]
+            lw = max(lwp, lwm)
             if lw > lmax:
                 if lmax > -np.inf:
                     f = math.exp(lmax - lw)
                     for s in range(S):
                         accZ[s] *= f
+                        for r in range(L):
+                            accM[s, r] *= f
                         for j in range(m + 1):
                             for r in range(L):
                                 for c in range(r, L):
                                     acc[s, j, r, c] *= f
                 lmax = lw
-            e = math.exp(lw - lmax)
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
             for s in range(S):
-                ws = W[s, i] * e
+                ws = W[s, i]
                 if ws == 0.0:
                     continue
-                accZ[s] += ws
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for r in range(L):
+                    accM[s, r] += wd * x[r]
                 for j in range(m):
                     for r in range(L):
-                        wr = ws * ZU[i, r, j]
+                        wr = we * ZU[i, r, j]
                         for c in range(r, L):
                             acc[s, j, r, c] += wr * ZU[i, c, j]
                 for r in range(L):
-                    wr = ws * x[r]
+                    wr = we * x[r]
                     for c in range(r, L):
                         acc[s, m, r, c] += wr * x[c]
         for s in range(S):
             lognorm[s, k] = math.log(accZ[s]) + lmax + const
+            for r in range(L):
+                mean_last[s, k, r] = accM[s, r] / accZ[s]
             for j in range(m + 1):
                 for r in range(L):
                     for c in range(r, L):

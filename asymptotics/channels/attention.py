@@ -138,20 +138,31 @@ class AttentionChannel(Channel):
         rule = sinh_trapezoid_2d(n, n, R, R, scale, gaussian=False)
         return rule.points, 0.5 * rule.weight_sets, f"{rule.description} on a"
 
-    def prior_layer_moments(self, obs):
-        """Q = 0 fast path: ``log Z_out`` and per-layer ``E[z_k z_kᵀ | a]`` on each inner set.
+    def unlearned_inner_moments(self, obs, omega_last=None, v_last: float = 1.0):
+        """Fibre moments with the first ``depth-1`` layers unlearned (Q_UU = 0, Q_Ul = 0).
 
-        Returns ``(log_norm (S, K), layer_second (S, K, depth, L, L))``.
+        ``omega_last (K, L)`` (default 0) and ``v_last`` describe the last layer.  Returns
+        ``(log_norm (S, K), mean_last (S, K, L), layer_second (S, K, depth, L, L))`` on each
+        inner weight set.  At ``omega_last = 0, v_last = 1`` this is the prior (Q = 0).
         """
         a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
+        K = a.shape[0]
+        if omega_last is None:
+            omega_last = np.zeros_like(a)
+        omega_last = np.ascontiguousarray(np.broadcast_to(omega_last, a.shape), dtype=float)
+        if not v_last > 0:
+            raise ValueError(f"v_last must be > 0, got {v_last}")
         m = self.depth - 1
         Binv, logdet = self._shared_mixers(np.eye(m))
         T, W = self._inner_nodes()
-        S, K = W.shape[0], a.shape[0]
+        S, L = W.shape[0], self.seq_len
         lognorm = np.empty((S, K))
-        layer_second = np.empty((S, K, self.depth, self.seq_len, self.seq_len))
-        kern.prior_layer_moments(a, Binv, logdet, T, W, lognorm, layer_second)
-        return lognorm, layer_second
+        mean_last = np.empty((S, K, L))
+        layer_second = np.empty((S, K, self.depth, L, L))
+        kern.unlearned_inner_moments(
+            a, omega_last, float(v_last), Binv, logdet, T, W, lognorm, mean_last, layer_second
+        )
+        return lognorm, mean_last, layer_second
 
     # posterior ----------------------------------------------------------------------------
     def _inner_nodes(self):
