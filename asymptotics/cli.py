@@ -254,6 +254,102 @@ def run_thresholds(args) -> int:
     return 0
 
 
+def _add_curve_parser(sub) -> None:
+    p = sub.add_parser(
+        "curve",
+        help="SE overlap curves over alpha (AMP and Bayes-optimal branches)",
+        description="State-evolution fixed points over α from the uninformed (AMP) and "
+        "informed starts, free entropy, plug-in and Bayes-optimal generalisation errors.",
+    )
+    p.add_argument("--model", default="attention", choices=MODELS)
+    p.add_argument("--depth", default="2")
+    p.add_argument("--seq-len", default="2")
+    p.add_argument("--skip", default="1")
+    p.add_argument("--beta", default="1")
+    p.add_argument("--noise", default="0.1")
+    p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
+    p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
+    p.add_argument("--tol", default="1e-7", help="fixed-point tolerance on max|ΔQ|")
+    p.add_argument("--max-iter", default="500")
+    p.add_argument("--damping", default="0.5")
+    p.add_argument("--sobol-log2", default="12",
+                   help="log2 of the outer randomised-QMC points (Monte Carlo channels)")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--output", default=None,
+                   help="JSON-lines file the rows are appended to as they are computed")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep from --output")
+    p.set_defaults(func=run_curve)
+
+
+CURVE_KEYS = ["alpha", "branch", "Q", "Q_stderr", "free_entropy", "free_entropy_stderr",
+              "gen_error_plugin", "gen_error_plugin_stderr", "gen_error_bayes",
+              "gen_error_bayes_stderr", "converged", "iterations"]
+
+
+def run_curve(args) -> int:
+    from .curves import progress_bar, sweep
+    from .state_evolution import SESettings
+
+    depth = _int(args.depth, "--depth", 1)
+    seq_len = _int(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    skip = _values([args.skip], "--skip")
+    beta = _values([args.beta], "--beta")
+    noise = _values([args.noise], "--noise")
+    alphas = _values([args.alphas], "--alphas")
+    for name, vals, ok in [("--skip", skip, lambda v: v >= 0), ("--beta", beta, lambda v: v > 0),
+                           ("--noise", noise, lambda v: v >= 0),
+                           ("--alphas", alphas, lambda v: v > 0)]:
+        if not vals or not all(ok(v) for v in vals) or (name != "--alphas" and len(vals) != 1):
+            raise UsageError(f"smi: error: {name}: invalid value(s) {vals}")
+    tol = _values([args.tol], "--tol")[0]
+    damping = _values([args.damping], "--damping")[0]
+    if tol <= 0:
+        raise UsageError("smi: error: --tol: must be > 0")
+    if not 0 < damping <= 1:
+        raise UsageError("smi: error: --damping: must be in (0, 1]")
+    max_iter = _int(args.max_iter, "--max-iter", 1)
+    settings = SESettings(sobol_log2=_int(args.sobol_log2, "--sobol-log2", 6),
+                          seed=_int(args.seed, "--seed", 0))
+    if args.resume and not args.output:
+        raise UsageError("smi: error: --resume: needs --output")
+    try:
+        channel = make_channel(args.model, depth, seq_len, skip[0], beta[0], noise[0])
+    except ValueError as exc:
+        raise UsageError(f"smi: error: {exc}") from None
+    rows = sweep(channel, alphas, args.branch, settings=settings, damping=damping, tol=tol,
+                 max_iter=max_iter, output=args.output, resume=args.resume,
+                 progress=progress_bar(sys.stderr))
+    sys.stdout.write(_format_curve(rows, args.format))
+    return 0
+
+
+def _format_curve(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=CURVE_KEYS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(r[k]) if k in ("Q", "Q_stderr") else r[k]
+                        for k in CURVE_KEYS})
+        return buf.getvalue()
+    lines = ["alpha    branch    diag(Q) ± stderr                      free_entropy        "
+             "gen_plugin         gen_bayes          conv  iters"]
+    for r in rows:
+        q = ", ".join(f"{r['Q'][i][i]:.5f}±{r['Q_stderr'][i][i]:.0e}" for i in range(len(r["Q"])))
+        lines.append(
+            f"{r['alpha']:<8.4g} {r['branch']:<9} {q:<37} "
+            f"{r['free_entropy']:>9.6f}±{r['free_entropy_stderr']:.0e} "
+            f"{r['gen_error_plugin']:.5f}±{r['gen_error_plugin_stderr']:.0e} "
+            f"{r['gen_error_bayes']:.5f}±{r['gen_error_bayes_stderr']:.0e} "
+            f"{str(r['converged']):<5} {r['iterations']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _add_simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="finite-size simulations (AMP, training)")
     simsub = p.add_subparsers(dest="simulation", required=True, parser_class=_Parser)
@@ -276,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_threshold_parser(sub)
+    _add_curve_parser(sub)
     _add_simulate_parser(sub)
     return parser
 

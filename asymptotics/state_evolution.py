@@ -45,9 +45,13 @@ class SESettings:
 
 @dataclass
 class QhatEstimate:
+    """``Q̂`` with its error and, from the same nodes, ``ψ_out = E log Z_out`` (per α)."""
+
     Qhat: np.ndarray
     error: np.ndarray
     rule: str
+    psi_out: float = float("nan")
+    psi_out_error: float = float("nan")
 
 
 def _sqrt_psd(Q: np.ndarray) -> np.ndarray:
@@ -109,12 +113,15 @@ class StateEvolution:
         omega = xi @ sq.T
         if self.discrete:
             ys = ch.discrete_outputs
-            terms = []
+            terms, logz = [], []
             for y in ys:
                 post = ch.posterior(np.full(len(omega), y), omega, V)
                 g = (post.mean - omega) @ Vinv.T
-                terms.append(np.exp(post.log_norm)[:, None, None] * np.einsum("nlk,nlj->nkj", g, g))
+                Z = np.exp(post.log_norm)
+                terms.append(Z[:, None, None] * np.einsum("nlk,nlj->nkj", g, g))
+                logz.append(np.where(Z > 0, Z * post.log_norm, 0.0))
             per_node = sum(terms)[None]  # (1, n, p, p)
+            logz_node = sum(logz)
         else:
             u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
             noise = pts[:, 2 * L * p :] if ch.noise_dim else None
@@ -123,8 +130,11 @@ class StateEvolution:
             if isinstance(ch, AttentionChannel):
                 fm = ch.fibre_moments(obs, omega, V)
                 means = fm.mean
+                logz_node = fm.log_norm[0]
             else:
-                means = ch.posterior(obs, omega, V).mean[None]
+                post = ch.posterior(obs, omega, V)
+                means = post.mean[None]
+                logz_node = post.log_norm
             g = (means - omega[None]) @ Vinv.T
             per_node = np.einsum("snlk,snlj->snkj", g, g)
         W = self.rule.weight_sets
@@ -137,7 +147,76 @@ class StateEvolution:
         if self.diagonal_only:
             Qhat = np.diag(np.diag(Qhat))
             err = np.diag(np.diag(err))
-        return QhatEstimate(Qhat, err, self.rule.description)
+        psi_vals = W @ logz_node
+        psi_err = float(combine_error(psi_vals, self.rule.error_kind))
+        return QhatEstimate(Qhat, err, self.rule.description, float(psi_vals[0]), psi_err)
+
+    def free_entropy(self, Q: np.ndarray, est: QhatEstimate | None = None) -> tuple[float, float]:
+        """``Φ = ψ_in(Q̂) - ½ tr(Q Q̂) + α ψ_out(Q)`` (THEORY §3) with its error.
+
+        For deterministic channels ``ψ_out`` carries a y-dependent constant (a density on
+        the output manifold) that cancels between fixed points at the same α.
+        """
+        est = est or self.qhat(Q)
+        phi = (
+            self.prior.free_entropy(est.Qhat)
+            - 0.5 * float(np.trace(Q @ est.Qhat))
+            + self.alpha * est.psi_out
+        )
+        return phi, self.alpha * est.psi_out_error
+
+    def generalisation_errors(self, Q: np.ndarray, inner_nodes: int = 8) -> dict:
+        """Plug-in ``E‖g(Z*) - g(ω)‖²`` and Bayes-optimal ``E‖g(Z*) - E_{N(ω,V)} g(Z)‖²``
+        (THEORY §4), on the SE outer nodes, with standard errors.  ``g`` is the noiseless
+        forward map; the Bayes average uses a Gauss–Hermite rule of ``inner_nodes`` per axis
+        over the ``L·p`` pre-activations; discrete outputs use the exact ``P(y | ω, V)``."""
+        ch = self.channel
+        L, p = ch.seq_len, ch.dim
+        Q = check_overlap(Q, p)
+        if self.diagonal_only:
+            Q = np.diag(np.diag(Q))
+        V = np.eye(p) - Q
+        sq, sv = _sqrt_psd(Q), _sqrt_psd(V)
+        pts = self.rule.points
+        xi = pts[:, : L * p].reshape(-1, L, p)
+        omega = xi @ sq.T
+        W = self.rule.weight_sets
+        plug, bayes = [], []
+        if self.discrete:
+            # exact: P(y | ω, V) = Z_out(y; ω, V) and E_{N(ω,V)} g(Z) = Σ_y y P(y | ω, V)
+            ys = ch.discrete_outputs
+            probs = np.stack(
+                [np.exp(ch.posterior(np.full(len(omega), y), omega, V).log_norm) for y in ys]
+            )  # (Y, n)
+            g_omega = ch.forward(omega)
+            mean_g = np.tensordot(ys, probs, axes=(0, 0))
+            plug.append(sum(P * (y - g_omega) ** 2 for y, P in zip(ys, probs, strict=True)))
+            bayes.append(sum(P * (y - mean_g) ** 2 for y, P in zip(ys, probs, strict=True)))
+        else:
+            inner = gauss_hermite(L * p, inner_nodes)
+            t = inner.points.reshape(-1, L, p) @ sv.T  # (m, L, p)
+            for start in range(0, len(omega), 256):
+                om = omega[start : start + 256]
+                g_omega = ch.forward(om)
+                mean_g = np.tensordot(
+                    inner.weights, ch.forward(om[None] + t[:, None]), axes=(0, 0)
+                )
+                u = pts[start : start + 256, L * p : 2 * L * p].reshape(-1, L, p)
+                g_star = ch.forward(om + u @ sv.T)
+                d_plug = (g_star - g_omega) ** 2
+                d_bayes = (g_star - mean_g) ** 2
+                axes = tuple(range(1, d_plug.ndim))
+                plug.append(d_plug.sum(axis=axes) if axes else d_plug)
+                bayes.append(d_bayes.sum(axis=axes) if axes else d_bayes)
+        plug_v = W @ np.concatenate(plug)
+        bayes_v = W @ np.concatenate(bayes)
+        kind = self.rule.error_kind
+        return {
+            "gen_error_plugin": float(plug_v[0]),
+            "gen_error_plugin_stderr": float(combine_error(plug_v, kind)),
+            "gen_error_bayes": float(bayes_v[0]),
+            "gen_error_bayes_stderr": float(combine_error(bayes_v, kind)),
+        }
 
     def update(self, Q: np.ndarray) -> np.ndarray:
         """One SE step ``Q -> f_in(Q̂(Q))``."""

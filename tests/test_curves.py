@@ -1,0 +1,109 @@
+import json
+
+import numpy as np
+import pytest
+
+from asymptotics.channels.closed_form import LinearChannel, PhaseRetrievalChannel, SignChannel
+from asymptotics.cli import main
+from asymptotics.curves import sweep
+from asymptotics.priors import GaussianPrior
+from asymptotics.state_evolution import (
+    StateEvolution,
+    linear_channel_fixed_point,
+    run_state_evolution,
+)
+
+
+def test_linear_curve_matches_closed_form_on_both_branches():
+    alphas = [0.3, 0.8, 1.5, 3.0]
+    rows = sweep(LinearChannel(0.25), alphas, "both", tol=1e-12, max_iter=5000)
+    for r in rows:
+        assert r["converged"]
+        assert abs(r["Q"][0][0] - linear_channel_fixed_point(r["alpha"], 0.25)) < 1e-9
+        # the noiseless-output errors of a Gaussian channel are both 1 - Q
+        assert abs(r["gen_error_plugin"] - (1 - r["Q"][0][0])) < 1e-9
+    assert {r["branch"] for r in rows} == {"amp", "informed", "bayes"}
+
+
+def test_phase_retrieval_curve_zero_below_half_positive_above():
+    rows = sweep(PhaseRetrievalChannel(), [0.35, 0.45, 0.6, 0.8], "amp", tol=1e-11,
+                 max_iter=5000)
+    q = {r["alpha"]: r["Q"][0][0] for r in rows}
+    assert q[0.35] < 1e-6 and q[0.45] < 1e-6
+    assert q[0.6] > 0.02 and q[0.8] > q[0.6]
+
+
+@pytest.mark.parametrize("channel,alpha", [(SignChannel(), 1.2), (LinearChannel(0.3), 0.9)],
+                         ids=["sign", "linear"])
+def test_free_entropy_derivative_identities_at_a_fixed_point(channel, alpha):
+    fp = run_state_evolution(channel, alpha, tol=1e-12, max_iter=5000)
+    assert fp.converged
+    q = fp.Q[0, 0]
+    se = StateEvolution(channel, alpha)
+    h = 1e-5
+    # Q̂ = 2α ∂ψ_out/∂Q  (finite differences, central)
+    psi_p = se.qhat(np.array([[q + h]])).psi_out
+    psi_m = se.qhat(np.array([[q - h]])).psi_out
+    dpsi = (psi_p - psi_m) / (2 * h)
+    assert abs(2 * alpha * dpsi - fp.Qhat[0, 0]) < 1e-6 * max(1, fp.Qhat[0, 0])
+    # Q = 2 ∂ψ_in/∂Q̂ for the Gaussian prior
+    prior = GaussianPrior()
+    qh = fp.Qhat
+    dpsi_in = (prior.free_entropy(qh + h) - prior.free_entropy(qh - h)) / (2 * h)
+    assert abs(2 * dpsi_in - q) < 1e-8
+    # the fixed point is a stationary point of Φ in Q at fixed Q̂:  ∂Φ/∂Q = -Q̂/2 + α ψ_out'
+    assert abs(-0.5 * qh[0, 0] + alpha * dpsi) < 1e-6 * max(1, qh[0, 0])
+
+
+def test_bayes_branch_never_has_lower_free_entropy():
+    rows = sweep(PhaseRetrievalChannel(), [0.4, 0.7, 0.9], "both", tol=1e-10, max_iter=3000)
+    by = {}
+    for r in rows:
+        by.setdefault(r["alpha"], {})[r["branch"]] = r
+    for pair in by.values():
+        b = pair["bayes"]
+        if b["source_branch"] == "undetermined":
+            assert not b["converged"]
+            continue
+        for other in ("amp", "informed"):
+            tol = pair[other]["free_entropy_stderr"] + b["free_entropy_stderr"]
+            assert b["free_entropy"] >= pair[other]["free_entropy"] - tol
+
+
+def test_interrupted_sweep_resumes_to_the_same_rows(tmp_path):
+    alphas = [0.5, 0.6, 0.7, 0.8, 0.9]
+    ref_file = tmp_path / "ref.jsonl"
+    ref = sweep(PhaseRetrievalChannel(), alphas, "both", tol=1e-9, max_iter=2000,
+                output=str(ref_file))
+    out = tmp_path / "run.jsonl"
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_six(done, total, elapsed):
+        if done == 6:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        sweep(PhaseRetrievalChannel(), alphas, "both", tol=1e-9, max_iter=2000,
+              output=str(out), progress=stop_after_six)
+    with open(out, "a") as fh:
+        fh.write('{"alpha": 0.9, "bra')  # a line cut by the interruption
+    resumed = sweep(PhaseRetrievalChannel(), alphas, "both", tol=1e-9, max_iter=2000,
+                    output=str(out), resume=True)
+    assert resumed == ref
+    assert [json.loads(line) for line in open(out)] == [json.loads(line) for line in open(ref_file)]
+
+
+def test_curve_cli_rows_and_bad_input(tmp_path, capsys):
+    out = tmp_path / "c.jsonl"
+    rc = main(["curve", "--model", "linear", "--noise", "0.2", "--alphas", "0.5,1",
+               "--format", "json", "--output", str(out)])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    keys = {"alpha", "branch", "Q", "free_entropy", "gen_error_plugin", "gen_error_bayes",
+            "converged", "iterations", "Q_stderr", "gen_error_plugin_stderr"}
+    assert all(keys <= set(r) for r in rows)
+    assert len(out.read_text().splitlines()) == 4  # amp and informed rows, streamed
+    for bad in (["--alphas", "0"], ["--damping", "2"], ["--resume"], ["--depth", "0"]):
+        assert main(["curve", *bad]) == 2
