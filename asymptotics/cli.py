@@ -269,6 +269,9 @@ def _add_curve_parser(sub) -> None:
     p.add_argument("--noise", default="0.1")
     p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
     p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
+    p.add_argument("--prior", default="gaussian", choices=["gaussian", "rademacher"])
+    p.add_argument("--transitions", action="store_true",
+                   help="locate first-order transitions bracketed by the sweep (bisection)")
     p.add_argument("--tol", default="1e-7", help="fixed-point tolerance on max|ΔQ|")
     p.add_argument("--max-iter", default="500")
     p.add_argument("--damping", default="0.5")
@@ -289,7 +292,8 @@ CURVE_KEYS = ["alpha", "branch", "Q", "Q_stderr", "free_entropy", "free_entropy_
 
 
 def run_curve(args) -> int:
-    from .curves import progress_bar, sweep
+    from .curves import locate_transitions, progress_bar, sweep
+    from .priors import make_prior
     from .state_evolution import SESettings
 
     depth = _int(args.depth, "--depth", 1)
@@ -318,10 +322,18 @@ def run_curve(args) -> int:
         channel = make_channel(args.model, depth, seq_len, skip[0], beta[0], noise[0])
     except ValueError as exc:
         raise UsageError(f"smi: error: {exc}") from None
+    prior = make_prior(args.prior)
+    if args.transitions and args.branch != "both":
+        raise UsageError("smi: error: --transitions: needs --branch both")
     rows = sweep(channel, alphas, args.branch, settings=settings, damping=damping, tol=tol,
                  max_iter=max_iter, output=args.output, resume=args.resume,
-                 progress=progress_bar(sys.stderr))
+                 progress=progress_bar(sys.stderr), prior=prior)
     sys.stdout.write(_format_curve(rows, args.format))
+    if args.transitions:
+        for t in locate_transitions(channel, rows, prior, settings=settings):
+            flag = "" if t.reliable else "  (free entropies equal within their error)"
+            print(f"{t.kind}: alpha = {t.alpha:.5f} ± {t.error:.1e}  "
+                  f"(bracket {t.bracket[0]:.5f}..{t.bracket[1]:.5f}){flag}")
     return 0
 
 

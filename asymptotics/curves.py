@@ -22,19 +22,31 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .channels.base import Channel
+from .priors import GaussianPrior
 from .state_evolution import SESettings, StateEvolution, initial_overlap, run_state_evolution
+from .transitions import Transition, amp_spinodal, it_threshold
 
 BRANCHES = ("amp", "bayes", "both")
 
 
-def _point(channel, alpha, start, settings, damping, tol, max_iter, label) -> dict:
+def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior) -> dict:
     res = run_state_evolution(channel, alpha, start, damping=damping, tol=tol,
-                              max_iter=max_iter, settings=settings)
-    se = StateEvolution(channel, alpha, settings)
-    est = se.qhat(res.Q)
-    phi, phi_err = se.free_entropy(res.Q, est)
-    errors = se.generalisation_errors(res.Q)
+                              max_iter=max_iter, settings=settings, prior=prior)
     Q = res.Q
+    if res.status == "perfect-recovery":
+        psi = channel.perfect_recovery_psi_out()
+        phi = math.nan if psi is None else prior.perfect_recovery_free_entropy(channel.dim) \
+            + alpha * psi
+        zero = {k: 0.0 for k in ("gen_error_plugin", "gen_error_plugin_stderr",
+                                 "gen_error_bayes", "gen_error_bayes_stderr")}
+        return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),
+                "Q_stderr": np.zeros_like(Q).tolist(), "free_entropy": phi,
+                "free_entropy_stderr": 0.0, **zero, "converged": True,
+                "status": res.status, "iterations": int(res.iterations)}
+    se = StateEvolution(channel, alpha, settings, prior)
+    est = se.qhat(Q)
+    phi, phi_err = se.free_entropy(Q, est)
+    errors = se.generalisation_errors(Q)
     Q_err = _overlap_error(est.Qhat, est.error)
     return {
         "alpha": float(alpha),
@@ -85,8 +97,10 @@ def sweep(
     output: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
+    prior=None,
 ) -> list[dict]:
     """SE curve over ``alphas``; rows for the AMP and informed runs and the Bayes choice."""
+    prior = prior or GaussianPrior()
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     alphas = sorted(float(a) for a in alphas)
@@ -115,7 +129,7 @@ def sweep(
                 Q = _restart(np.array(have[a]["Q"]), label, p)
                 continue
             row = _point(channel, a, Q if label == "amp" or a != seq[0] else start,
-                         settings, damping, tol, max_iter, label)
+                         settings, damping, tol, max_iter, label, prior)
             Q = _restart(np.array(row["Q"]), label, p)
             rows.append(row)
             if output:
@@ -141,7 +155,8 @@ def _restart(Q: np.ndarray, label: str, p: int) -> np.ndarray:
     eps = 1e-3
     w, U = np.linalg.eigh(0.5 * (Q + Q.T))
     lo = eps if label == "amp" else 0.0
-    w = np.clip(w, lo, 1.0 - 1e-9)
+    hi = 1.0 - eps if label == "amp" else 1.0 - 1e-9  # a perfect-recovery Q = I restarts inside
+    w = np.clip(w, lo, hi)
     return (U * w) @ U.T
 
 
@@ -182,3 +197,34 @@ def progress_bar(stream=sys.stderr) -> Callable[[int, int, float], None]:
               end="" if done < total else "\n", file=stream, flush=True)
 
     return show
+
+
+def locate_transitions(channel: Channel, rows: list[dict], prior=None, *,
+                       settings: SESettings | None = None, tol: float = 2e-3,
+                       branch_gap: float = 1e-3) -> list[Transition]:
+    """First-order transitions bracketed by a sweep's rows, located by bisection.
+
+    The AMP spinodal lies between consecutive α where the AMP and informed overlaps differ
+    (by more than ``branch_gap``) and then agree; the IT threshold between consecutive α
+    where the Bayes row switches from the AMP to the informed branch.
+    """
+    prior = prior or GaussianPrior()
+    by: dict[float, dict] = {}
+    for r in rows:
+        by.setdefault(r["alpha"], {})[r["branch"]] = r
+    alphas = sorted(a for a, pair in by.items() if {"amp", "informed"} <= set(pair))
+    out = []
+
+    def differ(a):
+        qa = np.diag(np.array(by[a]["amp"]["Q"]))
+        qi = np.diag(np.array(by[a]["informed"]["Q"]))
+        return bool(np.max(np.abs(qa - qi)) > branch_gap)
+
+    for a, b in zip(alphas[:-1], alphas[1:], strict=True):
+        if differ(a) and not differ(b):
+            out.append(amp_spinodal(channel, prior, a, b, tol=tol, settings=settings))
+        src_a = by[a].get("bayes", {}).get("source_branch")
+        src_b = by[b].get("bayes", {}).get("source_branch")
+        if src_a == "amp" and src_b == "informed":
+            out.append(it_threshold(channel, prior, a, b, tol=tol, settings=settings))
+    return out

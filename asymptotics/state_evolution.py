@@ -19,7 +19,7 @@ import numpy as np
 
 from .channels.attention import AttentionChannel
 from .channels.base import Channel
-from .integrate import Rule, combine_error, gauss_hermite, sobol_replicates
+from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
 from .solver import solve_fixed_point
 
@@ -34,11 +34,15 @@ class SESettings:
     fixed for all iterations (common random numbers); the error is the standard error
     across nets.  (A single net's embedded half-net difference underestimated the spread
     of the attention Q̂ by up to 3x, so it is not used here.)
-    Discrete outputs are summed exactly.
+    Discrete outputs are summed exactly, and their outer integral over ξ (at most two
+    dimensions) uses a sinh-mapped trapezoid of ``discrete_nodes`` per axis with scale
+    ``sqrt((1 - q_k)/q_k)`` per direction, adapted to Q: near perfect recovery the
+    integrand lives within that distance of ω = 0, where a fixed rule would miss it.
     """
 
     gh_nodes: int = 40
     gh_max_dim: int = 3
+    discrete_nodes: int = 201
     sobol_log2: int = 12
     seed: int = 0
 
@@ -108,7 +112,8 @@ class StateEvolution:
         V = np.eye(p) - Q
         Vinv = np.linalg.inv(V)
         sq = _sqrt_psd(Q)
-        pts = self.rule.points
+        rule = self._rule_for(Q)
+        pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
         if self.discrete:
@@ -137,9 +142,9 @@ class StateEvolution:
                 logz_node = post.log_norm
             g = (means - omega[None]) @ Vinv.T
             per_node = np.einsum("snlk,snlj->snkj", g, g)
-        W = self.rule.weight_sets
+        W = rule.weight_sets
         vals = self.alpha * np.einsum("rn,nkj->rkj", W, per_node[0])
-        err = combine_error(vals, self.rule.error_kind)
+        err = combine_error(vals, rule.error_kind)
         if per_node.shape[0] > 1:
             inner = self.alpha * np.einsum("n,snkj->skj", W[0], per_node)
             err = np.sqrt(err**2 + combine_error(inner, "embedded") ** 2)
@@ -148,8 +153,17 @@ class StateEvolution:
             Qhat = np.diag(np.diag(Qhat))
             err = np.diag(np.diag(err))
         psi_vals = W @ logz_node
-        psi_err = float(combine_error(psi_vals, self.rule.error_kind))
-        return QhatEstimate(Qhat, err, self.rule.description, float(psi_vals[0]), psi_err)
+        psi_err = float(combine_error(psi_vals, rule.error_kind))
+        return QhatEstimate(Qhat, err, rule.description, float(psi_vals[0]), psi_err)
+
+    def _rule_for(self, Q: np.ndarray) -> Rule:
+        """The outer rule at ``Q``: fixed, except the Q-adapted sinh rule of discrete outputs."""
+        if not self.discrete or self.channel.seq_len * self.channel.dim > 2:
+            return self.rule
+        q = np.clip(np.diag(Q), 1e-300, None)
+        scales = np.minimum(1.0, np.sqrt((1.0 - q) / q))
+        scales = np.maximum(scales, 1e-8)
+        return sinh_trapezoid(self.channel.dim, self.settings.discrete_nodes, scales)
 
     def free_entropy(self, Q: np.ndarray, est: QhatEstimate | None = None) -> tuple[float, float]:
         """``Φ = ψ_in(Q̂) - ½ tr(Q Q̂) + α ψ_out(Q)`` (THEORY §3) with its error.
@@ -177,10 +191,11 @@ class StateEvolution:
             Q = np.diag(np.diag(Q))
         V = np.eye(p) - Q
         sq, sv = _sqrt_psd(Q), _sqrt_psd(V)
-        pts = self.rule.points
+        rule = self._rule_for(Q)
+        pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
-        W = self.rule.weight_sets
+        W = rule.weight_sets
         plug, bayes = [], []
         if self.discrete:
             # exact: P(y | ω, V) = Z_out(y; ω, V) and E_{N(ω,V)} g(Z) = Σ_y y P(y | ω, V)
@@ -210,7 +225,7 @@ class StateEvolution:
                 bayes.append(d_bayes.sum(axis=axes) if axes else d_bayes)
         plug_v = W @ np.concatenate(plug)
         bayes_v = W @ np.concatenate(bayes)
-        kind = self.rule.error_kind
+        kind = rule.error_kind
         return {
             "gen_error_plugin": float(plug_v[0]),
             "gen_error_plugin_stderr": float(combine_error(plug_v, kind)),
@@ -241,6 +256,11 @@ class SEResult:
 
 
 START_EPS = 1e-3
+PERFECT_RECOVERY_GAP = 1e-10
+
+
+class _PerfectRecovery(Exception):
+    """Raised inside the SE update when a discrete prior reaches Q = I."""
 
 
 def initial_overlap(p: int, start: str, eps: float = START_EPS) -> np.ndarray:
@@ -267,17 +287,35 @@ def run_state_evolution(
     max_iter: int = 500,
     settings: SESettings | None = None,
     start_eps: float = START_EPS,
+    prior=None,
 ) -> SEResult:
-    """Iterate SE to a fixed point from an uninformed, informed or given start."""
-    se = StateEvolution(channel, alpha, settings)
+    """Iterate SE to a fixed point from an uninformed, informed or given start.
+
+    With a discrete prior the iteration can reach perfect recovery ``Q = I`` (``Q̂ -> ∞``):
+    once an update leaves less than ``PERFECT_RECOVERY_GAP`` below 1 in every direction the
+    result is ``Q = I`` with status ``perfect-recovery`` (``Qhat`` = inf).
+    """
+    se = StateEvolution(channel, alpha, settings, prior)
     p = channel.dim
     if isinstance(start, str):
         Q0, label = initial_overlap(p, start, start_eps), start
     else:
         Q0, label = check_overlap(start, p), "given"
-    res = solve_fixed_point(
-        se.update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap
-    )
+    update = se.update
+    if getattr(se.prior, "discrete", False):
+        def update(Q):
+            new = se.update(Q)
+            if np.all(1.0 - np.diag(new) < PERFECT_RECOVERY_GAP):
+                raise _PerfectRecovery
+            return new
+    try:
+        res = solve_fixed_point(
+            update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap
+        )
+    except _PerfectRecovery:
+        inf = np.full((p, p), np.inf)
+        return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
+                        "perfect-recovery", 0, 0.0, [], se.rule.description)
     est = se.qhat(res.x)
     return SEResult(
         se.alpha,

@@ -107,3 +107,39 @@ def test_curve_cli_rows_and_bad_input(tmp_path, capsys):
     assert len(out.read_text().splitlines()) == 4  # amp and informed rows, streamed
     for bad in (["--alphas", "0"], ["--damping", "2"], ["--resume"], ["--depth", "0"]):
         assert main(["curve", *bad]) == 2
+
+
+def test_rademacher_sign_perceptron_it_threshold_below_amp():
+    """Teacher–student Ising perceptron: first-order transition to perfect recovery at
+    α_IT ≈ 1.245 (Györgyi 1990; 1.249 in Barbier et al. 2019) and the AMP spinodal at
+    α ≈ 1.493 (Barbier et al. 2019).  Both located here by bisection to ±0.002."""
+    from asymptotics.channels.closed_form import SignChannel
+    from asymptotics.curves import locate_transitions
+    from asymptotics.priors import RademacherPrior
+
+    prior = RademacherPrior()
+    rows = sweep(SignChannel(), [1.1, 1.2, 1.3, 1.4, 1.5, 1.6], "both", prior=prior,
+                 tol=1e-10, max_iter=5000)
+    found = {t.kind: t for t in locate_transitions(SignChannel(), rows, prior)}
+    it, amp = found["it-threshold"], found["amp-spinodal"]
+    assert it.reliable and it.error <= 0.002 and amp.error <= 0.002
+    assert abs(it.alpha - 1.247) < 0.01
+    assert abs(amp.alpha - 1.493) < 0.01
+    assert it.alpha + it.error < amp.alpha - amp.error
+    # hysteresis: between the two, AMP stays low while the Bayes-optimal branch is perfect
+    row = {(r["alpha"], r["branch"]): r for r in rows}
+    assert row[(1.4, "amp")]["Q"][0][0] < 0.9
+    assert row[(1.4, "bayes")]["source_branch"] == "informed"
+    assert row[(1.4, "bayes")]["Q"][0][0] == 1.0
+
+
+def test_rademacher_prior_identity_and_bad_input():
+    from asymptotics.priors import RademacherPrior
+
+    prior = RademacherPrior()
+    h = 1e-5
+    for qh in (0.3, 2.0, 15.0):
+        d = (prior.free_entropy(np.array([[qh + h]])) - prior.free_entropy(np.array([[qh - h]])))
+        assert abs(d / h - prior.overlap(np.array([[qh]]))[0, 0]) < 1e-7  # Q = 2 ∂ψ_in/∂Q̂
+    with pytest.raises(ValueError):
+        prior.overlap(np.array([[1.0, 0.5], [0.5, 1.0]]))

@@ -89,6 +89,10 @@ class Channel(ABC):
     #: E[Z | y] = 0 under the prior by a sign symmetry (so it is not tested numerically)
     sign_symmetric: bool = False
 
+    def perfect_recovery_psi_out(self) -> float | None:
+        """``lim_{Q -> I} E log Z_out`` when finite (noiseless discrete outputs: 0), else None."""
+        return None
+
     def has_trivial_direction(self) -> bool:
         """Whether E[Z | y] != 0 under the prior (a direction learned at any α > 0)."""
         return False

@@ -92,6 +92,9 @@ class SignChannel(Channel):
     name = "sign"
     discrete_outputs = np.array([-1.0, 1.0])
 
+    def perfect_recovery_psi_out(self):
+        return 0.0  # P(y | ω = z, V = 0) = 1 for the observed y
+
     def forward(self, Z, noise=None):
         return np.where(Z[..., 0, 0] >= 0, 1.0, -1.0)
 
@@ -130,6 +133,9 @@ class SignProductChannel(Channel):
 
     def __init__(self, nodes: int = 96):
         self.nodes = int(nodes)
+
+    def perfect_recovery_psi_out(self):
+        return 0.0  # P(y | ω = z, V = 0) = 1 for the observed y
 
     def forward(self, Z, noise=None):
         return np.where(Z[..., 0, 0] * Z[..., 0, 1] >= 0, 1.0, -1.0)
