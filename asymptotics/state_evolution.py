@@ -102,8 +102,9 @@ class StateEvolution:
     def diagonal_only(self) -> bool:
         return isinstance(self.channel, AttentionChannel)
 
-    def qhat(self, Q: np.ndarray) -> QhatEstimate:
-        """``Q̂(Q)`` with its error estimate (outer rule and, for attention, inner rule)."""
+    def qhat(self, Q: np.ndarray, inner_error: bool = True) -> QhatEstimate:
+        """``Q̂(Q)`` with its error estimate (outer rule and, for attention, inner rule;
+        ``inner_error=False`` skips the inner part, as the iterations do)."""
         ch = self.channel
         L, p = ch.seq_len, ch.dim
         Q = check_overlap(Q, p)
@@ -133,7 +134,7 @@ class StateEvolution:
             Zstar = omega + u @ _sqrt_psd(V).T
             obs = ch.observe(Zstar, noise)
             if isinstance(ch, AttentionChannel):
-                fm = ch.fibre_moments(obs, omega, V)
+                fm = ch.fibre_moments(obs, omega, V, second=False, inner_error=inner_error)
                 means = fm.mean
                 logz_node = fm.log_norm[0]
             else:
@@ -235,7 +236,7 @@ class StateEvolution:
 
     def update(self, Q: np.ndarray) -> np.ndarray:
         """One SE step ``Q -> f_in(Q̂(Q))``."""
-        return self.prior.overlap(self.qhat(Q).Qhat)
+        return self.prior.overlap(self.qhat(Q, inner_error=False).Qhat)
 
 
 @dataclass

@@ -130,12 +130,14 @@ def fibre_moments(
     lognorm,
     mean,
     second,
+    with_second,
 ):
     """Posterior log-normaliser, mean and full second moment for each observation.
 
     a (K, L); omega (K, L, depth); T (n, L, m) standard inner nodes (m = depth-1);
     W (S, n) weight sets; chol (m, m); cvec (m,); vc: conditional variance of the last
-    layer.  Outputs: lognorm (S, K), mean (S, K, L, depth), second (S, K, L, depth, L, depth).
+    layer.  Outputs: lognorm (S, K), mean (S, K, L, depth), second (S, K, L, depth, L, depth)
+    (left untouched when ``with_second`` is False: state evolution needs only the mean).
     """
     K, L = a.shape
     depth = omega.shape[2]
@@ -156,7 +158,7 @@ def fibre_moments(
         z = np.empty((L, depth))
         accZ = np.zeros(S)
         accM = np.zeros((S, L, depth))
-        accS = np.zeros((S, L, depth, L, depth))
+        accS = np.zeros((S, L, depth, L, depth) if with_second else (S, 1, 1, 1, 1))
         lmax = -np.inf
         for i in range(n):
             for l in range(L):
@@ -198,9 +200,10 @@ def fibre_moments(
                             for l in range(L):
                                 for j in range(depth):
                                     accM[q, l, j] *= f
-                                    for l2 in range(L):
-                                        for j2 in range(depth):
-                                            accS[q, l, j, l2, j2] *= f
+                                    if with_second:
+                                        for l2 in range(L):
+                                            for j2 in range(depth):
+                                                accS[q, l, j, l2, j2] *= f
                     lmax = lw
                 e = math.exp(lw - lmax)
                 for l in range(L):
@@ -216,9 +219,10 @@ def fibre_moments(
                         for j in range(depth):
                             wz = ws * z[l, j]
                             accM[q, l, j] += wz
-                            for l2 in range(L):
-                                for j2 in range(depth):
-                                    accS[q, l, j, l2, j2] += wz * z[l2, j2]
+                            if with_second:
+                                for l2 in range(L):
+                                    for j2 in range(depth):
+                                        accS[q, l, j, l2, j2] += wz * z[l2, j2]
         for q in range(S):
             if accZ[q] > 0.0:
                 lognorm[q, k] = math.log(accZ[q]) + lmax + const
@@ -226,9 +230,10 @@ def fibre_moments(
                 for l in range(L):
                     for j in range(depth):
                         mean[q, k, l, j] = accM[q, l, j] * inv
-                        for l2 in range(L):
-                            for j2 in range(depth):
-                                second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
+                        if with_second:
+                            for l2 in range(L):
+                                for j2 in range(depth):
+                                    second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
             else:
                 lognorm[q, k] = -np.inf
                 for l in range(L):

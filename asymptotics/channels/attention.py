@@ -186,8 +186,16 @@ class AttentionChannel(Channel):
         vc = float(Vll - coef @ VUl)
         return chol, coef, vc
 
-    def fibre_moments(self, obs, omega, V, device: str = "numba") -> FibreMoments:
-        """Posterior moments on all inner weight sets, batched over the leading axes."""
+    def fibre_moments(
+        self, obs, omega, V, device: str = "numba", second: bool = True,
+        inner_error: bool = True,
+    ) -> FibreMoments:
+        """Posterior moments on all inner weight sets, batched over the leading axes.
+
+        ``second=False`` skips the second moments (``second`` is then NaN) and
+        ``inner_error=False`` uses the primary inner weights only (S = 1): the cheap form
+        state-evolution iterations use (numba path only).
+        """
         V = check_variance(V, self.depth)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -199,7 +207,7 @@ class AttentionChannel(Channel):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
         if device == "numba":
-            res = self._fibre_numba(a, om, chol, coef, vc)
+            res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
         else:
             res = self._fibre_xp(a, om, chol, coef, vc, device)
         S = res.log_norm.shape[0]
@@ -215,8 +223,10 @@ class AttentionChannel(Channel):
             fm.log_norm[0], fm.mean[0], fm.second[0], error=np.abs(fm.mean[0] - fm.mean[1])
         )
 
-    def _fibre_numba(self, a, om, chol, coef, vc) -> FibreMoments:
+    def _fibre_numba(self, a, om, chol, coef, vc, want_second=True, inner_error=True):
         T, W = self._inner_nodes()
+        if not inner_error:
+            W = np.ascontiguousarray(W[:1])
         K, L = a.shape
         depth, m = self.depth, self.depth - 1
         S = W.shape[0]
@@ -227,23 +237,13 @@ class AttentionChannel(Channel):
             Binv, logdet = np.zeros((1, L, L)), np.zeros(1)
         lognorm = np.empty((S, K))
         mean = np.empty((S, K, L, depth))
-        second = np.empty((S, K, L, depth, L, depth))
+        if want_second:
+            second = np.empty((S, K, L, depth, L, depth))
+        else:
+            second = np.full((S, K, L, depth, L, depth), np.nan)
         kern.fibre_moments(
-            a,
-            om,
-            T,
-            W,
-            np.ascontiguousarray(chol),
-            np.ascontiguousarray(coef),
-            vc,
-            self.skip,
-            self.beta,
-            Binv,
-            logdet,
-            shared,
-            lognorm,
-            mean,
-            second,
+            a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
+            self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second, want_second,
         )
         return FibreMoments(lognorm, mean, second)
 
