@@ -16,9 +16,13 @@ One GAMP iteration (samples μ, tokens l; estimates ``Ŵ (D×p)``, ``Ĉ (p×p)``
     Ŵ ← B (I + A)⁻¹,   Ĉ ← (I + A)⁻¹                                 (prior N(0, I_p))
 
 Damping ``η ∈ (0, 1]`` (1 = undamped, the convention of :mod:`asymptotics.solver`) acts on
-the output side: ``g ← (1−η) g_prev + η g`` and ``A ← (1−η) A_prev + η A``; the damped ``g``
-enters both ``B`` and the next Onsager term, so the Onsager correction stays consistent
-with what entered ``Ŵ``.
+the output side: ``g ← (1−η) g_prev + η g`` and ``A ← (1−η) A_prev + η A`` (from the start
+values ``g = 0``, ``A = 0``); the damped ``g`` enters both ``B`` and the next Onsager term,
+so the Onsager correction stays consistent with what entered ``Ŵ``.  Fixed points do not
+depend on ``η``.  Default ``η = 0.5`` (as the SE solver): undamped, the variance update
+``V ← (I + A(V))⁻¹`` at ``ω ≈ 0`` overshoots.  Example: attention, α = 1.2, D = 250, seed
+0: the finite-N fluctuation of ``Σ Cov`` gives ``V_22 = 1.47`` after one step, then 0.73,
+then ``I + A`` has eigenvalue −0.07 (status ``non-pd-variance``); with η = 0.5 it learns.
 
 Start: ``Ŵ_0`` iid N(0, ``init_scale``) entries (default variance 1e-3, so
 ``Q_0 ≈ 1e-3 I`` like the uninformed SE start, and ``M_0 = O(√(1e-3/D))``), ``Ĉ_0 = I``,
@@ -108,7 +112,7 @@ class AMPConfig:
     dim: int = 1000
     alpha: float = 1.2
     max_iter: int = 50
-    damping: float = 1.0  # η: 1 = undamped
+    damping: float = 0.5  # η: 1 = undamped; 0.5 as the SE solver's default
     tol: float = 1e-5  # on the RMS change of the entries of Ŵ
     init_scale: float = 1e-3  # variance of the entries of Ŵ_0
     n_test: int = 2000
@@ -258,7 +262,7 @@ def run_amp(
     W = prob.W0
     C = I.copy()
     g_prev = np.zeros((N, L, p))
-    A_prev = None
+    A_prev = np.zeros((p, p))  # the start Ĉ = I corresponds to A = 0
     records = []
     n_proj = 0
 
@@ -291,7 +295,7 @@ def run_amp(
         if not (np.all(np.isfinite(g)) and np.all(np.isfinite(A))):
             status = "non-finite"
             break
-        if A_prev is not None and eta < 1:
+        if eta < 1:
             g = (1 - eta) * g_prev + eta * g
             A = (1 - eta) * A_prev + eta * A
         projected = False

@@ -75,7 +75,7 @@ def add_amp_arguments(p):
     a("--seeds", default="8", help="number of seeds (>= 1) [8]")
     a("--seed", default="0", help="first seed; seeds are seed, seed+1, ... [0]")
     a("--max-iter", default="50", help="GAMP iterations at most (>= 1) [50]")
-    a("--damping", default="1", help="η in (0, 1] on g and A; 1 = undamped [1]")
+    a("--damping", default="0.5", help="η in (0, 1] on g and A; 1 = undamped [0.5]")
     a("--tol", default="1e-5", help="stop when the RMS change of the entries of Ŵ < tol [1e-5]")
     a("--init-scale", default="1e-3", help="variance of the entries of the start Ŵ_0 [1e-3]")
     a("--n-test", default="2000", help="fresh test sequences for the generalisation error "
