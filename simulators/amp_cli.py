@@ -237,7 +237,8 @@ def _run(v, out, summary_only, compare_se, psd_projection) -> int:
             _emit(out, {"final": True, **tag, "status": res.status,
                         "converged": res.converged, "iterations": res.iterations,
                         "psd_projections": res.psd_projections, "wall_s": wall,
-                        **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error")}})
+                        **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error", "delta",
+                                                    "g_rel_quad_error")}})
         row = {**summarise(results), **meta, "dim": dim, "n_samples": cfg.n_samples,
                "seeds": seeds, "max_iter": cfg.max_iter, "tol": cfg.tol,
                "damping": cfg.damping, "init_scale": cfg.init_scale,
