@@ -118,6 +118,10 @@ class AMPConfig:
     n_test: int = 2000
     device: str = "cpu"
     psd_projection: bool = False
+    #: attention posterior: "auto" (numba kernel on CPU, vectorised cupy path on GPU) or
+    #: "xp" (the vectorised path on ``device``'s namespace, also with numpy: the GPU code
+    #: path, testable on CPU)
+    posterior: str = "auto"
 
     def validate(self):
         """Raise ``ValueError`` (naming the field) on bad settings, before any work."""
@@ -141,6 +145,8 @@ class AMPConfig:
             raise ValueError(f"n_test must be an integer >= 1, got {self.n_test}")
         if self.n_samples < 1:
             raise ValueError(f"alpha*dim = {self.alpha * self.dim} gives no samples")
+        if self.posterior not in ("auto", "xp"):
+            raise ValueError(f"posterior must be 'auto' or 'xp', got {self.posterior!r}")
         get_namespace(self.device)  # ValueError / BackendError before any work
         return self
 
@@ -186,13 +192,17 @@ def make_problem(channel: Channel, cfg: AMPConfig, seed: int, xp=np) -> AMPProbl
     return AMPProblem(xp.asarray(W_star_h), X, obs, X_test, g_test, xp.asarray(W0))
 
 
-def channel_posterior(channel: Channel, obs, omega, V, device: str = "cpu"):
+def channel_posterior(channel: Channel, obs, omega, V, device: str = "cpu",
+                      posterior: str = "auto"):
     """Posterior of the channel, batched over samples, on the right back-end.
 
-    Attention: numba kernel on CPU, the vectorised cupy path on GPU.  Closed-form channels:
-    numpy on the host.
+    Attention: numba kernel on CPU, the vectorised cupy path on GPU (``posterior="xp"``:
+    the vectorised path on ``device`` in any case).  Closed-form channels: numpy on the
+    host.
     """
     if isinstance(channel, AttentionChannel):
+        if posterior == "xp":
+            return channel.posterior(obs, omega, V, device=device)
         return channel.posterior(obs, omega, V, device="numba" if device == "cpu" else "gpu")
     return channel.posterior(obs, omega, V)
 
@@ -282,7 +292,7 @@ def run_amp(
         if not np.all(np.isfinite(omega)):
             status = "non-finite"
             break
-        post = channel_posterior(channel, prob.obs, omega, V, cfg.device)
+        post = channel_posterior(channel, prob.obs, omega, V, cfg.device, cfg.posterior)
         g = (post.mean - omega) @ Vinv.T
         quad_err = None
         if post.error is not None:  # the channel's own quadrature error of E[z | ...]
