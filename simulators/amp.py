@@ -54,7 +54,9 @@ error ``E‖g(Z*) − g(ω)‖²`` (THEORY §4; ``g`` the noiseless forward map,
 fresh test data.  Because the attention output is invariant under ``z_k → −z_k`` per layer,
 ``M`` is reported in the per-direction sign gauge: row ``k`` of ``M`` (and row and column
 ``k`` of ``Q``) multiplied by ``sign(M_kk)``, so ``diag M = |M_kk|``; ``M_raw`` keeps the
-raw matrix.
+raw matrix.  ``m_rel = |M_kk| / (|w*_k|²/D)`` divides out the teacher's own norm, whose
+fluctuation (std ``sqrt(2/D)``) dominates the seed spread of ``M_kk``; it has the same
+large-D limit (``Q_SE,kk``) with a much smaller spread near perfect recovery.
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ def _metrics(channel, prob, W, C, D, xp):
     WW = to_numpy(W.T @ W) / D
     MW = to_numpy(W.T @ prob.W_star) / D
     M, Q = sign_gauge(MW, WW)
+    tq = np.diag(to_numpy(prob.W_star.T @ prob.W_star)) / D
     omega_t = to_numpy(project(prob.X_test, W))
     return {
         "M": M.tolist(),
@@ -249,6 +252,7 @@ def _metrics(channel, prob, W, C, D, xp):
         "M_raw": MW.tolist(),
         "m": np.diag(M).tolist(),
         "q": np.diag(Q).tolist(),
+        "m_rel": (np.diag(M) / tq).tolist(),
         "gen_error": plugin_error(channel, prob.g_test, omega_t),
         "V": np.asarray(C).tolist(),
     }
@@ -349,7 +353,7 @@ def stats(values):
     return mean, std, std / math.sqrt(a.shape[0])
 
 
-SUMMARY_KEYS = ("M", "Q", "m", "q", "gen_error", "iterations")
+SUMMARY_KEYS = ("M", "Q", "m", "q", "m_rel", "gen_error", "iterations")
 
 
 def summarise(results: list[AMPResult]) -> dict:

@@ -2,10 +2,11 @@
 
 The AMP fixed point (mean over seeds of the final ``|M_kk|`` and ``Q_kk``) is put next to
 the SE fixed point from the uninformed start (the AMP branch) at the same α.  They agree
-when, for every diagonal entry ``k`` and for ``m`` and ``q`` alike,
+when, for every diagonal entry ``k``
 
     |mean_AMP − Q_SE,kk| ≤ z · sqrt(stderr_AMP² + err_SE²) + c_fs / D
 
+for ``m = |M_kk|``, ``q = Q_kk`` and ``m_rel = |M_kk|/(|w*_k|²/D)``,
 with ``z = 3`` (seed spread; ``stderr`` = std(ddof=1)/sqrt(seeds)), ``err_SE`` the SE error
 estimate of ``Q`` (propagated from its ``Q̂`` error through ``Q = Q̂/(1+Q̂)``), and the stated
 finite-size allowance ``c_fs / D`` with ``c_fs = 2`` (finite-size corrections of AMP
@@ -83,7 +84,9 @@ def compare(summary: dict, se: dict, dim: int, z: float = Z_SCORE,
     allowance = c_fs / dim
     out = {"z": z, "finite_size_allowance": allowance, "c_fs": c_fs, "entries": []}
     agree = True
-    for key in ("m", "q"):
+    for key in ("m", "q", "m_rel"):
+        if summary.get(f"{key}_mean") is None:
+            continue
         mean = np.asarray(summary[f"{key}_mean"])
         se_ = np.asarray(summary[f"{key}_stderr"])
         for k in range(len(q_se)):
@@ -135,7 +138,9 @@ def finite_size_fits(per_dim: list[tuple[int, dict]], se: dict) -> dict:
     """Fit ``mean_AMP − Q_SE`` against 1/D for every ``m_k`` and ``q_k``."""
     dims = [d for d, _ in per_dim]
     out = {"dims": dims}
-    for key in ("m", "q"):
+    for key in ("m", "q", "m_rel"):
+        if any(s.get(f"{key}_mean") is None for _, s in per_dim):
+            continue
         for k, q_se in enumerate(se["q"]):
             disc = [s[f"{key}_mean"][k] - q_se for _, s in per_dim]
             errs = [s[f"{key}_stderr"][k] for _, s in per_dim]
