@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
-from asymptotics.channels.attention import AttentionChannel
+from asymptotics.channels.attention import AttentionChannel, default_inner_rule
 from asymptotics.channels.base import Channel
 from asymptotics.channels.closed_form import (
     LinearChannel,
@@ -90,10 +90,20 @@ def make_channel(
     skip: float = 1.0,
     beta: float = 1.0,
     noise: float = 0.1,
+    inner_resolution: int = 0,
 ) -> Channel:
-    """The channel of a ``--model`` name (closed-form channels have L = 1)."""
+    """The channel of a ``--model`` name (closed-form channels have L = 1).
+
+    ``inner_resolution`` (attention): resolution of the channel's default inner rule
+    (each step doubles the nodes per axis; 0 is the channel's default).
+    """
     if model == "attention":
-        return AttentionChannel(depth=depth, seq_len=seq_len, skip=skip, beta=beta)
+        rule = None
+        if inner_resolution:
+            rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
+                                      beta=beta)
+        return AttentionChannel(depth=depth, seq_len=seq_len, skip=skip, beta=beta,
+                                inner_rule=rule)
     if model == "linear":
         return LinearChannel(noise)
     if model == "phase-retrieval":

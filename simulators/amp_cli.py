@@ -66,6 +66,9 @@ def add_amp_arguments(p):
     a("--seq-len", default="2", help="attention: tokens per sequence L (>= 2) [2]")
     a("--skip", default="1", help="attention: skip strength c (>= 0) [1]")
     a("--beta", default="1", help="attention: softmax inverse temperature (> 0) [1]")
+    a("--inner-resolution", default="0",
+      help="attention: resolution of the posterior's inner rule (each step doubles the "
+           "nodes per axis, cost x4 at depth 2) [0]")
     a("--noise", default="0.1", help="linear: noise variance Δ (>= 0) [0.1]")
     a("--alpha", default="1.2", help="sample ratio N/D (> 0) [1.2]")
     a("--dim", default="1000", help="input dimension D (>= 2) [1000]")
@@ -131,6 +134,7 @@ def validate(args):
     v["noise"] = _num(args.noise, "--noise")
     if v["noise"] < 0:
         raise InputError("--noise", f"must be >= 0, got {v['noise']}")
+    v["inner_resolution"] = _int_at_least(args.inner_resolution, "--inner-resolution", 0)
     v["alpha"] = _num(args.alpha, "--alpha")
     if v["alpha"] <= 0:
         raise InputError("--alpha", f"must be > 0, got {v['alpha']}")
@@ -166,7 +170,8 @@ def validate(args):
     v["device"] = args.device
     try:
         v["channel"] = make_channel(v["model"], depth=v["depth"], seq_len=v["seq_len"],
-                                    skip=v["skip"], beta=v["beta"], noise=v["noise"])
+                                    skip=v["skip"], beta=v["beta"], noise=v["noise"],
+                                    inner_resolution=v["inner_resolution"])
     except ValueError as exc:  # pragma: no cover - the checks above come first
         raise InputError("--model", str(exc)) from None
     return v
