@@ -249,6 +249,15 @@ class AMPResult:
     def final(self) -> dict:
         return self.records[-1]
 
+    def tail(self, key: str, n: int = 20):
+        """Mean and std of ``key`` over the last ``n`` iterations (a run that wanders
+        around its fixed point instead of converging, see BENCHMARKS.md)."""
+        vals = [r[key] for r in self.records[1:] if key in r][-n:]
+        if not vals:
+            return None, None
+        a = np.asarray(vals, dtype=float)
+        return a.mean(axis=0).tolist(), a.std(axis=0).tolist()
+
 
 def _metrics(channel, prob, W, C, D, xp):
     WW = to_numpy(W.T @ W) / D

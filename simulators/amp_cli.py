@@ -9,7 +9,9 @@ Output: JSON lines.
 - one line per (dimension, seed, iteration) (unless ``--summary-only``) with ``seed, dim,
   iteration, M, Q, M_raw, m, q, gen_error, V, delta, psd_projected, g_rel_quad_error``
   (``M`` in the per-layer sign gauge: ``diag M = |M_kk|``; iteration 0 is the start);
-- one ``"final": true`` line per (dimension, seed) with its status and final numbers;
+- one ``"final": true`` line per (dimension, seed) with its status and final numbers, and
+  the mean and std of ``m``, ``q`` over its last 20 iterations (``*_tail20_*``: a run that
+  wanders instead of converging shows it there);
 - one ``"summary": true`` line per dimension with ``*_mean``, ``*_std`` (ddof=1) and
   ``*_stderr`` over seeds of ``M, Q, m, q, gen_error, iterations``, ``n_converged``,
   ``n_failed``; with ``--compare-se`` it holds ``se_comparison`` (agreement within the
@@ -239,11 +241,14 @@ def _run(v, out, summary_only, compare_se, psd_projection) -> int:
             last = res.final
             if last.get("failed"):
                 _emit(out, {**tag, **last})  # the failure record (not passed to cb)
+            tails = {}
+            for key in ("m", "q"):
+                tails[f"{key}_tail20_mean"], tails[f"{key}_tail20_std"] = res.tail(key)
             _emit(out, {"final": True, **tag, "status": res.status,
                         "converged": res.converged, "iterations": res.iterations,
                         "psd_projections": res.psd_projections, "wall_s": wall,
                         **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error", "delta",
-                                                    "g_rel_quad_error")}})
+                                                    "g_rel_quad_error")}, **tails})
         row = {**summarise(results), **meta, "dim": dim, "n_samples": cfg.n_samples,
                "seeds": seeds, "max_iter": cfg.max_iter, "tol": cfg.tol,
                "damping": cfg.damping, "init_scale": cfg.init_scale,

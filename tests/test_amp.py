@@ -218,6 +218,7 @@ def test_cli_schema(tmp_path):
     assert np.asarray(iters[0]["M"]).shape == (1, 1)
     finals = [r for r in rows if r.get("final")]
     assert len(finals) == 6
+    assert all(len(r["m_tail20_mean"]) == 1 and r["m_tail20_std"][0] >= 0 for r in finals)
     summaries = [r for r in rows if r.get("summary")]
     assert len(summaries) == 2 and rows[-1] is summaries[-1]
     last = rows[-1]
