@@ -143,9 +143,10 @@ def test_determinism_and_problem_uses_channel_forward():
 
 
 def test_non_pd_variance_is_reported_not_regularised():
-    """Sign-product at a huge init: I + A can lose positive definiteness; the run says so.
+    """When I + A loses positive definiteness the run stops and says so; the named
+    ``psd_projection`` option instead projects A (counted, logged per iteration).
 
-    We build the failure directly: a posterior covariance far above V makes A < -I.
+    The failure is built directly: a posterior covariance far above V makes A < -I.
     """
     from asymptotics.channels.base import Posterior
     from asymptotics.channels.closed_form import LinearChannel
