@@ -1,0 +1,401 @@
+"""Finite-size Bayes-optimal GAMP for sequence multi-index models (THEORY.md §3).
+
+Data: a seeded teacher ``W* ∈ R^{D×p}`` (iid N(0,1)), ``N = round(αD)`` sequences
+``x ∈ R^{L×D}`` (iid N(0,1)) and labels ``y = channel.sample(x W*/√D, rng)``: the channel's
+own forward map, no second implementation.  The posterior conditions on
+``channel.observation_from_output(y)`` (for attention: ``a = s_last`` up to sign).
+
+One GAMP iteration (samples μ, tokens l; estimates ``Ŵ (D×p)``, ``Ĉ (p×p)``):
+
+    V        = Ĉ
+    ω_{μl}   = Ŵᵀ x_{μl}/√D − V g_{μl}^{prev}                       (Onsager term)
+    g_{μl}   = V⁻¹(E[z^(l) | y_μ, ω_μ, V] − ω_{μl})
+    ∂g_{μl}  = V⁻¹(Cov[z^(l) | y_μ, ω_μ, V] − V)V⁻¹                 (posterior covariance)
+    A        = −(1/D) Σ_{μl} ∂g_{μl}
+    B        = (1/√D) Σ_{μl} x_{μl} g_{μl}ᵀ + Ŵ A
+    Ŵ ← B (I + A)⁻¹,   Ĉ ← (I + A)⁻¹                                 (prior N(0, I_p))
+
+Damping ``η ∈ (0, 1]`` (1 = undamped, the convention of :mod:`asymptotics.solver`) acts on
+the output side: ``g ← (1−η) g_prev + η g`` and ``A ← (1−η) A_prev + η A`` (from the start
+values ``g = 0``, ``A = 0``); the damped ``g`` enters both ``B`` and the next Onsager term,
+so the Onsager correction stays consistent with what entered ``Ŵ``.  Fixed points do not
+depend on ``η``.  Default ``η = 0.5`` (as the SE solver): undamped, the variance update
+``V ← (I + A(V))⁻¹`` at ``ω ≈ 0`` overshoots.  Example: attention, α = 1.2, D = 250, seed
+0: the finite-N fluctuation of ``Σ Cov`` gives ``V_22 = 1.47`` after one step, then 0.73,
+then ``I + A`` has eigenvalue −0.07 (status ``non-pd-variance``); with η = 0.5 it learns.
+
+Start: ``Ŵ_0`` iid N(0, ``init_scale``) entries (default variance 1e-3, so
+``Q_0 ≈ 1e-3 I`` like the uninformed SE start, and ``M_0 = O(√(1e-3/D))``), ``Ĉ_0 = I``,
+``g = 0``.
+
+Positive definiteness: ``I + A`` must be positive definite (then so is ``Ĉ = V``).  When it
+is not, the run stops with status ``"non-pd-variance"`` (no silent regularisation).  The
+named option ``psd_projection=True`` instead replaces ``A`` by its projection on the PSD
+cone whenever it has a negative eigenvalue; every projection is counted and logged in the
+iteration row (``psd_projected``).
+
+Back-ends: the large products ``x Ŵ`` and ``xᵀ g`` (and the test-set projection) run on the
+array namespace ``xp`` (numpy on ``device='cpu'``, cupy on ``'gpu'``).  The per-sample
+posterior integrals are batched over samples: the attention channel's numba kernel on CPU,
+its vectorised ``_fibre_xp`` path (cupy) on GPU.  Closed-form channels are numpy only:
+``ω`` (N·L·p numbers) is copied to the host for them and ``g`` back, which is cheap next to
+the products (N·L·D).  All random numbers come from one ``numpy.random.Generator`` per seed,
+drawn on the host, so the numpy and cupy paths see the same data.
+
+Every iteration also records ``delta`` (RMS change of the entries of Ŵ: the convergence
+test is ``delta < tol``, which cannot fire spuriously at the small start because an
+escaping direction grows geometrically, and which does fire when Ŵ decays to the
+uninformed fixed point Ŵ = 0) and ``g_rel_quad_error``, the channel's own embedded-rule
+error estimate of ``E[z|…]`` propagated to ``g`` (RMS, relative to RMS ``g``), which grows
+when ``V`` becomes very small or anisotropic near perfect recovery.
+
+Reported per iteration: ``Q = ŴᵀŴ/D``, ``M = ŴᵀW*/D`` and the plug-in generalisation
+error ``E‖g(Z*) − g(ω)‖²`` (THEORY §4; ``g`` the noiseless forward map, ``ω = xŴ/√D``) on
+fresh test data.  Because the attention output is invariant under ``z_k → −z_k`` per layer,
+``M`` is reported in the per-direction sign gauge: row ``k`` of ``M`` (and row and column
+``k`` of ``Q``) multiplied by ``sign(M_kk)``, so ``diag M = |M_kk|``; ``M_raw`` keeps the
+raw matrix.  ``m_rel = |M_kk| / (|w*_k|²/D)`` divides out the teacher's own norm, whose
+fluctuation (std ``sqrt(2/D)``) dominates the seed spread of ``M_kk``; it has the same
+large-D limit (``Q_SE,kk``) with a much smaller spread near perfect recovery.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from asymptotics.backend import get_namespace, to_numpy
+from asymptotics.channels.attention import AttentionChannel, default_inner_rule
+from asymptotics.channels.base import Channel
+from asymptotics.channels.closed_form import (
+    LinearChannel,
+    PhaseRetrievalChannel,
+    ProductChannel,
+    SignChannel,
+    SignProductChannel,
+)
+
+from .attention_training import project, project_transpose, sample_sequences
+
+MODELS = ("attention", "linear", "phase-retrieval", "sign", "sign-product", "product")
+
+
+def make_channel(
+    model: str = "attention",
+    *,
+    depth: int = 2,
+    seq_len: int = 2,
+    skip: float = 1.0,
+    beta: float = 1.0,
+    noise: float = 0.1,
+    inner_resolution: int = 0,
+) -> Channel:
+    """The channel of a ``--model`` name (closed-form channels have L = 1).
+
+    ``inner_resolution`` (attention): resolution of the channel's default inner rule
+    (each step doubles the nodes per axis; 0 is the channel's default).
+    """
+    if model == "attention":
+        rule = None
+        if inner_resolution:
+            rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
+                                      beta=beta)
+        return AttentionChannel(depth=depth, seq_len=seq_len, skip=skip, beta=beta,
+                                inner_rule=rule)
+    if model == "linear":
+        return LinearChannel(noise)
+    if model == "phase-retrieval":
+        return PhaseRetrievalChannel()
+    if model == "sign":
+        return SignChannel()
+    if model == "sign-product":
+        return SignProductChannel()
+    if model == "product":
+        return ProductChannel()
+    raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+
+
+@dataclass
+class AMPConfig:
+    """Settings of one GAMP run (see the module docstring)."""
+
+    dim: int = 1000
+    alpha: float = 1.2
+    max_iter: int = 50
+    damping: float = 0.5  # η: 1 = undamped; 0.5 as the SE solver's default
+    tol: float = 1e-5  # on the RMS change of the entries of Ŵ
+    init_scale: float = 1e-3  # variance of the entries of Ŵ_0
+    n_test: int = 2000
+    device: str = "cpu"
+    psd_projection: bool = False
+    #: attention posterior: "auto" (numba kernel on CPU, vectorised cupy path on GPU) or
+    #: "xp" (the vectorised path on ``device``'s namespace, also with numpy: the GPU code
+    #: path, testable on CPU)
+    posterior: str = "auto"
+
+    def validate(self):
+        """Raise ``ValueError`` (naming the field) on bad settings, before any work."""
+        _finite("alpha", self.alpha)
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if int(self.dim) != self.dim or self.dim < 2:
+            raise ValueError(f"dim must be an integer >= 2, got {self.dim}")
+        if int(self.max_iter) != self.max_iter or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter}")
+        _finite("damping", self.damping)
+        if not 0 < self.damping <= 1:
+            raise ValueError(f"damping must be in (0, 1] (1 = undamped), got {self.damping}")
+        _finite("tol", self.tol)
+        if self.tol <= 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+        _finite("init_scale", self.init_scale)
+        if self.init_scale < 0:
+            raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
+        if int(self.n_test) != self.n_test or self.n_test < 1:
+            raise ValueError(f"n_test must be an integer >= 1, got {self.n_test}")
+        if self.n_samples < 1:
+            raise ValueError(f"alpha*dim = {self.alpha * self.dim} gives no samples")
+        if self.posterior not in ("auto", "xp"):
+            raise ValueError(f"posterior must be 'auto' or 'xp', got {self.posterior!r}")
+        get_namespace(self.device)  # ValueError / BackendError before any work
+        return self
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.alpha * self.dim))
+
+
+def _finite(name, x):
+    try:
+        ok = math.isfinite(float(x))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number, got {x!r}")
+
+
+@dataclass
+class AMPProblem:
+    """Teacher, training data and test data of one seed (arrays in ``xp`` unless noted)."""
+
+    W_star: object  # (D, p)
+    X: object  # (N, L, D)
+    obs: np.ndarray  # host: what the posterior conditions on, (N, ...)
+    X_test: object  # (n_test, L, D)
+    g_test: np.ndarray  # host: noiseless g(Z*) on the test set
+    W0: object  # (D, p) start
+
+
+def make_problem(channel: Channel, cfg: AMPConfig, seed: int, xp=np) -> AMPProblem:
+    """Draw the data of one seed on the host (one ``default_rng(seed)``, fixed order)."""
+    rng = np.random.default_rng(seed)
+    D, p, L, N = cfg.dim, channel.dim, channel.seq_len, cfg.n_samples
+    W_star_h = rng.standard_normal((D, p))
+    X = sample_sequences(rng, N, L, D, xp)
+    Z = to_numpy(project(X, xp.asarray(W_star_h)))
+    y = channel.sample(Z, rng)
+    obs = np.asarray(channel.observation_from_output(y), dtype=float)
+    X_test = sample_sequences(rng, cfg.n_test, L, D, xp)
+    Z_test = to_numpy(project(X_test, xp.asarray(W_star_h)))
+    g_test = np.asarray(channel.forward(Z_test, None), dtype=float)
+    W0 = math.sqrt(cfg.init_scale) * rng.standard_normal((D, p))
+    return AMPProblem(xp.asarray(W_star_h), X, obs, X_test, g_test, xp.asarray(W0))
+
+
+def channel_posterior(channel: Channel, obs, omega, V, device: str = "cpu",
+                      posterior: str = "auto"):
+    """Posterior of the channel, batched over samples, on the right back-end.
+
+    Attention: numba kernel on CPU, the vectorised cupy path on GPU (``posterior="xp"``:
+    the vectorised path on ``device`` in any case).  Closed-form channels: numpy on the
+    host.
+    """
+    if isinstance(channel, AttentionChannel):
+        if posterior == "xp":
+            return channel.posterior(obs, omega, V, device=device)
+        return channel.posterior(obs, omega, V, device="numba" if device == "cpu" else "gpu")
+    return channel.posterior(obs, omega, V)
+
+
+def sign_gauge(M: np.ndarray, Q: np.ndarray):
+    """Per-direction sign gauge: ``S M``, ``S Q S`` with ``S = diag(sign M_kk)`` (0 -> +)."""
+    s = np.where(np.diag(M) < 0, -1.0, 1.0)
+    return s[:, None] * M, s[:, None] * Q * s[None, :]
+
+
+def plugin_error(channel: Channel, g_star: np.ndarray, omega: np.ndarray) -> float:
+    """``mean ‖g(Z*) − g(ω)‖²`` (summed over output entries, averaged over samples)."""
+    diff = np.asarray(g_star) - np.asarray(channel.forward(omega, None))
+    n = diff.shape[0]
+    return float(np.sum(diff**2) / n)
+
+
+@dataclass
+class AMPResult:
+    """Outcome of one GAMP run; ``records`` holds one dict per iteration (0 = start)."""
+
+    seed: int
+    status: str  # "converged" | "max-iter" | "non-pd-variance" | "non-finite"
+    converged: bool
+    iterations: int
+    records: list = field(default_factory=list)
+    W: object = None
+    C: np.ndarray | None = None
+    psd_projections: int = 0
+
+    @property
+    def final(self) -> dict:
+        return self.records[-1]
+
+    def tail(self, key: str, n: int = 20):
+        """Mean and std of ``key`` over the last ``n`` iterations (a run that wanders
+        around its fixed point instead of converging, see BENCHMARKS.md)."""
+        vals = [r[key] for r in self.records[1:] if key in r][-n:]
+        if not vals:
+            return None, None
+        a = np.asarray(vals, dtype=float)
+        return a.mean(axis=0).tolist(), a.std(axis=0).tolist()
+
+
+def _metrics(channel, prob, W, C, D, xp):
+    WW = to_numpy(W.T @ W) / D
+    MW = to_numpy(W.T @ prob.W_star) / D
+    M, Q = sign_gauge(MW, WW)
+    tq = np.diag(to_numpy(prob.W_star.T @ prob.W_star)) / D
+    omega_t = to_numpy(project(prob.X_test, W))
+    return {
+        "M": M.tolist(),
+        "Q": Q.tolist(),
+        "M_raw": MW.tolist(),
+        "m": np.diag(M).tolist(),
+        "q": np.diag(Q).tolist(),
+        "m_rel": (np.diag(M) / tq).tolist(),
+        "gen_error": plugin_error(channel, prob.g_test, omega_t),
+        "V": np.asarray(C).tolist(),
+    }
+
+
+def run_amp(
+    channel: Channel,
+    cfg: AMPConfig,
+    seed: int = 0,
+    problem: AMPProblem | None = None,
+    callback=None,
+) -> AMPResult:
+    """Run Bayes-GAMP on the data of ``seed``; one record per iteration (and the start)."""
+    cfg.validate()
+    xp = get_namespace(cfg.device)
+    prob = problem or make_problem(channel, cfg, seed, xp)
+    D, p, L = cfg.dim, channel.dim, channel.seq_len
+    N = prob.X.shape[0]
+    eta = cfg.damping
+    I = np.eye(p)
+    W = prob.W0
+    C = I.copy()
+    g_prev = np.zeros((N, L, p))
+    A_prev = np.zeros((p, p))  # the start Ĉ = I corresponds to A = 0
+    records = []
+    n_proj = 0
+
+    def emit(it, extra):
+        rec = {"iteration": it, **_metrics(channel, prob, W, C, D, xp), **extra}
+        records.append(rec)
+        if callback is not None:
+            callback(rec)
+
+    emit(0, {"delta": None, "psd_projected": False, "g_rel_quad_error": None})
+    status = "max-iter"
+    it = 0
+    for it in range(1, cfg.max_iter + 1):
+        V = C
+        Vinv = np.linalg.inv(V)
+        omega = to_numpy(project(prob.X, W)) - g_prev @ V.T  # (N, L, p); V symmetric
+        if not np.all(np.isfinite(omega)):
+            status = "non-finite"
+            break
+        post = channel_posterior(channel, prob.obs, omega, V, cfg.device, cfg.posterior)
+        g = (post.mean - omega) @ Vinv.T
+        quad_err = None
+        if post.error is not None:  # the channel's own quadrature error of E[z | ...]
+            g_err = np.sqrt(np.mean((post.error @ Vinv.T) ** 2))
+            quad_err = float(g_err / max(np.sqrt(np.mean(g**2)), 1e-300))
+        cov = post.token_covariance  # (N, L, p, p)
+        # A = -(1/D) Σ V⁻¹(Cov − V)V⁻¹ = V⁻¹ (N L V − Σ Cov) V⁻¹ / D
+        A = Vinv @ (N * L * V - cov.sum(axis=(0, 1))) @ Vinv / D
+        A = 0.5 * (A + A.T)
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(A))):
+            status = "non-finite"
+            break
+        if eta < 1:
+            g = (1 - eta) * g_prev + eta * g
+            A = (1 - eta) * A_prev + eta * A
+        projected = False
+        if cfg.psd_projection:
+            w, U = np.linalg.eigh(A)
+            if w.min() < 0:
+                A = (U * np.clip(w, 0.0, None)) @ U.T
+                projected = True
+                n_proj += 1
+        IA = I + A
+        if np.linalg.eigvalsh(IA).min() <= 0:
+            status = "non-pd-variance"
+            records.append({"iteration": it, "failed": True, "status": status,
+                            "eig_I_plus_A": np.linalg.eigvalsh(IA).tolist()})
+            break
+        C_new = np.linalg.inv(IA)
+        C_new = 0.5 * (C_new + C_new.T)
+        B = project_transpose(prob.X, xp.asarray(g)) + W @ xp.asarray(A)
+        W_new = B @ xp.asarray(C_new)
+        delta = float(to_numpy(xp.sqrt(xp.mean((W_new - W) ** 2))))
+        W, C, g_prev, A_prev = W_new, C_new, g, A
+        if not math.isfinite(delta):
+            status = "non-finite"
+            break
+        emit(it, {"delta": delta, "psd_projected": projected, "g_rel_quad_error": quad_err})
+        if delta < cfg.tol:
+            status = "converged"
+            break
+    iterations = it
+    return AMPResult(seed, status, status == "converged", iterations, records, W, C, n_proj)
+
+
+# ------------------------------------------------------------------ summaries over seeds
+
+
+def stats(values):
+    """Mean, std (ddof=1; 0 for one value) and standard error of a list of arrays."""
+    a = np.asarray(values, dtype=float)
+    mean = a.mean(axis=0)
+    std = a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.zeros_like(mean)
+    return mean, std, std / math.sqrt(a.shape[0])
+
+
+SUMMARY_KEYS = ("M", "Q", "m", "q", "m_rel", "gen_error", "iterations")
+
+
+def summarise(results: list[AMPResult]) -> dict:
+    """Mean / std / stderr over seeds of the final ``M, Q, m, q, gen_error, iterations``.
+
+    Runs that failed (no finite final state) are excluded and counted in ``n_failed``.
+    """
+    ok = [r for r in results if r.status in ("converged", "max-iter")]
+    row = {
+        "summary": True,
+        "n_seeds": len(results),
+        "n_converged": sum(r.converged for r in results),
+        "n_failed": len(results) - len(ok),
+        "statuses": [r.status for r in results],
+    }
+    for key in SUMMARY_KEYS:
+        if not ok:
+            row[f"{key}_mean"] = row[f"{key}_std"] = row[f"{key}_stderr"] = None
+            continue
+        vals = [r.iterations if key == "iterations" else r.final[key] for r in ok]
+        mean, std, se = stats(vals)
+        conv = (lambda x: x.tolist()) if np.ndim(mean) else float  # noqa: E731
+        row[f"{key}_mean"] = conv(mean)
+        row[f"{key}_std"] = conv(std)
+        row[f"{key}_stderr"] = conv(se)
+    return row
