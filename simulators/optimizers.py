@@ -34,6 +34,8 @@ Sources
   (arXiv:1802.04434), Algorithms 1 and 3.
 - SVAG / M-SVAG: Balles & Hennig, "Dissecting Adam", ICML 2018 (arXiv:1705.07774),
   Algorithms 1-2 and the reference implementation github.com/lballes/msvag.
+- Normalised GD ``w <- w - lr g/||g||``: e.g. Nacson et al., AISTATS 2019
+  (arXiv:1803.01905); used for next-token prediction by Huang, Liang & Yang, NeurIPS 2024.
 - SAM: Foret, Kleiner, Mobahi & Neyshabur, ICLR 2021 (arXiv:2010.01412).
 - Functional-SAM and preconditioned SAM: Singh, Hofmann et al., "Avoiding spurious
   sharpness minimization broadens applicability of SAM", 2025 (arXiv:2502.02407).
@@ -48,6 +50,7 @@ from asymptotics.backend import namespace_of
 
 __all__ = [
     "GD",
+    "NormalizedGD",
     "SGD",
     "Adam",
     "AdamW",
@@ -120,6 +123,27 @@ class GD(Optimizer):
     def step(self, params, grad, oracle=None):
         self.t += 1
         return params - self.lr * self._decayed(params, grad)
+
+
+class NormalizedGD(Optimizer):
+    """Normalised gradient descent ``w <- w - lr g/||g||`` (one global Euclidean norm).
+
+    ``g`` includes the coupled weight decay; a zero gradient gives no move (a non-finite
+    one propagates).  Each step has length ``lr`` exactly, so ``||w_t|| <= ||w_0|| + lr t``.  Not in
+    :data:`OPTIMIZERS` (so the attention ``train`` CLI, which has no default step for it,
+    does not offer it); build it directly or with ``make_optimizer("ngd", lr)``.
+    """
+
+    name = "ngd"
+
+    def step(self, params, grad, oracle=None):
+        xp = namespace_of(params, grad)
+        self.t += 1
+        g = self._decayed(params, grad)
+        norm = float(xp.sqrt(xp.sum(g * g)))
+        if norm == 0.0:
+            return params * 1.0  # a new array, as for every optimizer here
+        return params - (self.lr / norm) * g
 
 
 class SGD(Optimizer):
@@ -467,6 +491,8 @@ def make_optimizer(
     ``momentum`` is the heavy-ball / moving-average constant of sgd, signum, msvag and
     svag (default 0.9) and is ignored by the others; ``betas``/``eps`` are Adam's.
     """
+    if name.strip().lower() == NormalizedGD.name:
+        return NormalizedGD(lr, weight_decay=weight_decay)
     wrapper, base_name = parse_optimizer_name(name)
     cls = OPTIMIZERS[base_name]
     kw = {"weight_decay": weight_decay}
