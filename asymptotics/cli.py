@@ -376,6 +376,12 @@ def _add_simulate_parser(sub) -> None:
         add_amp_parser(simsub)
 
 
+def _add_experiment_parser(sub) -> None:
+    from simulators.experiment_cli import add_experiment_parser
+
+    add_experiment_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="smi",
@@ -386,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threshold_parser(sub)
     _add_curve_parser(sub)
     _add_simulate_parser(sub)
+    _add_experiment_parser(sub)
     return parser
 
 
