@@ -33,20 +33,31 @@ def mixer_into(zU, skip, beta, B, A, s, tmp):
             for c in range(L):
                 acc += B[r, c] * zU[c, j]
             s[r] = acc
-        for r in range(L):
-            mx = -np.inf
-            for c in range(L):
-                v = beta * s[r] * s[c]
-                if v > mx:
-                    mx = v
-            tot = 0.0
-            for c in range(L):
-                e = math.exp(beta * s[r] * s[c] - mx)
-                A[r, c] = e
-                tot += e
-            for c in range(L):
-                A[r, c] = A[r, c] / tot
-            A[r, r] += skip
+        if L == 2:
+            # two-token rows are sigmoids: one exp per row instead of two
+            d0 = beta * s[0] * (s[1] - s[0])
+            d1 = beta * s[1] * (s[0] - s[1])
+            A[0, 0] = _sigmoid(-d0)
+            A[0, 1] = 1.0 - A[0, 0]
+            A[1, 1] = _sigmoid(-d1)
+            A[1, 0] = 1.0 - A[1, 1]
+            A[0, 0] += skip
+            A[1, 1] += skip
+        else:
+            for r in range(L):
+                mx = -np.inf
+                for c in range(L):
+                    v = beta * s[r] * s[c]
+                    if v > mx:
+                        mx = v
+                tot = 0.0
+                for c in range(L):
+                    e = math.exp(beta * s[r] * s[c] - mx)
+                    A[r, c] = e
+                    tot += e
+                for c in range(L):
+                    A[r, c] = A[r, c] / tot
+                A[r, r] += skip
         for r in range(L):
             for c in range(L):
                 acc = 0.0
@@ -59,9 +70,30 @@ def mixer_into(zU, skip, beta, B, A, s, tmp):
 
 
 @njit(cache=True)
+def _sigmoid(x):
+    """1 / (1 + e^{-x}), without overflow for either sign."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
 def inverse_logdet_into(B, Binv, work):
-    """Gauss–Jordan inverse with partial pivoting; returns log|det B| (-inf if singular)."""
+    """Gauss–Jordan inverse with partial pivoting; returns log|det B| (-inf if singular).
+
+    2×2 matrices use the closed-form adjugate."""
     L = B.shape[0]
+    if L == 2:
+        det = B[0, 0] * B[1, 1] - B[0, 1] * B[1, 0]
+        if det == 0.0:
+            return -np.inf
+        inv = 1.0 / det
+        Binv[0, 0] = B[1, 1] * inv
+        Binv[0, 1] = -B[0, 1] * inv
+        Binv[1, 0] = -B[1, 0] * inv
+        Binv[1, 1] = B[0, 0] * inv
+        return math.log(abs(det))
     for r in range(L):
         for c in range(L):
             work[r, c] = B[r, c]
