@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .channels.attention import AttentionChannel
+from .channels.attention import AttentionChannel, default_inner_rule
 from .channels.base import Channel
 from .channels.closed_form import (
     LinearChannel,
@@ -24,10 +24,16 @@ def make_channel(
     skip: float = 1.0,
     beta: float = 1.0,
     noise: float = 0.1,
+    inner_resolution: int = 0,
 ) -> Channel:
-    """The channel of ``model``; attention uses depth, seq_len, skip and beta."""
+    """The channel of ``model``; attention uses depth, seq_len, skip and beta, and
+    ``inner_resolution`` refines its default inner rule (each step doubles the nodes)."""
     if model == "attention":
-        return AttentionChannel(depth, seq_len, skip, beta)
+        rule = None
+        if inner_resolution:
+            rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
+                                      beta=beta)
+        return AttentionChannel(depth, seq_len, skip, beta, inner_rule=rule)
     if model == "linear":
         return LinearChannel(noise)
     if model == "phase-retrieval":

@@ -67,54 +67,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
-from asymptotics.channels.attention import AttentionChannel, default_inner_rule
+from asymptotics.channels.attention import AttentionChannel
 from asymptotics.channels.base import Channel
-from asymptotics.channels.closed_form import (
-    LinearChannel,
-    PhaseRetrievalChannel,
-    ProductChannel,
-    SignChannel,
-    SignProductChannel,
-)
+from asymptotics.models import MODELS  # noqa: F401  (re-exported for the AMP CLI)
+from asymptotics.models import make_channel as _make_channel
 
 from .attention_training import project, project_transpose, sample_sequences
 
-MODELS = ("attention", "linear", "phase-retrieval", "sign", "sign-product", "product")
 
-
-def make_channel(
-    model: str = "attention",
-    *,
-    depth: int = 2,
-    seq_len: int = 2,
-    skip: float = 1.0,
-    beta: float = 1.0,
-    noise: float = 0.1,
-    inner_resolution: int = 0,
-) -> Channel:
-    """The channel of a ``--model`` name (closed-form channels have L = 1).
-
-    ``inner_resolution`` (attention): resolution of the channel's default inner rule
-    (each step doubles the nodes per axis; 0 is the channel's default).
-    """
-    if model == "attention":
-        rule = None
-        if inner_resolution:
-            rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
-                                      beta=beta)
-        return AttentionChannel(depth=depth, seq_len=seq_len, skip=skip, beta=beta,
-                                inner_rule=rule)
-    if model == "linear":
-        return LinearChannel(noise)
-    if model == "phase-retrieval":
-        return PhaseRetrievalChannel()
-    if model == "sign":
-        return SignChannel()
-    if model == "sign-product":
-        return SignProductChannel()
-    if model == "product":
-        return ProductChannel()
-    raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+def make_channel(model: str = "attention", **kwargs) -> Channel:
+    """The channel of a ``--model`` name: :func:`asymptotics.models.make_channel`."""
+    return _make_channel(model, **kwargs)
 
 
 @dataclass

@@ -26,23 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.state_evolution import SESettings
 
+from ._cli_common import InputError
+from ._cli_common import int_at_least as _int_at_least
+from ._cli_common import parse_number as _num
 from .amp import MODELS, AMPConfig, make_channel, summarise
 from .amp import run_amp as run_amp_seed
-
-
-class InputError(ValueError):
-    """Bad command-line input: ``option`` names the offending option."""
-
-    def __init__(self, option, message):
-        super().__init__(f"{option}: {message}")
-        self.option = option
 
 
 def add_amp_parser(subparsers):
@@ -101,22 +95,6 @@ def add_amp_arguments(p):
 # ----------------------------------------------------------------------- validation
 
 
-def _num(value, option, kind=float):
-    try:
-        x = float(value) if kind is float else int(str(value), 10)
-    except (TypeError, ValueError):
-        raise InputError(option, f"expected {'a number' if kind is float else 'an integer'}, "
-                                 f"got {value!r}") from None
-    if kind is float and not math.isfinite(x):
-        raise InputError(option, f"must be finite, got {value!r}")
-    return x
-
-
-def _int_at_least(value, option, lo):
-    x = _num(value, option, int)
-    if x < lo:
-        raise InputError(option, f"must be >= {lo}, got {x}")
-    return x
 
 
 def validate(args):

@@ -27,6 +27,9 @@ import numpy as np
 
 from asymptotics.backend import BackendError, get_namespace
 
+from ._cli_common import InputError
+from ._cli_common import int_at_least as _int_at_least
+from ._cli_common import parse_number as _num
 from .attention_training import (
     AttentionModel,
     Problem,
@@ -52,13 +55,6 @@ DEFAULT_LR = {
     "signum": ("abs", 1e-2),
 }
 
-
-class InputError(ValueError):
-    """Bad command-line input: ``option`` names the offending option."""
-
-    def __init__(self, option, message):
-        super().__init__(f"{option}: {message}")
-        self.option = option
 
 
 def add_train_parser(subparsers):
@@ -118,22 +114,6 @@ def add_train_arguments(p):
 # ----------------------------------------------------------------------- validation
 
 
-def _num(value, option, kind=float):
-    try:
-        x = kind(value) if kind is float else int(str(value), 10)
-    except (TypeError, ValueError):
-        raise InputError(option, f"expected {'a number' if kind is float else 'an integer'}, "
-                                  f"got {value!r}") from None
-    if kind is float and not math.isfinite(x):
-        raise InputError(option, f"must be finite, got {value!r}")
-    return x
-
-
-def _int_at_least(value, option, lo):
-    x = _num(value, option, int)
-    if x < lo:
-        raise InputError(option, f"must be >= {lo}, got {x}")
-    return x
 
 
 def parse_alphas(text: str):
