@@ -102,18 +102,22 @@ class StateEvolution:
     def diagonal_only(self) -> bool:
         return isinstance(self.channel, AttentionChannel)
 
+    def _prepare(self, Q: np.ndarray):
+        """Validated ``Q`` (diagonal for attention), ``V = I - Q`` and the outer rule at Q."""
+        p = self.channel.dim
+        Q = check_overlap(Q, p)
+        if self.diagonal_only:
+            Q = np.diag(np.diag(Q))
+        return Q, np.eye(p) - Q, self._rule_for(Q)
+
     def qhat(self, Q: np.ndarray, inner_error: bool = True) -> QhatEstimate:
         """``Q̂(Q)`` with its error estimate (outer rule and, for attention, inner rule;
         ``inner_error=False`` skips the inner part, as the iterations do)."""
         ch = self.channel
         L, p = ch.seq_len, ch.dim
-        Q = check_overlap(Q, p)
-        if self.diagonal_only:
-            Q = np.diag(np.diag(Q))
-        V = np.eye(p) - Q
+        Q, V, rule = self._prepare(Q)
         Vinv = np.linalg.inv(V)
         sq = _sqrt_psd(Q)
-        rule = self._rule_for(Q)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
@@ -187,12 +191,8 @@ class StateEvolution:
         over the ``L·p`` pre-activations; discrete outputs use the exact ``P(y | ω, V)``."""
         ch = self.channel
         L, p = ch.seq_len, ch.dim
-        Q = check_overlap(Q, p)
-        if self.diagonal_only:
-            Q = np.diag(np.diag(Q))
-        V = np.eye(p) - Q
+        Q, V, rule = self._prepare(Q)
         sq, sv = _sqrt_psd(Q), _sqrt_psd(V)
-        rule = self._rule_for(Q)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
