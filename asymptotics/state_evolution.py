@@ -289,12 +289,14 @@ def run_state_evolution(
     settings: SESettings | None = None,
     start_eps: float = START_EPS,
     prior=None,
+    extrapolate: bool = True,
 ) -> SEResult:
     """Iterate SE to a fixed point from an uninformed, informed or given start.
 
     With a discrete prior the iteration can reach perfect recovery ``Q = I`` (``Q̂ -> ∞``):
     once an update leaves less than ``PERFECT_RECOVERY_GAP`` below 1 in every direction the
     result is ``Q = I`` with status ``perfect-recovery`` (``Qhat`` = inf).
+    ``extrapolate`` enables the solver's guarded Aitken steps (same fixed point, fewer steps).
     """
     se = StateEvolution(channel, alpha, settings, prior)
     p = channel.dim
@@ -311,7 +313,8 @@ def run_state_evolution(
             return new
     try:
         res = solve_fixed_point(
-            update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap
+            update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
+            extrapolate=extrapolate,
         )
     except _PerfectRecovery:
         inf = np.full((p, p), np.inf)

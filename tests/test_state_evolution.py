@@ -96,3 +96,24 @@ def test_bad_inputs_rejected():
         se.qhat(np.array([[1.2]]))
     with pytest.raises(ValueError):
         se.qhat(np.ones((2, 2)) * 0.1)
+
+
+def test_aitken_extrapolation_speeds_up_slow_contractions_to_the_same_point():
+    A = np.array([[0.98, 0.0], [0.0, 0.5]])
+    b = np.array([0.02, 0.5])
+    plain = solve_fixed_point(lambda x: A @ x + b, np.zeros(2), damping=1.0, tol=1e-10,
+                              max_iter=5000)
+    fast = solve_fixed_point(lambda x: A @ x + b, np.zeros(2), damping=1.0, tol=1e-10,
+                             max_iter=5000, extrapolate=True)
+    assert plain.converged and fast.converged
+    np.testing.assert_allclose(fast.x, [1.0, 1.0], atol=1e-8)
+    assert fast.iterations < plain.iterations / 5
+
+
+def test_aitken_extrapolation_keeps_the_branch_of_the_plain_iteration():
+    """x -> 1.3 x (1 - x) from 1e-3: 0 is an unstable fixed point; both runs must end at
+    the stable one, 0.3/1.3, as the plain iteration does."""
+    for extrapolate in (False, True):
+        res = solve_fixed_point(lambda x: 1.3 * x * (1 - x), np.array([1e-3]), damping=0.5,
+                                tol=1e-12, max_iter=5000, extrapolate=extrapolate)
+        assert res.converged and abs(res.x[0] - 0.3 / 1.3) < 1e-10
