@@ -354,9 +354,15 @@ def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
                         ls="--", marker=style.marker(direction - 1), mfc="none",
                         label=f"layer {direction}, staircase" + tag)
         i += 1
-    for j, ref in enumerate(_group_reference(reference or [])):
-        ax.plot(ref["x"], ref["alpha"], ls="none", marker="x", ms=4,
-                color=style.colour(ref["direction"] - 1 + 4 + j), label=ref["label"])
+    for ref in _group_reference(reference or []):
+        k = ref["direction"] - 1
+        ax.plot(ref["x"], ref["alpha"], ls="none", marker="x" if k % 2 else "+", ms=4.5,
+                color=style.colour(k), label=ref["label"])
+    lens = {r.get("seq_len") for r in rows}
+    if xkey == "skip" and len(lens) == 1 and isinstance(next(iter(lens)), int):
+        L = next(iter(lens))
+        ax.axhline(1 / (L * (L + 1)), color="0.5", lw=0.7, ls=":",
+                   label=f"Jensen bound 1/(L(L+1)) = 1/{L * (L + 1)}")
     ax.set_yscale("log")
     ax.set_xlabel(AXIS_LABEL.get(xkey, xkey))
     ax.set_ylabel(r"threshold $\alpha$")
