@@ -382,6 +382,66 @@ def _add_experiment_parser(sub) -> None:
     add_experiment_parser(sub)
 
 
+def _add_plot_parser(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="publication figures from result files",
+        description="Figures from result files of smi curve, smi thresholds, smi simulate amp "
+        "and smi simulate train (types detected by their keys). Nothing is smoothed.",
+    )
+    p.add_argument("kind", choices=["overlaps", "errors", "phase-diagram", "dynamics"])
+    p.add_argument("results", nargs="+", help="result files (JSON, JSON lines or CSV)")
+    p.add_argument("--output", required=True, help="figure file, .pdf or .png")
+    p.add_argument("--width", default="single", choices=["single", "double"],
+                   help="one-column (3.4 in) or two-column (7 in) figure")
+    p.add_argument("--skip", default=None,
+                   help="overlaps/errors: the skip strength whose thresholds are marked "
+                   "when the thresholds file holds several")
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args) -> int:
+    from validation.plots import PlotInputError, make_plot
+
+    skip = None
+    if args.skip is not None:
+        vals = _values([args.skip], "--skip")
+        if len(vals) != 1:
+            raise UsageError("smi: error: --skip: one value")
+        skip = vals[0]
+    try:
+        make_plot(args.kind, args.results, args.output, args.width, skip)
+    except PlotInputError as exc:
+        raise UsageError(f"smi plot: error: {exc}") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _add_validate_parser(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="run the validation battery and write a report",
+        description="Closed forms, identities, published data, SE against AMP and training: "
+        "writes DIR/report.md and figures, one PASS/FAIL line per check.",
+    )
+    p.add_argument("--budget", default="quick", choices=["quick", "full"])
+    p.add_argument("--output", required=True, help="directory for report.md and figures")
+    p.set_defaults(func=run_validate)
+
+
+def run_validate(args) -> int:
+    from validation.report import run_validation
+
+    try:
+        summary = run_validation(args.budget, args.output, stream=sys.stderr)
+    except OSError as exc:
+        raise UsageError(f"smi validate: error: --output: {exc}") from None
+    print(f"{summary['passed']} PASS, {summary['failed']} FAIL "
+          f"({summary['failed'] - summary['undocumented_failures']} documented disagreements "
+          f"with published numbers) in {summary['wall_s']:.0f} s; report: {summary['report']}")
+    return 0 if summary["undocumented_failures"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="smi",
@@ -393,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_curve_parser(sub)
     _add_simulate_parser(sub)
     _add_experiment_parser(sub)
+    _add_plot_parser(sub)
+    _add_validate_parser(sub)
     return parser
 
 
