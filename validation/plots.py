@@ -220,9 +220,9 @@ def _x_range(results) -> tuple[float, float]:
     return (min(xs), max(xs)) if xs else (0.0, math.inf)
 
 
-def _finish(ax, legend=True):
+def _finish(ax, legend=True, loc="best"):
     if legend and ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best")
+        ax.legend(loc=loc)
 
 
 # ---------------------------------------------------------------------------- kinds
@@ -366,7 +366,7 @@ def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
     ax.set_yscale("log")
     ax.set_xlabel(AXIS_LABEL.get(xkey, xkey))
     ax.set_ylabel(r"threshold $\alpha$")
-    _finish(ax)
+    _finish(ax, loc="upper left")
 
 
 def _group_reference(points):
