@@ -163,7 +163,7 @@ def compute_threshold_rows(
 
 def _progress_printer(stream):
     def show(done, total, job, elapsed):
-        if total > 1 and (elapsed > 2.0 or done == total and elapsed > 2.0):
+        if total > 1 and elapsed > 2.0:
             label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
             eta = elapsed / done * (total - done)
             print(

@@ -66,8 +66,7 @@ def _overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
     """Propagate the error of Q̂ through ``Q = Q̂ (I + Q̂)^{-1}`` (first order, diagonal
     bound ``δQ ≈ δQ̂ / (1 + Q̂)²`` per entry of an eigenbasis-free estimate)."""
     d = 1.0 + np.diag(Qhat)
-    scale = np.sqrt(np.outer(d, d)) ** 2
-    return np.abs(Qhat_err) / scale
+    return np.abs(Qhat_err) / np.outer(d, d)
 
 
 def _read_rows(path: str) -> list[dict]:
@@ -128,7 +127,7 @@ def sweep(
             if a in have:
                 Q = _restart(np.array(have[a]["Q"]), label, p)
                 continue
-            row = _point(channel, a, Q if label == "amp" or a != seq[0] else start,
+            row = _point(channel, a, Q,
                          settings, damping, tol, max_iter, label, prior)
             Q = _restart(np.array(row["Q"]), label, p)
             rows.append(row)

@@ -24,6 +24,7 @@ class FixedPointResult:
     damping: float
     history: list = field(default_factory=list)
     rollbacks: int = 0
+    extrapolations: int = 0
 
 
 def solve_fixed_point(
@@ -47,7 +48,8 @@ def solve_fixed_point(
 
     ``extrapolate=True`` adds Aitken steps for slowly contracting iterations: when three
     successive steps ``d`` are parallel (cosine > 0.99) and shrink by a steady ratio
-    ``r < 1`` (within 2 %), the iterate jumps by ``d r / (1 - r)`` (kept only if valid).
+    ``r < 1`` (within 2 %), the iterate jumps by ``d r / (1 - r)``, kept only if it is valid
+    and the update's residual there is smaller than the last step (one extra evaluation).
     Plain iterations follow, and convergence needs ``confirm`` of them after the last jump,
     so the result is still a point that the plain iteration holds: the branch it reaches
     does not change, only how fast.
@@ -84,7 +86,9 @@ def solve_fixed_point(
         if keep_history:
             history.append(x.copy())
         if residual < tol and since_jump >= confirm:
-            return FixedPointResult(x, True, "converged", it, residual, eta, history, rollbacks)
+            return FixedPointResult(
+                x, True, "converged", it, residual, eta, history, rollbacks, jumps
+            )
         if extrapolate and len(steps) == 3 and residual >= tol:
             candidate = _aitken(x, steps, is_valid)
             steps = []
@@ -96,7 +100,9 @@ def solve_fixed_point(
                     jumps += 1
                     if keep_history:
                         history.append(x.copy())
-    return FixedPointResult(x, False, "max-iter", max_iter, residual, eta, history, rollbacks)
+    return FixedPointResult(
+        x, False, "max-iter", max_iter, residual, eta, history, rollbacks, jumps
+    )
 
 
 def _aitken(x, steps, is_valid):

@@ -24,7 +24,7 @@ import numpy as np
 
 from .channels.attention import AttentionChannel, default_inner_rule
 from .channels.base import Channel
-from .integrate import Rule, combine_error, gauss_hermite, sobol_replicates
+from .integrate import combine_error, gauss_hermite, sobol_replicates
 
 SUPPORT_FRACTION = 0.05  # an eigenvector "reaches" direction k if |M_kk| >= this · max|M_jj|
 
@@ -177,7 +177,8 @@ def thresholds_from_moments(
             dirs.append(
                 DirectionThreshold(k + 1, 0.0, 0.0, "trivial", float(lam0[k]), float(err[k]))
             )
-        elif lam0[k] <= 0 or lam0[k] <= err[k] * 1e-3 and lam0[k] < 1e-12:
+        elif lam0[k] <= max(err[k], 1e-14 * max(lam0.max(), 0.0)):
+            # no growing mode reaches k: G vanishes on it (to its numerical error)
             dirs.append(
                 DirectionThreshold(k + 1, math.inf, 0.0, "not-learnable", 0.0, float(err[k]))
             )
@@ -234,9 +235,6 @@ def _inner_channel(channel: Channel, settings: ThresholdSettings) -> Channel:
 def _fibre_sets(channel: Channel, obs: np.ndarray):
     """Posterior second moments and means on each inner weight set, at Q = 0."""
     L, p = channel.seq_len, channel.dim
-    omega = np.zeros(
-        obs.shape[: obs.ndim - (1 if isinstance(channel, AttentionChannel) else 0)] + (L, p)
-    )
     if isinstance(channel, AttentionChannel):
         log_norm, _, blocks = channel.unlearned_inner_moments(obs)
         S, K = log_norm.shape
@@ -244,7 +242,7 @@ def _fibre_sets(channel: Channel, obs: np.ndarray):
         for k in range(p):
             second[:, :, :, k, :, k] = blocks[:, :, k]
         return log_norm, second, None, channel.inner_rule.error_kind
-    post = channel.posterior(obs, omega, np.eye(p))
+    post = channel.posterior(obs, np.zeros(obs.shape + (L, p)), np.eye(p))
     return post.log_norm[None], post.second[None], post.mean[None], "embedded"
 
 
@@ -327,5 +325,4 @@ __all__ = [
     "weak_recovery_thresholds",
     "operator_matrix",
     "direction_eigenvalues",
-    "Rule",
 ]

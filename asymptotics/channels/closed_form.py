@@ -182,9 +182,6 @@ class SignProductChannel(Channel):
         second = sec[..., None, :, None, :]
         return Posterior(np.log(Z), mean, second, error=np.abs(mean - mean_c))
 
-    def params(self):
-        return {}
-
 
 class ProductChannel(Channel):
     """``y = z1 z2`` (p = 2): fibre ``z2 = y / z1``.
