@@ -44,29 +44,22 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
                 "free_entropy_stderr": 0.0, **zero, "converged": True,
                 "status": res.status, "iterations": int(res.iterations)}
     se = StateEvolution(channel, alpha, settings, prior)
-    est = se.qhat(Q)
-    phi, phi_err = se.free_entropy(Q, est)
+    phi, phi_err = se.free_entropy(Q, res.estimate)
     errors = se.generalisation_errors(Q)
-    Q_err = _overlap_error(est.Qhat, est.error)
     return {
         "alpha": float(alpha),
         "branch": label,
         "Q": Q.tolist(),
-        "Q_stderr": Q_err.tolist(),
+        "Q_stderr": res.Q_stderr.tolist(),
         "free_entropy": phi,
         "free_entropy_stderr": phi_err,
         **errors,
         "converged": bool(res.converged),
         "status": res.status,
         "iterations": int(res.iterations),
+        "coarse_iterations": int(res.coarse_iterations),
+        "replicate_iterations": int(res.replicate_iterations),
     }
-
-
-def _overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
-    """Propagate the error of Q̂ through ``Q = Q̂ (I + Q̂)^{-1}`` (first order, diagonal
-    bound ``δQ ≈ δQ̂ / (1 + Q̂)²`` per entry of an eigenbasis-free estimate)."""
-    d = 1.0 + np.diag(Qhat)
-    return np.abs(Qhat_err) / np.outer(d, d)
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -25,6 +25,7 @@ class FixedPointResult:
     history: list = field(default_factory=list)
     rollbacks: int = 0
     extrapolations: int = 0
+    accelerated_steps: int = 0
 
 
 def solve_fixed_point(
@@ -39,6 +40,7 @@ def solve_fixed_point(
     keep_history: bool = True,
     extrapolate: bool = False,
     confirm: int = 3,
+    anderson: int = 0,
 ) -> FixedPointResult:
     """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``.
 
@@ -53,7 +55,20 @@ def solve_fixed_point(
     Plain iterations follow, and convergence needs ``confirm`` of them after the last jump,
     so the result is still a point that the plain iteration holds: the branch it reaches
     does not change, only how fast.
+
+    ``anderson=m > 0`` switches to Anderson acceleration with memory ``m`` once the plain
+    iteration contracts (two successive step-length ratios below 1), i.e. once it is in
+    the basin of the fixed point it will converge to; before that the plain iteration
+    alone chooses the branch (Anderson, a secant method, could also converge to an
+    unstable fixed point).  An Anderson step that is invalid falls back to the plain
+    step; one whose residual grows beyond twice the best seen restarts from the best
+    point with plain steps.  Convergence is then ``η max|T(x) - x| < tol`` at an evaluated
+    point, and the returned point is the plain damped step from it.
     """
+    if anderson:
+        return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
+                               is_valid=is_valid, min_damping=min_damping,
+                               keep_history=keep_history, memory=int(anderson))
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
     if tol <= 0 or max_iter < 1:
@@ -120,3 +135,71 @@ def _aitken(x, steps, is_valid):
     if not np.all(np.isfinite(candidate)) or (is_valid is not None and not is_valid(candidate)):
         return None
     return candidate
+
+
+def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping,
+                    keep_history, memory):
+    """Plain damped steps until they contract, then Anderson type-II steps (see above)."""
+    if memory < 1:
+        raise ValueError(f"anderson memory must be >= 1, got {memory}")
+    x = np.array(x0, dtype=float)
+    shape = x.shape
+    history = [x.copy()] if keep_history else []
+    eta, rollbacks, accelerated = damping, 0, 0
+    residual = np.inf
+    norms: list[float] = []
+    mode_aa = False
+    X: list[np.ndarray] = []  # evaluated points (flattened)
+    F: list[np.ndarray] = []  # their damped residuals η (T(x) - x)
+    best = (np.inf, x.copy())
+    for it in range(1, max_iter + 1):
+        tx = np.asarray(update(x), dtype=float)
+        if not np.all(np.isfinite(tx)):
+            return FixedPointResult(x, False, "invalid-update", it, residual, eta, history,
+                                    rollbacks, 0, accelerated)
+        f = eta * (tx - x)
+        residual = float(np.max(np.abs(f)))
+        plain = x + f
+        if residual < tol:
+            ok = is_valid is None or is_valid(plain)
+            x_out = plain if ok else x
+            if keep_history:
+                history.append(x_out.copy())
+            return FixedPointResult(x_out, True, "converged", it, residual, eta, history,
+                                    rollbacks, 0, accelerated)
+        if mode_aa and residual < best[0]:
+            best = (residual, x.copy())
+        if mode_aa and residual > 2.0 * best[0]:
+            # Anderson went astray: back to the best point, plain steps until they contract
+            x, mode_aa, X, F, norms = best[1].copy(), False, [], [], []
+            continue
+        norms = (norms + [residual])[-3:]
+        if not mode_aa and len(norms) == 3 and norms[2] < norms[1] < norms[0]:
+            mode_aa, best = True, (residual, x.copy())
+        new = plain
+        if mode_aa:
+            X = (X + [x.ravel().copy()])[-(memory + 1):]
+            F = (F + [f.ravel().copy()])[-(memory + 1):]
+            if len(X) >= 2:
+                dF = np.diff(np.array(F), axis=0).T  # (n, k)
+                dX = np.diff(np.array(X), axis=0).T
+                gamma, *_ = np.linalg.lstsq(dF, f.ravel(), rcond=None)
+                cand = (plain.ravel() - (dX + dF) @ gamma).reshape(shape)
+                if np.all(np.isfinite(cand)) and (is_valid is None or is_valid(cand)):
+                    new = cand
+                    accelerated += 1
+                else:
+                    X, F = [], []
+        while not (np.all(np.isfinite(new)) and (is_valid is None or is_valid(new))):
+            rollbacks += 1
+            eta *= 0.5
+            if eta < min_damping:
+                return FixedPointResult(x, False, "invalid-update", it, residual, eta,
+                                        history, rollbacks, 0, accelerated)
+            new = x + 0.5 * (new - x)
+            X, F = [], []
+        x = new
+        if keep_history:
+            history.append(x.copy())
+    return FixedPointResult(x, False, "max-iter", max_iter, residual, eta, history, rollbacks,
+                            0, accelerated)

@@ -13,7 +13,7 @@ when ``Q`` is diagonal (THEORY §2), so only the diagonal is integrated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -81,7 +81,8 @@ class StateEvolution:
     """The SE map of one channel at one sample ratio ``alpha`` (Gaussian prior)."""
 
     def __init__(
-        self, channel: Channel, alpha: float, settings: SESettings | None = None, prior=None
+        self, channel: Channel, alpha: float, settings: SESettings | None = None, prior=None,
+        rule: Rule | None = None,
     ):
         if not np.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"alpha must be finite and > 0, got {alpha}")
@@ -93,8 +94,12 @@ class StateEvolution:
         self.discrete = channel.discrete_outputs is not None
         d = L * p if self.discrete else 2 * L * p + channel.noise_dim
         s = self.settings
-        if d <= s.gh_max_dim:
-            self.rule: Rule = gauss_hermite(d, s.gh_nodes)
+        if rule is not None:
+            if rule.dim != d:
+                raise ValueError(f"outer rule has dimension {rule.dim}, need {d}")
+            self.rule: Rule = rule
+        elif d <= s.gh_max_dim:
+            self.rule = gauss_hermite(d, s.gh_nodes)
         else:
             self.rule = sobol_replicates(d, s.sobol_log2 - 3, 8, s.seed)
 
@@ -184,11 +189,13 @@ class StateEvolution:
         )
         return phi, self.alpha * est.psi_out_error
 
-    def generalisation_errors(self, Q: np.ndarray, inner_nodes: int = 8) -> dict:
+    def generalisation_errors(self, Q: np.ndarray, inner_nodes: int = 6) -> dict:
         """Plug-in ``E‖g(Z*) - g(ω)‖²`` and Bayes-optimal ``E‖g(Z*) - E_{N(ω,V)} g(Z)‖²``
         (THEORY §4), on the SE outer nodes, with standard errors.  ``g`` is the noiseless
         forward map; the Bayes average uses a Gauss–Hermite rule of ``inner_nodes`` per axis
-        over the ``L·p`` pre-activations; discrete outputs use the exact ``P(y | ω, V)``."""
+        over the ``L·p`` pre-activations, whose error (the change from ``inner_nodes - 2``
+        nodes, conservative) is added in quadrature; discrete outputs use the exact
+        ``P(y | ω, V)``."""
         ch = self.channel
         L, p = ch.seq_len, ch.dim
         Q, V, rule = self._prepare(Q)
@@ -197,7 +204,7 @@ class StateEvolution:
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
         W = rule.weight_sets
-        plug, bayes = [], []
+        plug, bayes, bayes_coarse = [], [], []
         if self.discrete:
             # exact: P(y | ω, V) = Z_out(y; ω, V) and E_{N(ω,V)} g(Z) = Σ_y y P(y | ω, V)
             ys = ch.discrete_outputs
@@ -208,30 +215,36 @@ class StateEvolution:
             mean_g = np.tensordot(ys, probs, axes=(0, 0))
             plug.append(sum(P * (y - g_omega) ** 2 for y, P in zip(ys, probs, strict=True)))
             bayes.append(sum(P * (y - mean_g) ** 2 for y, P in zip(ys, probs, strict=True)))
+            bayes_coarse = bayes
         else:
+            if inner_nodes < 3:
+                raise ValueError(f"inner_nodes must be >= 3, got {inner_nodes}")
             inner = gauss_hermite(L * p, inner_nodes)
+            coarse = gauss_hermite(L * p, inner_nodes - 2)
             t = inner.points.reshape(-1, L, p) @ sv.T  # (m, L, p)
+            t_c = coarse.points.reshape(-1, L, p) @ sv.T
             for start in range(0, len(omega), 256):
                 om = omega[start : start + 256]
                 g_omega = ch.forward(om)
-                mean_g = np.tensordot(
-                    inner.weights, ch.forward(om[None] + t[:, None]), axes=(0, 0)
-                )
+                mean_g = ch.mean_forward(om, t, inner.weights)
                 u = pts[start : start + 256, L * p : 2 * L * p].reshape(-1, L, p)
                 g_star = ch.forward(om + u @ sv.T)
                 d_plug = (g_star - g_omega) ** 2
                 d_bayes = (g_star - mean_g) ** 2
+                d_coarse = (g_star - ch.mean_forward(om, t_c, coarse.weights)) ** 2
                 axes = tuple(range(1, d_plug.ndim))
                 plug.append(d_plug.sum(axis=axes) if axes else d_plug)
                 bayes.append(d_bayes.sum(axis=axes) if axes else d_bayes)
+                bayes_coarse.append(d_coarse.sum(axis=axes) if axes else d_coarse)
         plug_v = W @ np.concatenate(plug)
         bayes_v = W @ np.concatenate(bayes)
+        inner_err = abs(float(W[0] @ np.concatenate(bayes_coarse)) - float(bayes_v[0]))
         kind = rule.error_kind
         return {
             "gen_error_plugin": float(plug_v[0]),
             "gen_error_plugin_stderr": float(combine_error(plug_v, kind)),
             "gen_error_bayes": float(bayes_v[0]),
-            "gen_error_bayes_stderr": float(combine_error(bayes_v, kind)),
+            "gen_error_bayes_stderr": float(np.hypot(combine_error(bayes_v, kind), inner_err)),
         }
 
     def update(self, Q: np.ndarray) -> np.ndarray:
@@ -241,7 +254,14 @@ class StateEvolution:
 
 @dataclass
 class SEResult:
-    """A state-evolution fixed point with its convergence record."""
+    """A state-evolution fixed point with its convergence record.
+
+    ``Q_stderr`` is the standard error of the fixed point itself: for randomised-QMC
+    rules the spread of the fixed points of the independent replicate maps (each started
+    at ``Q``) divided by ``sqrt(R)``, which includes the amplification ``(I - J)^{-1}`` of
+    the map's error near a threshold; for deterministic rules the map's error propagated
+    through the prior's update (no amplification known).
+    """
 
     alpha: float
     start: str
@@ -254,10 +274,16 @@ class SEResult:
     residual: float
     history: list = field(default_factory=list)
     rule: str = ""
+    Q_stderr: np.ndarray | None = None
+    estimate: QhatEstimate | None = None
+    coarse_iterations: int = 0
+    replicate_iterations: int = 0
 
 
 START_EPS = 1e-3
 PERFECT_RECOVERY_GAP = 1e-10
+ACCELERATIONS = ("anderson", "aitken", "none")
+ANDERSON_MEMORY = 3
 
 
 class _PerfectRecovery(Exception):
@@ -278,6 +304,28 @@ def _valid_overlap(Q: np.ndarray) -> bool:
     return bool(w.min() >= -1e-12 and w.max() < 1.0)
 
 
+def overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
+    """Propagate the error of Q̂ through ``Q = Q̂ (I + Q̂)^{-1}`` (first order, diagonal
+    bound ``δQ ≈ δQ̂ / (1 + Q̂)²`` per entry): the error of one application of the map."""
+    d = 1.0 + np.diag(Qhat)
+    return np.abs(Qhat_err) / np.outer(d, d)
+
+
+def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration):
+    update = se.update
+    if getattr(se.prior, "discrete", False):
+        def update(Q):
+            new = se.update(Q)
+            if np.all(1.0 - np.diag(new) < PERFECT_RECOVERY_GAP):
+                raise _PerfectRecovery
+            return new
+    return solve_fixed_point(
+        update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
+        extrapolate=acceleration == "aitken",
+        anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
+    )
+
+
 def run_state_evolution(
     channel: Channel,
     alpha: float,
@@ -289,38 +337,56 @@ def run_state_evolution(
     settings: SESettings | None = None,
     start_eps: float = START_EPS,
     prior=None,
-    extrapolate: bool = True,
+    acceleration: str = "anderson",
+    multi_fidelity: bool = True,
+    fixed_point_error: bool = True,
 ) -> SEResult:
     """Iterate SE to a fixed point from an uninformed, informed or given start.
 
     With a discrete prior the iteration can reach perfect recovery ``Q = I`` (``Q̂ -> ∞``):
     once an update leaves less than ``PERFECT_RECOVERY_GAP`` below 1 in every direction the
     result is ``Q = I`` with status ``perfect-recovery`` (``Qhat`` = inf).
-    ``extrapolate`` enables the solver's guarded Aitken steps (same fixed point, fewer steps).
+    ``acceleration``: Anderson once the plain iteration contracts (default), guarded Aitken
+    jumps, or none; all reach the point the plain iteration reaches, in fewer steps.
+
+    With a randomised-QMC outer rule (``R`` replicate nets):
+    ``multi_fidelity`` first iterates on nets of 1/8 the size (same seed) to tolerance
+    ``max(tol, 1e-5)``, which chooses the branch at 1/8 of the cost, then continues with the
+    full rule from there; ``fixed_point_error`` solves the fixed point of each replicate's
+    map from the result, for ``Q_stderr``.
     """
+    if acceleration not in ACCELERATIONS:
+        raise ValueError(f"acceleration must be one of {ACCELERATIONS}, got {acceleration!r}")
     se = StateEvolution(channel, alpha, settings, prior)
     p = channel.dim
     if isinstance(start, str):
         Q0, label = initial_overlap(p, start, start_eps), start
     else:
         Q0, label = check_overlap(start, p), "given"
-    update = se.update
-    if getattr(se.prior, "discrete", False):
-        def update(Q):
-            new = se.update(Q)
-            if np.all(1.0 - np.diag(new) < PERFECT_RECOVERY_GAP):
-                raise _PerfectRecovery
-            return new
+    replicated = se.rule.error_kind == "replicates"
+    kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
+    coarse_its = 0
     try:
-        res = solve_fixed_point(
-            update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
-            extrapolate=extrapolate,
-        )
+        if replicated and multi_fidelity and se.settings.sobol_log2 >= 9:
+            coarse = StateEvolution(
+                channel, alpha, replace(se.settings, sobol_log2=se.settings.sobol_log2 - 3),
+                se.prior,
+            )
+            pre = _solve(coarse, Q0, tol=max(tol, 1e-5), **kw)
+            coarse_its = pre.iterations
+            if pre.status != "invalid-update":
+                Q0 = pre.x
+        res = _solve(se, Q0, tol=tol, **kw)
     except _PerfectRecovery:
         inf = np.full((p, p), np.inf)
         return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
-                        "perfect-recovery", 0, 0.0, [], se.rule.description)
+                        "perfect-recovery", 0, 0.0, [], se.rule.description,
+                        Q_stderr=np.zeros((p, p)))
     est = se.qhat(res.x)
+    Q_stderr = overlap_error(est.Qhat, est.error)
+    rep_its = 0
+    if replicated and fixed_point_error and res.converged:
+        Q_stderr, rep_its = _replicate_fixed_point_error(se, res.x, tol, kw, Q_stderr)
     return SEResult(
         se.alpha,
         label,
@@ -333,7 +399,45 @@ def run_state_evolution(
         res.residual,
         res.history,
         est.rule,
+        Q_stderr,
+        est,
+        coarse_its,
+        rep_its,
     )
+
+
+def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
+    """Standard error of the fixed point from the fixed points of the replicate maps.
+
+    The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
+    in quadrature after amplification by the ratio of fixed-point to map spread.
+    Returns NaN entries if a replicate map has no fixed point within ``max_iter``.
+    """
+    rule = se.rule
+    R = rule.alt_weights.shape[0]
+    n = rule.size // R
+    fixed, one_step, its = [], [], 0
+    for r in range(R):
+        sub = Rule(rule.points[r * n : (r + 1) * n], rule.alt_weights[r, r * n : (r + 1) * n],
+                   rule.alt_weights[r : r + 1, r * n : (r + 1) * n], "embedded", rule.kind,
+                   f"replicate {r} of {rule.description}")
+        rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub)
+        one_step.append(rep.update(Q))
+        try:
+            res = _solve(rep, Q, tol=tol, **kw)
+        except _PerfectRecovery:
+            fixed.append(np.eye(Q.shape[0]))
+            continue
+        its += res.iterations
+        if not res.converged:
+            return np.full_like(Q, np.nan), its
+        fixed.append(res.x)
+    fixed, one_step = np.array(fixed), np.array(one_step)
+    fp_err = fixed.std(axis=0, ddof=1) / np.sqrt(R)
+    step_err = one_step.std(axis=0, ddof=1) / np.sqrt(R)
+    gain = np.where(step_err > 0, fp_err / np.where(step_err > 0, step_err, 1.0), 1.0)
+    inner = np.sqrt(np.clip(map_error**2 - step_err**2, 0.0, None))
+    return np.sqrt(fp_err**2 + (np.maximum(gain, 1.0) * inner) ** 2), its
 
 
 def linear_channel_fixed_point(alpha: float, noise: float) -> float:

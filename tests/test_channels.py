@@ -128,6 +128,35 @@ def test_attention_numba_and_array_namespace_paths_agree():
     np.testing.assert_allclose(p1.log_norm, p2.log_norm, atol=1e-12)
 
 
+@pytest.mark.parametrize("v_first", [0.9, 0.5, 0.3])
+def test_shared_node_importance_path_matches_shifted_nodes(v_first):
+    """Diagonal V: the importance-weighted shared nodes give the shifted-node moments."""
+    depth, L = 2, 2
+    ch = AttentionChannel(depth=depth, seq_len=L, skip=0.7)
+    rng = np.random.default_rng(3)
+    K = 64
+    v = np.array([v_first] * (depth - 1) + [0.4])
+    omega = rng.standard_normal((K, L, depth)) * np.sqrt(1 - v)
+    a = ch.observe(omega + rng.standard_normal((K, L, depth)) * np.sqrt(v))
+    V = np.diag(v)
+    assert ch._shared_nodes_apply(V)
+    fast = ch.fibre_moments(a, omega, V, second=False)
+    chol, coef, vc = ch._conditional(V)
+    ref = ch._fibre_numba(np.ascontiguousarray(a), np.ascontiguousarray(omega), chol, coef, vc,
+                          False)
+    np.testing.assert_allclose(fast.mean[0], ref.mean[0], atol=2e-5)
+    np.testing.assert_allclose(fast.log_norm[0], ref.log_norm[0], atol=2e-5)
+    assert np.all(np.isnan(fast.second))  # not computed on this path: never a silent zero
+
+
+def test_shared_node_path_is_not_used_where_it_cannot_resolve_the_posterior():
+    ch = AttentionChannel(depth=2, seq_len=2)
+    assert not ch._shared_nodes_apply(np.diag([0.1, 0.5]))
+    assert not ch._shared_nodes_apply(np.array([[0.8, 0.1], [0.1, 0.5]]))
+    assert ch._shared_nodes_apply(np.diag([0.8, 0.01]))
+    assert not AttentionChannel(depth=3, seq_len=2)._shared_nodes_apply(np.diag([0.8, 0.8, 0.5]))
+
+
 @pytest.mark.gpu
 def test_attention_cupy_path_matches_numpy():
     ch = AttentionChannel(depth=2, seq_len=2)
@@ -204,3 +233,18 @@ def test_two_direction_posteriors_against_2d_quadrature():
     prod = S[:, 0] * S[:, 1]
     dens = np.mean(np.abs(prod - 0.4) < 0.01) / 0.02
     assert abs(np.exp(post.log_norm[0]) - dens) < 0.01
+
+
+@pytest.mark.parametrize("depth,L", [(1, 2), (2, 2), (3, 2)])
+def test_attention_mean_forward_kernel_matches_the_generic_sum(depth, L):
+    from asymptotics.channels.base import Channel
+
+    ch = AttentionChannel(depth=depth, seq_len=L, skip=0.7, beta=1.3)
+    rng = np.random.default_rng(0)
+    omega = rng.standard_normal((30, L, depth))
+    inner = gauss_hermite(L * depth, 3)
+    offsets = 0.5 * inner.points.reshape(-1, L, depth)
+    fast = ch.mean_forward(omega, offsets, inner.weights)
+    np.testing.assert_allclose(fast, Channel.mean_forward(ch, omega, offsets, inner.weights),
+                               atol=1e-14)
+    np.testing.assert_allclose(fast.sum(-1), 1.0, atol=1e-14)  # rows of a softmax

@@ -362,3 +362,150 @@ def unlearned_inner_moments(
                         v = acc[s, j, r, c] / accZ[s]
                         layer_second[s, k, j, r, c] = v
                         layer_second[s, k, j, c, r] = v
+
+
+@njit(parallel=True, cache=True)
+def diagonal_fibre_means(
+    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean
+):
+    """Log-normaliser and mean of the fibre posterior for a diagonal ``V`` on shared nodes.
+
+    With ``V = diag(v_1, ..., v_m, v_last)`` (one variance per layer, as in state evolution
+    with a diagonal ``Q``) the first layers' posterior factor ``N(z_U; ω_U, v)`` is
+    integrated by importance weighting on fixed standard-normal nodes ``z_U = t``:
+
+        ∫ h(z_U) N(z_U; ω_U, v) dz_U ≈ Σ_i W_i h(t_i) N(t_i; ω_U, v) / φ(t_i),
+
+    so the mixers ``B(t_i)`` are computed once for all observations.  Per pair only
+    ``x = B_i^{-1} a`` and the exponent
+
+        log w_± = node_base_i + Σ_{l,j} t_{lj} ω_{lj} / v_j - |±x - ω_last|² / (2 v_last)
+
+    are evaluated, where ``node_base_i = Σ_{l,j} t_{lj}² (1 - 1/v_j)/2 - log|det B_i|``.
+
+    a (K, L); omega (K, L, depth); ZU (n, L, m); Binv_sh (n, L, L); logdet_sh, node_base
+    (n,); inv_vU (m,); W (S, n).  Outputs: lognorm (S, K), mean (S, K, L, depth).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    depth = m + 1
+    S = W.shape[0]
+    logv = 0.0
+    for j in range(m):
+        logv -= math.log(inv_vU[j])
+    const0 = -0.5 * L * logv - 0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        ow = np.empty((L, m))
+        const = const0
+        for l in range(L):
+            for j in range(m):
+                ow[l, j] = omega[k, l, j] * inv_vU[j]
+                const -= 0.5 * omega[k, l, j] * ow[l, j]
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            lb = node_base[i]
+            for l in range(L):
+                for j in range(m):
+                    lb += ZU[i, l, j] * ow[l, j]
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                dp = t - omega[k, r, m]
+                dm = t + omega[k, r, m]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = lb - inv2v * qp
+            lwm = lb - inv2v * qm
+            lw = max(lwp, lwm)
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for l in range(L):
+                            for j in range(depth):
+                                accM[s, l, j] *= f
+                lmax = lw
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
+            for s in range(S):
+                ws = W[s, i]
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for l in range(L):
+                    for j in range(m):
+                        accM[s, l, j] += we * ZU[i, l, j]
+                    accM[s, l, m] += wd * x[l]
+        for s in range(S):
+            if accZ[s] > 0.0:
+                lognorm[s, k] = math.log(accZ[s]) + lmax + const
+                inv = 1.0 / accZ[s]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = accM[s, l, j] * inv
+            else:
+                lognorm[s, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def mean_forward(omega, offsets, weights, skip, beta, out):
+    """``out[k] = Σ_i w_i y(ω_k + offset_i)`` with ``y = softmax_rows(β s sᵀ)``,
+    ``s = B(z_U) z_last`` (rank 1): the Bayes prediction on an inner rule.
+
+    omega (K, L, depth); offsets (M, L, depth); weights (M,); out (K, L, L).
+    """
+    K, L, depth = omega.shape
+    M = offsets.shape[0]
+    m = depth - 1
+    for k in prange(K):
+        zU = np.empty((L, m))
+        B = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        sv = np.empty(L)
+        s = np.empty(L)
+        row = np.empty(L)
+        acc = np.zeros((L, L))
+        for i in range(M):
+            for l in range(L):
+                for j in range(m):
+                    zU[l, j] = omega[k, l, j] + offsets[i, l, j]
+            mixer_into(zU, skip, beta, B, A, sv, tmp)
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += B[r, c] * (omega[k, c, m] + offsets[i, c, m])
+                s[r] = t
+            w = weights[i]
+            for r in range(L):
+                mx = -np.inf
+                for c in range(L):
+                    v = beta * s[r] * s[c]
+                    row[c] = v
+                    if v > mx:
+                        mx = v
+                tot = 0.0
+                for c in range(L):
+                    row[c] = math.exp(row[c] - mx)
+                    tot += row[c]
+                for c in range(L):
+                    acc[r, c] += w * row[c] / tot
+        for r in range(L):
+            for c in range(L):
+                out[k, r, c] = acc[r, c]

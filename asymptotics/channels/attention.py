@@ -41,6 +41,7 @@ class FibreMoments:
 GRID_NODES = 48  # base nodes per axis of the deterministic rules (resolution 0)
 GRID_HALF_WIDTH = 8.5  # in units of the standard deviation (inner) or of 1 + skip (outer)
 MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
+SHARED_MIN_VARIANCE = 0.3  # smallest first-layer variance integrated on the shared nodes
 
 
 def default_inner_rule(
@@ -114,6 +115,14 @@ class AttentionChannel(Channel):
     # forward map and observations ------------------------------------------------------
     def forward(self, Z, noise=None):
         return attention_forward(Z, self.depth, self.skip, self.beta)
+
+    def mean_forward(self, omega, offsets, weights):
+        """Numba form of :meth:`Channel.mean_forward` (same sums, no (M, K) temporaries)."""
+        omega = np.ascontiguousarray(omega, dtype=float)
+        out = np.empty(omega.shape[:1] + (self.seq_len, self.seq_len))
+        kern.mean_forward(omega, np.ascontiguousarray(offsets, dtype=float),
+                          np.ascontiguousarray(weights, dtype=float), self.skip, self.beta, out)
+        return out
 
     def observe(self, Z, noise=None):
         """``a = s_depth`` (rank 1), equivalent to ``y`` up to the sign the posterior sums."""
@@ -206,7 +215,9 @@ class AttentionChannel(Channel):
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(om))):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
-        if device == "numba":
+        if device == "numba" and not second and self._shared_nodes_apply(V):
+            res = self._fibre_diagonal(a, om, V, inner_error)
+        elif device == "numba":
             res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
         else:
             res = self._fibre_xp(a, om, chol, coef, vc, device)
@@ -245,6 +256,40 @@ class AttentionChannel(Channel):
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
             self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second, want_second,
         )
+        return FibreMoments(lognorm, mean, second)
+
+    def _shared_nodes_apply(self, V) -> bool:
+        """Whether the importance-weighted shared nodes integrate ``V`` accurately: a
+        deterministic inner grid (on Sobol' nodes the importance weights raised the inner
+        error 2-5x at depth 3), ``V`` diagonal and every first-layer variance at least
+        ``SHARED_MIN_VARIANCE`` (the factor ``N(ω_U, v)`` must be resolved by the grid)."""
+        m = self.depth - 1
+        d = np.diag(V)
+        return bool(
+            m > 0
+            and self.inner_rule.kind not in ("sobol", "mc")
+            and np.all(V == np.diag(d))
+            and np.all(d[:m] >= SHARED_MIN_VARIANCE)
+        )
+
+    def _fibre_diagonal(self, a, om, V, inner_error=True):
+        """Means on the shared standard nodes with importance weights (diagonal ``V``)."""
+        m = self.depth - 1
+        T, W = self._inner_nodes()
+        if not inner_error:
+            W = np.ascontiguousarray(W[:1])
+        Binv, logdet = self._shared_mixers(np.eye(m))
+        vU = np.diag(V)[:m]
+        node_base = 0.5 * np.einsum("nlj,j->n", T**2, 1.0 - 1.0 / vU) - logdet
+        K, L = a.shape
+        S = W.shape[0]
+        lognorm = np.empty((S, K))
+        mean = np.empty((S, K, L, self.depth))
+        kern.diagonal_fibre_means(
+            a, om, T, Binv, logdet, np.ascontiguousarray(node_base), 1.0 / vU,
+            float(V[m, m]), W, lognorm, mean,
+        )
+        second = np.full((S, K, L, self.depth, L, self.depth), np.nan)
         return FibreMoments(lognorm, mean, second)
 
     def _shared_mixers(self, chol):

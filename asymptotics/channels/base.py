@@ -77,6 +77,13 @@ class Channel(ABC):
     def posterior(self, obs: np.ndarray, omega: np.ndarray, V: np.ndarray) -> Posterior:
         """Posterior moments of ``Z`` given the observation, ``omega`` and ``V``."""
 
+    def mean_forward(self, omega: np.ndarray, offsets: np.ndarray, weights: np.ndarray):
+        """``Σ_i w_i g(ω + offset_i)`` for every ``ω`` (noiseless forward map ``g``): the
+        Bayes prediction ``E_{N(ω, V)} g(Z)`` on an inner rule (THEORY §4).
+
+        omega (K, L, p); offsets (M, L, p); weights (M,).  Returns (K, *output shape)."""
+        return np.tensordot(weights, self.forward(omega[None] + offsets[:, None]), axes=(0, 0))
+
     def output_grid(self, resolution: int = 0):
         """Optional deterministic rule over the observation for outer expectations.
 
