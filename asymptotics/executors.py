@@ -288,6 +288,11 @@ class DaskExecutor(Executor):
             self.client.close()
 
 
+def noop_task(params: dict) -> dict:
+    """A task that does nothing (returns its parameters): measures the overhead per task."""
+    return params
+
+
 # -------------------------------------------------------------------------- factory
 
 
@@ -348,5 +353,5 @@ def run_ordered(executor: Executor, fn, tasks: Sequence[Task],
 
 __all__ = ["Task", "Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor",
            "ExecutorError", "make_executor", "check_options", "report_partial",
-           "run_ordered", "default_workers", "import_distributed"]
+           "run_ordered", "default_workers", "import_distributed", "noop_task"]
 
