@@ -428,10 +428,13 @@ def run_curve(args) -> int:
         if why is not None:
             raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {why}")
     with _make(opts) as ex:
-        rows = sweep_settings(specs, alphas, args.branch, settings=settings, damping=damping,
-                              tol=tol, max_iter=max_iter, output=args.output,
-                              resume=args.resume, progress=progress_bar(sys.stderr),
-                              prior=prior, executor=ex)
+        try:
+            rows = sweep_settings(specs, alphas, args.branch, settings=settings,
+                                  damping=damping, tol=tol, max_iter=max_iter,
+                                  output=args.output, resume=args.resume,
+                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex)
+        except ResumeError as exc:  # raised when the file is read, before any work
+            raise UsageError(f"smi: error: --resume: {exc}") from None
     sys.stdout.write(_format_curve(rows, args.format, varying))
     if args.transitions:
         for tag, spec in specs:
