@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .executors import ExecutorError, check_options
+from .executors import ExecutorError, check_options, default_workers
 
 # ------------------------------------------------------------------- plain JSON rows
 
@@ -198,9 +198,7 @@ def executor_options(args, n_tasks: int) -> dict:
     kind = check_options(workers, cluster, sched)
     if kind == "dask":
         return {"kind": "dask", "cluster": cluster, "scheduler_file": sched}
-    if workers is None:
-        workers = max(1, min(n_tasks, os.cpu_count() or 1))
-    workers = min(workers, max(1, n_tasks))
+    workers = default_workers(n_tasks) if workers is None else min(workers, max(1, n_tasks))
     return {"kind": "process" if workers > 1 else "serial", "workers": workers}
 
 

@@ -170,3 +170,34 @@ def test_missing_dask_is_a_clear_error(monkeypatch, capsys):
     assert main(["thresholds", "--cluster", "tcp://127.0.0.1:8786"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install" in err[0] and "dask" in err[0]
+
+
+def test_simulations_identical_in_process_and_on_dask(cluster, tmp_path):
+    lc, _ = cluster
+    runs = {
+        "train": ["simulate", "train", "--dim", "40", "--alphas", "1,2", "--seeds", "2",
+                  "--steps", "20", "--optimizer", "gd,adam", "--n-test", "100"],
+        "amp": ["simulate", "amp", "--model", "sign", "--alpha", "2", "--dim", "100",
+                "--seeds", "3", "--max-iter", "5", "--n-test", "100"],
+    }
+    for name, argv in runs.items():
+        texts = []
+        for extra in (["--workers", "1"], ["--cluster", lc.scheduler_address]):
+            out = tmp_path / f"{name}{len(texts)}.jsonl"
+            assert main(argv + extra + ["--output", str(out)]) == 0
+            rows = [json.loads(line) for line in out.read_text().splitlines()]
+            for r in rows:
+                r.pop("wall_s", None)  # timings differ; every number does not
+            texts.append(rows)
+        assert texts[0] == texts[1] and len(texts[0]) > 4
+
+
+def test_curve_over_several_settings_tags_rows(capsys):
+    base = ["curve", "--model", "linear", "--alphas", "0.5,1", "--format", "json",
+            "--workers", "1"]
+    rows = json.loads(_run(base + ["--noise", "0.1,0.3"], capsys))
+    assert {r["noise"] for r in rows} == {0.1, 0.3} and len(rows) == 12
+    for noise in (0.1, 0.3):
+        single = json.loads(_run(base + ["--noise", str(noise)], capsys))
+        assert [{k: v for k, v in r.items() if k != "noise"} for r in rows
+                if r["noise"] == noise] == single
