@@ -8,6 +8,10 @@ entropy (ties within the error go to the AMP branch).
 Rows are appended to a JSON-lines file as they are computed; ``resume=True`` reads the
 rows already there, skips their α and continues from the last fixed point of each branch,
 so an interrupted sweep resumed gives the same rows as an uninterrupted one.
+
+Each branch of each setting is one chain task (:func:`chain_task`), so the two branches, and
+the settings of :func:`sweep_settings`, can run in parallel on any executor of
+:mod:`asymptotics.executors` with the same rows.
 """
 
 from __future__ import annotations

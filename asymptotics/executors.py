@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import itertools
 import multiprocessing
 import os
 import queue as queue_mod
@@ -103,7 +104,7 @@ class SerialExecutor(Executor):
         for task in tasks:
             sink = None
             if on_partial is not None:
-                counter = iter(range(1 << 62))
+                counter = itertools.count()
 
                 def sink(item, key=task.key, counter=counter):
                     on_partial(key, next(counter), item)
@@ -131,7 +132,7 @@ def _worker_init(q, threads: int) -> None:
 def _process_call(fn, key, params, listen: bool):
     sink = None
     if listen and _WORKER_QUEUE is not None:
-        counter = iter(range(1 << 62))
+        counter = itertools.count()
 
         def sink(item):
             _WORKER_QUEUE.put((key, next(counter), item))
