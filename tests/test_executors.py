@@ -47,16 +47,19 @@ def test_threshold_grid_identical_serial_pool_and_dask(cluster, capsys, tmp_path
 
 
 def test_curve_identical_serial_pool_and_dask(cluster, capsys, tmp_path):
-    lc, _ = cluster
+    lc, client = cluster
+    sched = tmp_path / "scheduler.json"
+    client.write_scheduler_file(str(sched))
     files = {}
     outs = {}
     for name, extra in [("serial", ["--workers", "1"]), ("pool", ["--workers", "2"]),
-                        ("dask", ["--cluster", lc.scheduler_address])]:
+                        ("dask", ["--cluster", lc.scheduler_address]),
+                        ("dask-file", ["--scheduler-file", str(sched)])]:
         files[name] = tmp_path / f"{name}.jsonl"
         outs[name] = _run(CURVE + extra + ["--output", str(files[name])], capsys)
-    assert outs["pool"] == outs["serial"] and outs["dask"] == outs["serial"]
     text = files["serial"].read_text()
-    assert files["pool"].read_text() == text and files["dask"].read_text() == text
+    for name in ("pool", "dask", "dask-file"):
+        assert outs[name] == outs["serial"] and files[name].read_text() == text
     assert len(text.splitlines()) == 12  # 6 alphas on each branch
 
 
