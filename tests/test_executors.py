@@ -47,9 +47,9 @@ def test_threshold_grid_identical_serial_pool_and_dask(cluster, capsys, tmp_path
 
 
 def test_curve_identical_serial_pool_and_dask(cluster, capsys, tmp_path):
-    lc, client = cluster
+    lc, _ = cluster
     sched = tmp_path / "scheduler.json"
-    client.write_scheduler_file(str(sched))
+    sched.write_text(json.dumps({"type": "Scheduler", "address": lc.scheduler_address}))
     files = {}
     outs = {}
     for name, extra in [("serial", ["--workers", "1"]), ("pool", ["--workers", "2"]),
