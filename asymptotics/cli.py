@@ -11,8 +11,18 @@ import sys
 import time
 
 from . import __version__
+from .executors import ExecutorError, Task, make_executor
 from .models import MODELS, make_channel, parse_values
 from .staircase import StaircaseSettings, staircase_table
+from .sweeps import (
+    Journal,
+    ResumeError,
+    add_executor_arguments,
+    check_writable,
+    executor_options,
+    threshold_task,
+    threshold_task_key,
+)
 from .thresholds import ThresholdSettings, weak_recovery_thresholds
 
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
@@ -36,8 +46,10 @@ def _add_threshold_parser(sub) -> None:
         "error estimates (THEORY.md §5).",
     )
     p.add_argument("--model", default="attention", choices=MODELS)
-    p.add_argument("--depth", default="2", help="attention depth (>= 1)")
-    p.add_argument("--seq-len", default="2", help="tokens per sequence L (>= 2 for attention)")
+    p.add_argument("--depth", nargs="+", default=["2"],
+                   help="attention depth (>= 1); several values make a grid")
+    p.add_argument("--seq-len", nargs="+", default=["2"],
+                   help="tokens per sequence L (>= 2 for attention); several make a grid")
     p.add_argument(
         "--skip",
         nargs="+",
@@ -45,7 +57,8 @@ def _add_threshold_parser(sub) -> None:
         help="skip strengths c >= 0: values, comma lists or start:stop:step "
         f"(default {DEFAULT_SKIPS})",
     )
-    p.add_argument("--beta", default="1", help="softmax inverse temperature (> 0)")
+    p.add_argument("--beta", nargs="+", default=["1"],
+                   help="softmax inverse temperature (> 0); several values make a grid")
     p.add_argument("--noise", default="0.1", help="noise variance Δ of the linear channel")
     p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
     p.add_argument(
@@ -65,7 +78,12 @@ def _add_threshold_parser(sub) -> None:
     p.add_argument("--alpha", default=None,
                    help="mark which layers are learnable at this sample ratio")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    p.add_argument("--output", default=None, help="write to FILE instead of stdout")
+    p.add_argument("--output", default=None,
+                   help="write to FILE instead of stdout; while the grid runs FILE holds JSON "
+                   "lines, appended per grid point")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted grid from --output (computes missing points)")
+    add_executor_arguments(p)
     p.set_defaults(func=run_thresholds)
 
 
@@ -79,6 +97,17 @@ def _int(text: str, name: str, minimum: int) -> int:
     return v
 
 
+def _ints(text_list, name: str, minimum: int) -> list[int]:
+    out = []
+    for v in _values(text_list, name):
+        if v != int(v):
+            raise UsageError(f"smi: error: {name}: expected integers, got {v}")
+        if v < minimum:
+            raise UsageError(f"smi: error: {name}: must be >= {minimum}, got {int(v)}")
+        out.append(int(v))
+    return out
+
+
 def _values(text_list, name: str) -> list[float]:
     try:
         vals = [v for t in text_list for v in parse_values(t, name)]
@@ -89,13 +118,13 @@ def _values(text_list, name: str) -> list[float]:
 
 def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
     """Validate every option and list the settings to compute, before any work."""
-    depth = _int(args.depth, "--depth", 1)
-    seq_len = _int(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
-    beta = _values([args.beta], "--beta")
+    depths = _ints(args.depth, "--depth", 1)
+    seq_lens = _ints(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    betas = _values(args.beta, "--beta")
     noise = _values([args.noise], "--noise")
     skips = _values(args.skip, "--skip")
-    if len(beta) != 1 or beta[0] <= 0:
-        raise UsageError(f"smi: error: --beta: must be one value > 0, got {args.beta!r}")
+    if not betas or any(b <= 0 for b in betas):
+        raise UsageError(f"smi: error: --beta: values must be > 0, got {args.beta}")
     if len(noise) != 1 or noise[0] < 0:
         raise UsageError(f"smi: error: --noise: must be one value >= 0, got {args.noise!r}")
     if any(c < 0 for c in skips):
@@ -120,13 +149,13 @@ def _threshold_jobs(args) -> tuple[list[dict], ThresholdSettings]:
         skips = [skips[0]] if skips else [1.0]
         jobs = [dict(model=args.model, noise=noise[0])]
     else:
-        if args.method == "quadrature" and depth * seq_len > 4:
+        if args.method == "quadrature" and max(depths) * max(seq_lens) > 4:
             raise UsageError(
                 "smi: error: --method: quadrature needs depth·seq_len <= 4; use --method mc"
             )
         jobs = [
-            dict(model="attention", depth=depth, seq_len=seq_len, skip=c, beta=beta[0])
-            for c in skips
+            dict(model="attention", depth=depth, seq_len=seq_len, skip=c, beta=beta)
+            for depth in depths for seq_len in seq_lens for c in skips for beta in betas
         ]
     return jobs, settings
 
@@ -233,25 +262,77 @@ def _json_value(v):
     return v
 
 
+def _threshold_tasks(jobs, settings, stair, alpha) -> list[Task]:
+    """One task per distinct grid point, in grid order."""
+    from dataclasses import asdict
+
+    tasks: dict[str, Task] = {}
+    for job in jobs:
+        key = threshold_task_key(job)
+        if key not in tasks:
+            tasks[key] = Task(key, {"job": job, "settings": asdict(settings),
+                                    "staircase": asdict(stair) if stair else None,
+                                    "alpha": alpha})
+    return list(tasks.values())
+
+
+def _open_journal(args, task_of, whole_tasks: bool = True):
+    if args.resume and not args.output:
+        raise UsageError("smi: error: --resume: needs --output")
+    if not args.output:
+        return None
+    why = check_writable(args.output)
+    if why is not None:
+        raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {why}")
+    try:
+        return Journal(args.output, args.resume, task_of, whole_tasks)
+    except ResumeError as exc:
+        raise UsageError(f"smi: error: --resume: {exc}") from None
+
+
 def run_thresholds(args) -> int:
     jobs, settings = _threshold_jobs(args)
-    out_stream = None
-    if args.output:
-        try:
-            out_stream = open(args.output, "w")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {exc}") from None
     stair = StaircaseSettings(log2_points=args.staircase_log2, seed=settings.seed) \
         if args.staircase else None
-    rows = compute_threshold_rows(jobs, settings, _progress_printer(sys.stderr), stair,
-                                  args.alpha_value)
+    tasks = _threshold_tasks(jobs, settings, stair, args.alpha_value)
+    executor_opts = _checked_executor_options(args, len(tasks))
+    if args.resume and not args.output:
+        raise UsageError("smi: error: --resume: needs --output")
+    with _make(executor_opts) as ex:  # a cluster is connected to before any file is touched
+        journal = _open_journal(args, threshold_task_key)
+        results = journal.by_task() if journal is not None else {}
+        todo = [t for t in tasks if t.key not in results]
+        progress = _progress_printer(sys.stderr)
+        job_of = {t.key: t.params["job"] for t in tasks}
+        t0 = time.perf_counter()
+        if todo:
+            for key, rows in ex.map_unordered(threshold_task, todo):
+                results[key] = rows
+                if journal is not None:
+                    journal.append(rows)
+                done = sum(t.key in results for t in tasks)
+                progress(done, len(tasks), job_of[key], time.perf_counter() - t0)
+    rows = [dict(r) for job in jobs for r in results[threshold_task_key(job)]]
     text = format_rows(rows, args.format)
-    if out_stream is not None:
-        with out_stream:
-            out_stream.write(text)
+    if journal is not None:
+        journal.finish(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _checked_executor_options(args, n_tasks: int) -> dict:
+    try:
+        return executor_options(args, n_tasks)
+    except ExecutorError as exc:
+        raise UsageError(f"smi: error: {exc}") from None
+
+
+def _make(opts: dict):
+    try:
+        return make_executor(**opts)
+    except ExecutorError as exc:
+        raise UsageError(f"smi: error: {exc}") from None
 
 
 def _add_curve_parser(sub) -> None:
@@ -262,11 +343,11 @@ def _add_curve_parser(sub) -> None:
         "informed starts, free entropy, plug-in and Bayes-optimal generalisation errors.",
     )
     p.add_argument("--model", default="attention", choices=MODELS)
-    p.add_argument("--depth", default="2")
-    p.add_argument("--seq-len", default="2")
-    p.add_argument("--skip", default="1")
-    p.add_argument("--beta", default="1")
-    p.add_argument("--noise", default="0.1")
+    p.add_argument("--depth", default="2", help="value or list: several settings make a grid")
+    p.add_argument("--seq-len", default="2", help="value or list")
+    p.add_argument("--skip", default="1", help="value, comma list or start:stop:step")
+    p.add_argument("--beta", default="1", help="value or list")
+    p.add_argument("--noise", default="0.1", help="value or list (linear channel)")
     p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
     p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
     p.add_argument("--prior", default="gaussian", choices=["gaussian", "rademacher"])
@@ -283,6 +364,7 @@ def _add_curve_parser(sub) -> None:
                    help="JSON-lines file the rows are appended to as they are computed")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep from --output")
+    add_executor_arguments(p)
     p.set_defaults(func=run_curve)
 
 
@@ -292,12 +374,12 @@ CURVE_KEYS = ["alpha", "branch", "Q", "Q_stderr", "free_entropy", "free_entropy_
 
 
 def run_curve(args) -> int:
-    from .curves import locate_transitions, progress_bar, sweep
+    from .curves import locate_transitions, progress_bar, sweep_settings
     from .priors import make_prior
     from .state_evolution import SESettings
 
-    depth = _int(args.depth, "--depth", 1)
-    seq_len = _int(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    depths = _ints([args.depth], "--depth", 1)
+    seq_lens = _ints([args.seq_len], "--seq-len", 2 if args.model == "attention" else 1)
     skip = _values([args.skip], "--skip")
     beta = _values([args.beta], "--beta")
     noise = _values([args.noise], "--noise")
@@ -305,7 +387,7 @@ def run_curve(args) -> int:
     for name, vals, ok in [("--skip", skip, lambda v: v >= 0), ("--beta", beta, lambda v: v > 0),
                            ("--noise", noise, lambda v: v >= 0),
                            ("--alphas", alphas, lambda v: v > 0)]:
-        if not vals or not all(ok(v) for v in vals) or (name != "--alphas" and len(vals) != 1):
+        if not vals or not all(ok(v) for v in vals):
             raise UsageError(f"smi: error: {name}: invalid value(s) {vals}")
     tol = _values([args.tol], "--tol")[0]
     damping = _values([args.damping], "--damping")[0]
@@ -318,41 +400,73 @@ def run_curve(args) -> int:
                           seed=_int(args.seed, "--seed", 0))
     if args.resume and not args.output:
         raise UsageError("smi: error: --resume: needs --output")
-    try:
-        channel = make_channel(args.model, depth, seq_len, skip[0], beta[0], noise[0])
-    except ValueError as exc:
-        raise UsageError(f"smi: error: {exc}") from None
+    if args.model == "attention":
+        grid = [dict(depth=d, seq_len=n, skip=c, beta=b)
+                for d in depths for n in seq_lens for c in skip for b in beta]
+    elif args.model == "linear":
+        grid = [dict(noise=v) for v in noise]
+    else:
+        grid = [{}]
+    varying = [k for k in (grid[0] if grid else {}) if len({g[k] for g in grid}) > 1]
+    specs = []
+    for g in grid:
+        spec = dict(model=args.model, depth=depths[0], seq_len=seq_lens[0], skip=skip[0],
+                    beta=beta[0], noise=noise[0])
+        spec.update(g)
+        try:
+            make_channel(**spec)
+        except ValueError as exc:
+            raise UsageError(f"smi: error: {exc}") from None
+        specs.append(({k: g[k] for k in varying}, spec))
     prior = make_prior(args.prior)
     if args.transitions and args.branch != "both":
         raise UsageError("smi: error: --transitions: needs --branch both")
-    rows = sweep(channel, alphas, args.branch, settings=settings, damping=damping, tol=tol,
-                 max_iter=max_iter, output=args.output, resume=args.resume,
-                 progress=progress_bar(sys.stderr), prior=prior)
-    sys.stdout.write(_format_curve(rows, args.format))
+    n_chains = len(specs) * (1 if args.branch == "amp" else 2)
+    opts = _checked_executor_options(args, n_chains)
+    if args.output:
+        why = check_writable(args.output)
+        if why is not None:
+            raise UsageError(f"smi: error: --output: cannot write {args.output!r}: {why}")
+    with _make(opts) as ex:
+        try:
+            rows = sweep_settings(specs, alphas, args.branch, settings=settings,
+                                  damping=damping, tol=tol, max_iter=max_iter,
+                                  output=args.output, resume=args.resume,
+                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex)
+        except ResumeError as exc:  # raised when the file is read, before any work
+            raise UsageError(f"smi: error: --resume: {exc}") from None
+    sys.stdout.write(_format_curve(rows, args.format, varying))
     if args.transitions:
-        for t in locate_transitions(channel, rows, prior, settings=settings):
-            flag = "" if t.reliable else "  (free entropies equal within their error)"
-            print(f"{t.kind}: alpha = {t.alpha:.5f} ± {t.error:.1e}  "
-                  f"(bracket {t.bracket[0]:.5f}..{t.bracket[1]:.5f}){flag}")
+        for tag, spec in specs:
+            mine = [r for r in rows if all(r.get(k) == v for k, v in tag.items())]
+            label = "".join(f"{k}={v} " for k, v in tag.items())
+            for t in locate_transitions(make_channel(**spec), mine, prior, settings=settings):
+                flag = "" if t.reliable else "  (free entropies equal within their error)"
+                print(f"{label}{t.kind}: alpha = {t.alpha:.5f} ± {t.error:.1e}  "
+                      f"(bracket {t.bracket[0]:.5f}..{t.bracket[1]:.5f}){flag}")
     return 0
 
 
-def _format_curve(rows: list[dict], fmt: str) -> str:
+def _format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = None) -> str:
+    setting_keys = list(setting_keys or [])
     if fmt == "json":
         return json.dumps(rows, indent=1) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=CURVE_KEYS, extrasaction="ignore")
+        keys = setting_keys + CURVE_KEYS
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: json.dumps(r[k]) if k in ("Q", "Q_stderr") else r[k]
-                        for k in CURVE_KEYS})
+                        for k in keys})
         return buf.getvalue()
-    lines = ["alpha    branch    diag(Q) ± stderr                      free_entropy        "
-             "gen_plugin         gen_bayes          conv  iters"]
+    prefix = "".join(f"{k:<9}" for k in setting_keys)
+    lines = [prefix + "alpha    branch    diag(Q) ± stderr                      free_entropy"
+             "        gen_plugin         gen_bayes          conv  iters"]
     for r in rows:
         q = ", ".join(f"{r['Q'][i][i]:.5f}±{r['Q_stderr'][i][i]:.0e}" for i in range(len(r["Q"])))
         lines.append(
+            "".join(f"{r[k]!s:<9}" for k in setting_keys) +
             f"{r['alpha']:<8.4g} {r['branch']:<9} {q:<37} "
             f"{r['free_entropy']:>9.6f}±{r['free_entropy_stderr']:.0e} "
             f"{r['gen_error_plugin']:.5f}±{r['gen_error_plugin_stderr']:.0e} "

@@ -8,6 +8,10 @@ entropy (ties within the error go to the AMP branch).
 Rows are appended to a JSON-lines file as they are computed; ``resume=True`` reads the
 rows already there, skips their α and continues from the last fixed point of each branch,
 so an interrupted sweep resumed gives the same rows as an uninterrupted one.
+
+Each branch of each setting is one chain task (:func:`chain_task`), so the two branches, and
+the settings of :func:`sweep_settings`, can run in parallel on any executor of
+:mod:`asymptotics.executors` with the same rows.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .channels.base import Channel
-from .priors import GaussianPrior
+from .executors import Executor, SerialExecutor, Task, report_partial
+from .models import make_channel
+from .priors import GaussianPrior, make_prior
 from .state_evolution import SESettings, StateEvolution, initial_overlap, run_state_evolution
+from .sweeps import Journal, plain
 from .transitions import Transition, amp_spinodal, it_threshold
 
 BRANCHES = ("amp", "bayes", "both")
@@ -90,46 +97,154 @@ def sweep(
     resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
     prior=None,
+    executor: Executor | None = None,
 ) -> list[dict]:
-    """SE curve over ``alphas``; rows for the AMP and informed runs and the Bayes choice."""
+    """SE curve over ``alphas``; rows for the AMP and informed runs and the Bayes choice.
+
+    The two branches are independent chains (tasks of ``executor``, in this process by
+    default); their rows do not depend on who runs them.
+    """
+    return sweep_settings([({}, channel)], alphas, branch, settings=settings,
+                          damping=damping, tol=tol, max_iter=max_iter, output=output,
+                          resume=resume, progress=progress, prior=prior, executor=executor)
+
+
+def chain_task(params: dict) -> list[dict]:
+    """One branch of one setting, continued over ``params["alphas"]`` in their order.
+
+    ``params``: ``channel`` (a Channel or keyword arguments of ``make_channel``), ``prior``
+    (a prior or its name), ``label`` ("amp" or "informed"), ``alphas``, ``have`` (pairs
+    ``(alpha, Q)`` already computed: skipped, but their Q is the warm start), ``settings``
+    (SESettings), ``damping``, ``tol``, ``max_iter`` and ``tag`` (keys added to each row).
+    Each new row is reported with :func:`report_partial` as it is computed; returns them.
+    """
+    channel = params["channel"]
+    if isinstance(channel, dict):
+        channel = make_channel(**channel)
+    prior = params["prior"]
+    if isinstance(prior, str):
+        prior = make_prior(prior)
+    label, p = params["label"], channel.dim
+    have = {float(a): q for a, q in params.get("have", [])}
+    Q = initial_overlap(p, "uninformed" if label == "amp" else "informed")
+    new = []
+    for a in params["alphas"]:
+        if a in have:
+            Q = _restart(np.array(have[a]), label, p)
+            continue
+        row = _point(channel, a, Q, params["settings"], params["damping"], params["tol"],
+                     params["max_iter"], label, prior)
+        row = {**params.get("tag", {}), **plain(row)}
+        Q = _restart(np.array(row["Q"]), label, p)
+        new.append(row)
+        report_partial(row)
+    return new
+
+
+def _tag_key(tag: dict) -> str:
+    return json.dumps(tag, sort_keys=True)
+
+
+def _chain_of(row: dict, tag_keys: list[str]) -> str:
+    return _tag_key({k: row.get(k) for k in tag_keys}) + "|" + str(row.get("branch"))
+
+
+def sweep_settings(
+    settings_list: list[tuple[dict, Channel | dict]],
+    alphas: Iterable[float],
+    branch: str = "both",
+    *,
+    settings: SESettings | None = None,
+    damping: float = 0.5,
+    tol: float = 1e-8,
+    max_iter: int = 500,
+    output: str | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+    prior=None,
+    executor: Executor | None = None,
+) -> list[dict]:
+    """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
+    keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
+    is a Channel or the keyword arguments of ``make_channel``.
+
+    Each (setting, branch) chain is one task of ``executor``.  Rows are appended to
+    ``output`` (JSON lines) as they arrive: one by one from the serial executor and the
+    process pool, a whole chain at a time from a Dask cluster.  With ``resume`` a chain
+    continues from its rows in the file.  When done the file is rewritten in the order of
+    a serial run (setting by setting, the AMP chain upwards, then the informed chain
+    downwards), followed by any other rows it held.  Returns the rows of every setting,
+    with the Bayes choice, sorted by setting, α and branch.
+    """
     prior = prior or GaussianPrior()
+    settings = settings or SESettings()
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     alphas = sorted(float(a) for a in alphas)
     if not alphas or any(not math.isfinite(a) or a <= 0 for a in alphas):
         raise ValueError("alphas must be finite and > 0")
-    p = channel.dim
-    done = _read_rows(output) if resume else []
-    if output and not resume:
-        open(output, "w").close()
-    if output and resume:
-        with open(output, "w") as fh:  # drop a trailing partial line, keep complete rows
-            for row in done:
-                fh.write(json.dumps(row) + "\n")
-    runs = [("amp", alphas, initial_overlap(p, "uninformed"))]
-    if branch in ("bayes", "both"):
-        runs.append(("informed", alphas[::-1], initial_overlap(p, "informed")))
-    total = sum(len(a) for _, a, _ in runs)
-    count, t0 = 0, time.perf_counter()
-    rows = [r for r in done if r["branch"] in ("amp", "informed")]
-    for label, seq, start in runs:
-        have = {r["alpha"]: r for r in rows if r["branch"] == label}
-        Q = start
-        for a in seq:
-            count += 1
-            if a in have:
-                Q = _restart(np.array(have[a]["Q"]), label, p)
+    tag_keys = sorted({k for tag, _ in settings_list for k in tag})
+    journal = None
+    if output:
+        journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False)
+    done = journal.by_task() if journal is not None else {}
+    labels = ["amp"] + (["informed"] if branch in ("bayes", "both") else [])
+    tasks, chains = [], []
+    for tag, channel in settings_list:
+        for label in labels:
+            seq = alphas if label == "amp" else alphas[::-1]
+            key = _tag_key(tag) + "|" + label
+            prev = [r for r in done.get(key, []) if r["branch"] == label]
+            have_alphas = {r["alpha"] for r in prev}
+            chains.append((key, seq, prev))
+            if all(a in have_alphas for a in seq):
                 continue
-            row = _point(channel, a, Q,
-                         settings, damping, tol, max_iter, label, prior)
-            Q = _restart(np.array(row["Q"]), label, p)
-            rows.append(row)
-            if output:
-                with open(output, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            if progress:
-                progress(count, total, time.perf_counter() - t0)
-    rows.sort(key=lambda r: (r["alpha"], r["branch"]))
+            tasks.append(Task(key, {
+                "channel": channel, "prior": prior, "label": label, "alphas": seq,
+                "have": [(r["alpha"], r["Q"]) for r in prev], "settings": settings,
+                "damping": damping, "tol": tol, "max_iter": max_iter, "tag": tag}))
+    total = sum(len(seq) for _, seq, _ in chains)
+    count = sum(len({r["alpha"] for r in prev} & set(seq)) for _, seq, prev in chains)
+    new: dict[str, list[dict]] = {t.key: [] for t in tasks}
+    t0 = time.perf_counter()
+
+    def arrived(key: str, rows: list[dict]) -> None:
+        nonlocal count
+        if journal is not None:
+            journal.append(rows)
+        new[key].extend(rows)
+        count += len(rows)
+        if progress and rows:
+            progress(count, total, time.perf_counter() - t0)
+
+    def on_partial(key: str, index: int, row: dict) -> None:
+        if index == len(new[key]):  # in order, not seen: late or repeated reports skipped
+            arrived(key, [row])
+
+    if tasks:
+        ex = executor or SerialExecutor()
+        for key, rows in ex.map_unordered(chain_task, tasks, on_partial):
+            arrived(key, rows[len(new[key]):])
+    ordered, out = [], []
+    for key, seq, prev in chains:
+        position = {a: i for i, a in enumerate(seq)}
+        rows = prev + new.get(key, [])
+        ordered.extend(sorted(rows, key=lambda r: position.get(r["alpha"], len(seq))))
+    if journal is not None:
+        known = {id(r) for r in ordered}
+        chain_keys = {key for key, _, _ in chains}
+        rest = [r for r in journal.rows if id(r) not in known
+                and _chain_of(r, tag_keys) not in chain_keys]
+        journal.finish("".join(json.dumps(r) + "\n" for r in ordered + rest))
+    for tag, _ in settings_list:
+        rows = [r for r in ordered if all(r.get(k) == v for k, v in tag.items())]
+        out.extend(_select(rows, branch))
+    return out
+
+
+def _select(rows: list[dict], branch: str) -> list[dict]:
+    """Rows of one setting sorted by α, with the Bayes rows, filtered by ``branch``."""
+    rows = sorted(rows, key=lambda r: (r["alpha"], r["branch"]))
     if branch in ("bayes", "both"):
         rows = rows + _bayes_rows(rows)
     order = {"amp": 0, "informed": 1, "bayes": 2}

@@ -30,12 +30,14 @@ import sys
 import time
 
 from asymptotics.backend import BackendError, get_namespace
+from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
 from asymptotics.state_evolution import SESettings
+from asymptotics.sweeps import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
 from ._cli_common import parse_number as _num
-from .amp import MODELS, AMPConfig, make_channel, summarise
+from .amp import MODELS, AMPConfig, AMPResult, make_channel, summarise
 from .amp import run_amp as run_amp_seed
 
 
@@ -89,6 +91,7 @@ def add_amp_arguments(p):
       help=f"SE outer Sobol' points 2^k (Monte Carlo SE) [{SESettings.sobol_log2}]")
     a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
     a("--summary-only", action="store_true", help="write only se, final and summary rows")
+    add_executor_arguments(p)
     return p
 
 
@@ -168,13 +171,21 @@ def run_amp(args) -> int:
         print(f"smi simulate amp: error: {exc}", file=sys.stderr)
         return 2
     try:
+        executor = make_executor(**executor_options(args, v["seeds"] * len(v["dims"])))
+    except ExecutorError as exc:
+        print(f"smi simulate amp: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115
     except OSError as exc:
+        executor.close()
         print(f"smi simulate amp: error: --output: cannot write {args.output!r}: "
               f"{exc.strerror}", file=sys.stderr)
         return 2
     try:
-        return _run(v, out, args.summary_only, args.compare_se, args.psd_projection)
+        with executor:
+            return _run(v, out, args.summary_only, args.compare_se, args.psd_projection,
+                        executor)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -185,7 +196,43 @@ def _emit(out, row):
     out.flush()
 
 
-def _run(v, out, summary_only, compare_se, psd_projection) -> int:
+def amp_task(params: dict) -> dict:
+    """One (dimension, seed) of a sweep: its output rows (iterations unless summary-only,
+    a failure record, the final row) and the fields of its result the summary needs."""
+    from asymptotics.sweeps import plain
+
+    v = params
+    ch = make_channel(v["model"], **v["channel"])
+    cfg = AMPConfig(dim=v["dim"], alpha=v["alpha"], max_iter=v["max_iter"],
+                    damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
+                    n_test=v["n_test"], device=v["device"], psd_projection=v["psd_projection"])
+    tag = {"seed": v["seed"], "dim": v["dim"]}
+    rows = []
+
+    def cb(rec):
+        if not v["summary_only"]:
+            rows.append({**tag, **rec})
+
+    t0 = time.perf_counter()
+    res = run_amp_seed(ch, cfg, v["seed"], callback=cb)
+    wall = time.perf_counter() - t0
+    last = res.final
+    if last.get("failed"):
+        rows.append({**tag, **last})  # the failure record (not passed to cb)
+    tails = {}
+    for key in ("m", "q"):
+        tails[f"{key}_tail20_mean"], tails[f"{key}_tail20_std"] = res.tail(key)
+    rows.append({"final": True, **tag, "status": res.status, "converged": res.converged,
+                 "iterations": res.iterations, "psd_projections": res.psd_projections,
+                 "wall_s": wall, **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error",
+                                                            "delta", "g_rel_quad_error")},
+                 **tails})
+    result = {"seed": res.seed, "status": res.status, "converged": res.converged,
+              "iterations": res.iterations, "final": last}
+    return plain({"rows": rows, "result": result})
+
+
+def _run(v, out, summary_only, compare_se, psd_projection, executor) -> int:
     ch = v["channel"]
     meta = {"model": v["model"], "channel": ch.describe(), "alpha": v["alpha"],
             "device": v["device"]}
@@ -198,35 +245,30 @@ def _run(v, out, summary_only, compare_se, psd_projection) -> int:
         se["wall_s"] = time.perf_counter() - t0
         _emit(out, {**meta, **se})
     seeds = [v["seed"] + i for i in range(v["seeds"])]
+    spec = {k: v[k] for k in ("depth", "seq_len", "skip", "beta", "noise", "inner_resolution")}
+    tasks = [Task(f"dim={dim}|seed={seed}",
+                  {"model": v["model"], "channel": spec, "dim": dim, "seed": seed,
+                   "alpha": v["alpha"], "max_iter": v["max_iter"], "damping": v["damping"],
+                   "tol": v["tol"], "init_scale": v["init_scale"], "n_test": v["n_test"],
+                   "device": v["device"], "psd_projection": psd_projection,
+                   "summary_only": summary_only})
+             for dim in v["dims"] for seed in seeds]
     per_dim = []
     pending = None
+    results_of: dict[int, list] = {dim: [] for dim in v["dims"]}
+    stream = run_ordered(executor, amp_task, tasks)
     for dim in v["dims"]:
         cfg = AMPConfig(dim=dim, alpha=v["alpha"], max_iter=v["max_iter"],
                         damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
                         n_test=v["n_test"], device=v["device"], psd_projection=psd_projection)
-        results = []
-        for seed in seeds:
-            tag = {"seed": seed, "dim": dim}
-
-            def cb(rec, tag=tag):
-                if not summary_only:
-                    _emit(out, {**tag, **rec})
-
-            t0 = time.perf_counter()
-            res = run_amp_seed(ch, cfg, seed, callback=cb)
-            wall = time.perf_counter() - t0
-            results.append(res)
-            last = res.final
-            if last.get("failed"):
-                _emit(out, {**tag, **last})  # the failure record (not passed to cb)
-            tails = {}
-            for key in ("m", "q"):
-                tails[f"{key}_tail20_mean"], tails[f"{key}_tail20_std"] = res.tail(key)
-            _emit(out, {"final": True, **tag, "status": res.status,
-                        "converged": res.converged, "iterations": res.iterations,
-                        "psd_projections": res.psd_projections, "wall_s": wall,
-                        **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error", "delta",
-                                                    "g_rel_quad_error")}, **tails})
+        for _ in seeds:
+            _, res = next(stream)
+            for row in res["rows"]:
+                _emit(out, row)
+            r = res["result"]
+            results_of[dim].append(AMPResult(r["seed"], r["status"], r["converged"],
+                                             r["iterations"], records=[r["final"]]))
+        results = results_of[dim]
         row = {**summarise(results), **meta, "dim": dim, "n_samples": cfg.n_samples,
                "seeds": seeds, "max_iter": cfg.max_iter, "tol": cfg.tol,
                "damping": cfg.damping, "init_scale": cfg.init_scale,

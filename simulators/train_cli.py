@@ -26,6 +26,8 @@ import time
 import numpy as np
 
 from asymptotics.backend import BackendError, get_namespace
+from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
+from asymptotics.sweeps import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
@@ -108,6 +110,7 @@ def add_train_arguments(p):
       help="declare divergence when some q_k = |w_k|^2/D exceeds this [1e8]")
     a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
     a("--summary-only", action="store_true", help="write only the summary rows")
+    add_executor_arguments(p)
     return p
 
 
@@ -264,19 +267,25 @@ def run_train(args) -> int:
     except InputError as exc:
         print(f"smi simulate train: error: {exc}", file=sys.stderr)
         return 2
-    xp = v["xp"]
     model = AttentionModel(v["depth"], v["rank"], v["skip"], v["beta"])
     try:
-        out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115
-    except OSError as exc:
-        print(f"smi simulate train: error: --output: cannot write {args.output!r}: "
-              f"{exc.strerror}", file=sys.stderr)
+        opts = executor_options(args, v["seeds"] * len(v["alphas"]))
+        executor = make_executor(**opts)
+    except ExecutorError as exc:
+        print(f"smi simulate train: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        return _run(v, model, xp, out, args.summary_only)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    with executor:
+        try:
+            out = sys.stdout if args.output == "-" else open(args.output, "w")  # noqa: SIM115
+        except OSError as exc:
+            print(f"smi simulate train: error: --output: cannot write {args.output!r}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 2
+        try:
+            return _run(v, model, executor, out, args.summary_only)
+        finally:
+            if out is not sys.stdout:
+                out.close()
 
 
 def _emit(out, row):
@@ -284,39 +293,67 @@ def _emit(out, row):
     out.flush()
 
 
-def _run(v, model, xp, out, summary_only) -> int:
+def train_task(params: dict) -> dict:
+    """One (seed, alpha) of a sweep, every optimizer: its output rows and the final record of
+    each optimizer that did not diverge (``None`` for those that did).  The data are those
+    of ``make_problem(seed)`` at ``n_max`` samples, cut to ``alpha * dim``, whoever runs it."""
+    from asymptotics.sweeps import plain
+
+    v = params
+    xp = get_namespace(v["device"])
+    model = AttentionModel(v["depth"], v["rank"], v["skip"], v["beta"])
     base = TrainConfig(
         model=model, seq_len=v["seq_len"], dim=v["dim"], steps=v["steps"], batch=v["batch"],
         momentum=v["momentum"], weight_decay=v["weight_decay"], rho=v["rho"],
         init_scale=v["init_scale"], n_test=v["n_test"], log_points=v["log_points"],
         diverge_q=v["diverge_q"], dtype=v["dtype"],
     )
+    seed, a = v["seed"], v["alpha"]
+    full = make_problem(base, seed, xp, n_train=v["n_max"])
+    n = max(1, int(round(a * v["dim"])))
+    prob = Problem(full.W_star, full.X[:n], full.y[:n], full.X_test, full.y_test, full.W0)
+    rows, finals = [], {}
+    for nm, lr in zip(v["optimizers"], v["lrs"], strict=True):
+        cfg = TrainConfig(**{**base.__dict__, "alpha": a, "optimizer": nm, "lr": lr})
+        t0 = time.perf_counter()
+        records, res = train_run(cfg, seed, xp, problem=prob)
+        wall = time.perf_counter() - t0
+        tag = {"seed": seed, "optimizer": nm, "alpha": a, "lr": lr}
+        if not v["summary_only"] or res["diverged"]:
+            for r in records:
+                row = {**tag, **r}
+                row.setdefault("diverged", False)
+                rows.append(row)
+        finals[nm] = None
+        if not res["diverged"]:
+            last = records[-1]
+            ms, qs = layer_overlaps(np.asarray(last["M"]), np.asarray(last["Q"]),
+                                    model.depth, model.rank)
+            finals[nm] = {**last, "m": ms, "q": qs, "wall_s": wall}
+    return plain({"rows": rows, "finals": finals})
+
+
+_TASK_KEYS = ("depth", "rank", "skip", "beta", "seq_len", "dim", "steps", "batch", "momentum",
+              "weight_decay", "rho", "init_scale", "n_test", "log_points", "diverge_q", "dtype",
+              "device", "optimizers", "lrs")
+
+
+def _run(v, model, executor, out, summary_only) -> int:
     alphas, names, lrs = v["alphas"], v["optimizers"], v["lrs"]
     finals = {(nm, a): [] for nm in names for a in alphas}
     n_max = max(max(1, int(round(a * v["dim"]))) for a in alphas)
     seeds = [v["seed"] + i for i in range(v["seeds"])]
-    for seed in seeds:
-        full = make_problem(base, seed, xp, n_train=n_max)
-        for a in alphas:
-            n = max(1, int(round(a * v["dim"])))
-            prob = Problem(full.W_star, full.X[:n], full.y[:n], full.X_test, full.y_test,
-                           full.W0)
-            for nm, lr in zip(names, lrs, strict=True):
-                cfg = TrainConfig(**{**base.__dict__, "alpha": a, "optimizer": nm, "lr": lr})
-                t0 = time.perf_counter()
-                records, res = train_run(cfg, seed, xp, problem=prob)
-                wall = time.perf_counter() - t0
-                tag = {"seed": seed, "optimizer": nm, "alpha": a, "lr": lr}
-                if not summary_only or res["diverged"]:
-                    for r in records:
-                        row = {**tag, **r}
-                        row.setdefault("diverged", False)
-                        _emit(out, row)
-                if not res["diverged"]:
-                    last = records[-1]
-                    ms, qs = layer_overlaps(np.asarray(last["M"]), np.asarray(last["Q"]),
-                                            model.depth, model.rank)
-                    finals[(nm, a)].append({**last, "m": ms, "q": qs, "wall_s": wall})
+    common = {k: v[k] for k in _TASK_KEYS}
+    tasks = [Task(f"seed={seed}|alpha={a!r}",
+                  {**common, "seed": seed, "alpha": a, "n_max": n_max,
+                   "summary_only": summary_only})
+             for seed in seeds for a in alphas]
+    for task, res in run_ordered(executor, train_task, tasks):
+        for row in res["rows"]:
+            _emit(out, row)
+        for nm, final in res["finals"].items():
+            if final is not None:
+                finals[(nm, task.params["alpha"])].append(final)
     for nm, lr in zip(names, lrs, strict=True):
         for a in alphas:
             meta = {"optimizer": nm, "alpha": a, "lr": lr, "n_train": int(round(a * v["dim"])),
