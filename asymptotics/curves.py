@@ -42,8 +42,13 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
     Q = res.Q
     if res.status == "perfect-recovery":
         psi = channel.perfect_recovery_psi_out()
-        phi = math.nan if psi is None else prior.perfect_recovery_free_entropy(channel.dim) \
-            + alpha * psi
+        if getattr(prior, "discrete", False):
+            phi = math.nan if psi is None else \
+                prior.perfect_recovery_free_entropy(channel.dim) + alpha * psi
+        else:
+            # continuous prior, noiseless channel: the data density is singular at Q = I,
+            # Φ -> +∞ as 1 - Q -> 0 (it beats every fixed point with Q < I)
+            phi = math.inf
         zero = {k: 0.0 for k in ("gen_error_plugin", "gen_error_plugin_stderr",
                                  "gen_error_bayes", "gen_error_bayes_stderr")}
         return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),
@@ -257,13 +262,14 @@ def _select(rows: list[dict], branch: str) -> list[dict]:
 
 
 def _restart(Q: np.ndarray, label: str, p: int) -> np.ndarray:
-    """Warm start for the next α, kept strictly inside ``0 <= Q < I`` (the uninformed
-    branch never restarts below ε, so a vanishing overlap can still grow)."""
+    """Warm start for the next α, kept inside ``ε <= Q <= (1 - ε) I`` on the uninformed
+    branch (a vanishing overlap can still grow) and ``0 <= Q <= (1 - ε) I`` on the informed
+    one: a start within 1e-9 of ``Q = I`` moves by less than the tolerance per step even
+    where ``Q = I`` is unstable, and would pass for a fixed point."""
     eps = 1e-3
     w, U = np.linalg.eigh(0.5 * (Q + Q.T))
     lo = eps if label == "amp" else 0.0
-    hi = 1.0 - eps if label == "amp" else 1.0 - 1e-9  # a perfect-recovery Q = I restarts inside
-    w = np.clip(w, lo, hi)
+    w = np.clip(w, lo, 1.0 - eps)
     return (U * w) @ U.T
 
 

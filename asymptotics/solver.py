@@ -64,6 +64,13 @@ def solve_fixed_point(
     step; one whose residual grows beyond twice the best seen restarts from the best
     point with plain steps.  Convergence is then ``η max|T(x) - x| < tol`` at an evaluated
     point, and the returned point is the plain damped step from it.
+
+    Near a bifurcation the plain iteration leaves an unstable fixed point slowly: steps
+    that are parallel and grow by a steady ratio ``1 < r < 2`` are the linear escape
+    ``d, r d, r² d, ...`` away from a point ``x - d/(r - 1)``; the solver then takes the
+    ``k`` of them at once, ``x + d r (r^k - 1)/(r - 1)``, that multiply that distance by
+    ``ESCAPE_GROWTH`` (fewer if that point is invalid), in the direction the plain
+    iteration itself goes.
     """
     if anderson:
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
@@ -149,6 +156,8 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
     residual = np.inf
     norms: list[float] = []
     mode_aa = False
+    steps: list[np.ndarray] = []
+    escapes = 0
     X: list[np.ndarray] = []  # evaluated points (flattened)
     F: list[np.ndarray] = []  # their damped residuals η (T(x) - x)
     best = (np.inf, x.copy())
@@ -166,17 +175,23 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             if keep_history:
                 history.append(x_out.copy())
             return FixedPointResult(x_out, True, "converged", it, residual, eta, history,
-                                    rollbacks, 0, accelerated)
+                                    rollbacks, escapes, accelerated)
         if mode_aa and residual < best[0]:
             best = (residual, x.copy())
         if mode_aa and residual > 2.0 * best[0]:
             # Anderson went astray: back to the best point, plain steps until they contract
-            x, mode_aa, X, F, norms = best[1].copy(), False, [], [], []
+            x, mode_aa, X, F, norms, steps = best[1].copy(), False, [], [], [], []
             continue
         norms = (norms + [residual])[-3:]
+        steps = (steps + [f.copy()])[-3:]
         if not mode_aa and len(norms) == 3 and norms[2] < norms[1] < norms[0]:
             mode_aa, best = True, (residual, x.copy())
         new = plain
+        if not mode_aa and len(steps) == 3:
+            jump = _escape_jump(x, steps, is_valid)
+            if jump is not None:
+                new, steps, norms = jump, [], []
+                escapes += 1
         if mode_aa:
             X = (X + [x.ravel().copy()])[-(memory + 1):]
             F = (F + [f.ravel().copy()])[-(memory + 1):]
@@ -202,4 +217,27 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
         if keep_history:
             history.append(x.copy())
     return FixedPointResult(x, False, "max-iter", max_iter, residual, eta, history, rollbacks,
-                            0, accelerated)
+                            escapes, accelerated)
+
+
+ESCAPE_GROWTH = 4.0
+
+
+def _escape_jump(x, steps, is_valid):
+    """Linear escape steps that grow the distance ``ESCAPE_GROWTH``-fold, or None."""
+    d0, d1, d2 = (np.ravel(d) for d in steps)
+    n0, n1, n2 = (np.linalg.norm(d) for d in (d0, d1, d2))
+    if min(n0, n1, n2) == 0:
+        return None
+    r1, r2 = n1 / n0, n2 / n1
+    if not (1.0 < r2 < 2.0 and abs(r2 - r1) < 0.02 * r2):
+        return None
+    if min(d0 @ d1 / (n0 * n1), d1 @ d2 / (n1 * n2)) < 0.99:
+        return None
+    k = int(np.ceil(np.log(ESCAPE_GROWTH) / np.log(r2)))
+    while k >= 2:
+        cand = x + steps[2] * (r2 * (r2**k - 1.0) / (r2 - 1.0))
+        if np.all(np.isfinite(cand)) and (is_valid is None or is_valid(cand)):
+            return cand
+        k //= 2
+    return None

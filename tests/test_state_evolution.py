@@ -117,3 +117,58 @@ def test_aitken_extrapolation_keeps_the_branch_of_the_plain_iteration():
         res = solve_fixed_point(lambda x: 1.3 * x * (1 - x), np.array([1e-3]), damping=0.5,
                                 tol=1e-12, max_iter=5000, extrapolate=extrapolate)
         assert res.converged and abs(res.x[0] - 0.3 / 1.3) < 1e-10
+
+
+def test_anderson_acceleration_reaches_the_plain_fixed_point_in_few_steps():
+    A = np.array([[0.95, 0.03], [0.01, 0.9]])
+    b = np.array([0.1, 0.2])
+    exact = np.linalg.solve(np.eye(2) - A, b)
+    plain = solve_fixed_point(lambda x: A @ x + b, np.zeros(2), damping=1.0, tol=1e-10,
+                              max_iter=5000)
+    fast = solve_fixed_point(lambda x: A @ x + b, np.zeros(2), damping=1.0, tol=1e-10,
+                             max_iter=5000, anderson=3)
+    assert plain.converged and fast.converged
+    np.testing.assert_allclose(fast.x, exact, atol=1e-8)
+    assert fast.iterations <= 10 < plain.iterations / 20
+    assert fast.accelerated_steps > 0
+
+
+@pytest.mark.parametrize("mu", [1.3, 1.02])
+def test_anderson_and_escape_steps_keep_the_branch_of_the_plain_iteration(mu):
+    """x -> μ x (1 - x) from 1e-3 leaves the unstable 0 slowly (near the bifurcation μ = 1
+    very slowly); the accelerated run must still end at the stable 1 - 1/μ."""
+    plain = solve_fixed_point(lambda x: mu * x * (1 - x), np.array([1e-3]), damping=0.5,
+                              tol=1e-12, max_iter=20000)
+    fast = solve_fixed_point(lambda x: mu * x * (1 - x), np.array([1e-3]), damping=0.5,
+                             tol=1e-12, max_iter=20000, anderson=3)
+    for res in (plain, fast):
+        assert res.converged and abs(res.x[0] - (1 - 1 / mu)) < 1e-9
+    assert fast.iterations < plain.iterations / 8
+    assert fast.extrapolations > 0  # escape jumps were taken
+
+
+def test_anderson_stays_at_a_stable_zero_below_the_bifurcation():
+    res = solve_fixed_point(lambda x: 0.9 * x * (1 - x), np.array([1e-3]), damping=0.5,
+                            tol=1e-12, max_iter=5000, anderson=3)
+    assert res.converged and abs(res.x[0]) < 1e-10
+
+
+def test_fixed_point_standard_error_covers_the_spread_over_seeds():
+    """Randomised QMC: the replicate-map fixed-point error is larger than the error of one
+    map evaluation (amplification near the layer's onset) and matches the spread of the
+    fixed point over independent seeds."""
+    from asymptotics.channels.attention import AttentionChannel
+    from asymptotics.state_evolution import SESettings, overlap_error
+
+    ch = AttentionChannel(depth=2, seq_len=2)
+    q22, se22, map22 = [], [], []
+    for seed in range(6):
+        res = run_state_evolution(ch, 0.5, np.diag([0.0, 0.7]), tol=1e-7,
+                                  settings=SESettings(sobol_log2=9, seed=seed))
+        assert res.converged and abs(res.Q[0, 0]) < 1e-20
+        q22.append(res.Q[1, 1])
+        se22.append(res.Q_stderr[1, 1])
+        map22.append(overlap_error(res.Qhat, res.Qhat_error)[1, 1])
+    assert np.mean(se22) > 2.5 * np.mean(map22)
+    ratio = np.std(q22, ddof=1) / np.mean(se22)
+    assert 0.4 < ratio < 2.5, (q22, se22)

@@ -41,7 +41,7 @@ class FibreMoments:
 GRID_NODES = 48  # base nodes per axis of the deterministic rules (resolution 0)
 GRID_HALF_WIDTH = 8.5  # in units of the standard deviation (inner) or of 1 + skip (outer)
 MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
-SHARED_MIN_VARIANCE = 0.3  # smallest first-layer variance integrated on the shared nodes
+SHARED_MIN_VARIANCE = 0.2  # smallest first-layer variance integrated on the shared nodes
 
 
 def default_inner_rule(
