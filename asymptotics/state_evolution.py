@@ -381,6 +381,10 @@ def run_state_evolution(
             if pre.converged and _heads_to_perfect_recovery(se, pre.x):
                 raise _PerfectRecovery
         res = _solve(se, Q0, tol=tol, **kw)
+        if res.converged and acceleration == "anderson":
+            kick = _unstable_vanishing_direction(se, res.x)
+            if kick is not None:  # an accelerated step landed on an unstable Q_kk = 0
+                res = _solve(se, kick, tol=tol, **kw)
     except _PerfectRecovery:
         inf = np.full((p, p), np.inf)
         return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
@@ -411,6 +415,24 @@ def run_state_evolution(
 
 
 CONTINUOUS_RECOVERY_GAP = 1e-3
+VANISHING_OVERLAP = 1e-6
+
+
+def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
+    """``Q + ε e_k e_kᵀ`` if the fixed point has a vanishing direction ``Q_kk < 1e-6`` that
+    the map makes grow from ``ε = START_EPS`` (the plain iteration would leave it), else None.
+
+    ``Q_kk = 0`` is invariant for sign-symmetric directions, so an accelerated (secant)
+    step that lands there stays; this one extra evaluation per vanishing direction keeps
+    the branch the one the plain iteration follows."""
+    for k in np.flatnonzero(np.diag(Q) < VANISHING_OVERLAP):
+        kick = Q.copy()
+        kick[k, k] = START_EPS
+        if not _valid_overlap(kick):
+            continue
+        if se.update(kick)[k, k] > START_EPS:
+            return kick
+    return None
 
 
 def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> bool:

@@ -172,3 +172,19 @@ def test_fixed_point_standard_error_covers_the_spread_over_seeds():
     assert np.mean(se22) > 2.5 * np.mean(map22)
     ratio = np.std(q22, ddof=1) / np.mean(se22)
     assert 0.4 < ratio < 2.5, (q22, se22)
+
+
+def test_noiseless_attention_reaches_perfect_recovery_above_the_counting_bound():
+    """y determines 2 numbers per sequence, the weights 2 per dimension: past α = 1 the
+    informed iteration goes to Q = I (recognised, not iterated on ever narrower
+    posteriors); at α = 0.5 it does not."""
+    from asymptotics.channels.attention import AttentionChannel
+    from asymptotics.state_evolution import SESettings
+
+    ch = AttentionChannel(depth=2, seq_len=2)
+    settings = SESettings(sobol_log2=9)
+    above = run_state_evolution(ch, 1.3, "informed", settings=settings, tol=1e-6)
+    assert above.status == "perfect-recovery"
+    np.testing.assert_array_equal(above.Q, np.eye(2))
+    below = run_state_evolution(ch, 0.5, "informed", settings=settings, tol=1e-6)
+    assert below.status == "converged" and below.Q[1, 1] < 0.95
