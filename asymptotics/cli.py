@@ -359,6 +359,9 @@ def _add_curve_parser(sub) -> None:
     p.add_argument("--sobol-log2", default="12",
                    help="log2 of the outer randomised-QMC points (Monte Carlo channels)")
     p.add_argument("--seed", default="0")
+    p.add_argument("--device", default="numba", choices=["numba", "cpu", "gpu"],
+                   help="attention fibre integrals: numba kernels (default), numpy, or cupy "
+                   "on a CUDA GPU")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.add_argument("--output", default=None,
                    help="JSON-lines file the rows are appended to as they are computed")
@@ -396,8 +399,14 @@ def run_curve(args) -> int:
     if not 0 < damping <= 1:
         raise UsageError("smi: error: --damping: must be in (0, 1]")
     max_iter = _int(args.max_iter, "--max-iter", 1)
+    if args.device == "gpu":
+        from .backend import gpu_available
+
+        if not gpu_available():
+            raise UsageError("smi: error: --device gpu: cupy with a CUDA device is not "
+                             "available (pip install -e '.[gpu]')")
     settings = SESettings(sobol_log2=_int(args.sobol_log2, "--sobol-log2", 6),
-                          seed=_int(args.seed, "--seed", 0))
+                          seed=_int(args.seed, "--seed", 0), device=args.device)
     if args.resume and not args.output:
         raise UsageError("smi: error: --resume: needs --output")
     if args.model == "attention":

@@ -58,6 +58,8 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
     se = StateEvolution(channel, alpha, settings, prior)
     phi, phi_err = se.free_entropy(Q, res.estimate)
     errors = se.generalisation_errors(Q)
+    if res.replicate_Q is not None:
+        phi_err, errors = _fixed_point_spreads(se, res.replicate_Q, phi_err, errors)
     return {
         "alpha": float(alpha),
         "branch": label,
@@ -72,6 +74,27 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
         "coarse_iterations": int(res.coarse_iterations),
         "replicate_iterations": int(res.replicate_iterations),
     }
+
+
+def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors: dict):
+    """Standard errors of Φ and the generalisation errors *at the fixed point*: each
+    replicate net evaluates them at its own fixed point, so the spread includes the
+    uncertainty of Q as well as the net's sampling error.  The reported error is the larger
+    of that spread and the single-rule error (which holds the inner-rule part)."""
+    from .state_evolution import replicate_rules
+
+    phis, gens = [], []
+    for sub, Qr in zip(replicate_rules(se.rule), replicate_Q, strict=True):
+        rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub)
+        phis.append(rep.free_entropy(Qr)[0])
+        gens.append(rep.generalisation_errors(Qr))
+    R = len(phis)
+    phi_sd = float(np.std(phis, ddof=1) / np.sqrt(R))
+    out = dict(errors)
+    for key in ("gen_error_plugin", "gen_error_bayes"):
+        sd = float(np.std([g[key] for g in gens], ddof=1) / np.sqrt(R))
+        out[key + "_stderr"] = max(sd, errors[key + "_stderr"])
+    return max(phi_sd, phi_err), out
 
 
 def _read_rows(path: str) -> list[dict]:

@@ -38,6 +38,9 @@ class SESettings:
     dimensions) uses a sinh-mapped trapezoid of ``discrete_nodes`` per axis with scale
     ``sqrt((1 - q_k)/q_k)`` per direction, adapted to Q: near perfect recovery the
     integrand lives within that distance of ω = 0, where a fixed rule would miss it.
+    ``device`` runs the attention fibre integrals with the numba kernels (default), or on
+    the vectorised array-namespace path with numpy (``cpu``) or cupy (``gpu``); the paths
+    agree within the inner rule's error.
     """
 
     gh_nodes: int = 40
@@ -45,6 +48,11 @@ class SESettings:
     discrete_nodes: int = 201
     sobol_log2: int = 12
     seed: int = 0
+    device: str = "numba"  # attention fibre integrals: numba kernels, numpy ("cpu") or cupy
+
+    def __post_init__(self):
+        if self.device not in ("numba", "cpu", "gpu"):
+            raise ValueError(f"device must be 'numba', 'cpu' or 'gpu', got {self.device!r}")
 
 
 @dataclass
@@ -143,7 +151,8 @@ class StateEvolution:
             Zstar = omega + u @ _sqrt_psd(V).T
             obs = ch.observe(Zstar, noise)
             if isinstance(ch, AttentionChannel):
-                fm = ch.fibre_moments(obs, omega, V, second=False, inner_error=inner_error)
+                fm = ch.fibre_moments(obs, omega, V, device=self.settings.device,
+                                      second=False, inner_error=inner_error)
                 means = fm.mean
                 logz_node = fm.log_norm[0]
             else:
@@ -278,6 +287,7 @@ class SEResult:
     estimate: QhatEstimate | None = None
     coarse_iterations: int = 0
     replicate_iterations: int = 0
+    replicate_Q: np.ndarray | None = None  # (R, p, p) fixed points of the replicate maps
 
 
 START_EPS = 1e-3
@@ -392,9 +402,9 @@ def run_state_evolution(
                         Q_stderr=np.zeros((p, p)))
     est = se.qhat(res.x)
     Q_stderr = overlap_error(est.Qhat, est.error)
-    rep_its = 0
+    rep_its, rep_Q = 0, None
     if replicated and fixed_point_error and res.converged:
-        Q_stderr, rep_its = _replicate_fixed_point_error(se, res.x, tol, kw, Q_stderr)
+        Q_stderr, rep_its, rep_Q = _replicate_fixed_point_error(se, res.x, tol, kw, Q_stderr)
     return SEResult(
         se.alpha,
         label,
@@ -411,6 +421,7 @@ def run_state_evolution(
         est,
         coarse_its,
         rep_its,
+        rep_Q,
     )
 
 
@@ -460,21 +471,30 @@ def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> bool:
     return bool(np.all(r2 < 1.0) and np.all(np.abs(r2 - r1) < 0.05 * r1))
 
 
+def replicate_rules(rule: Rule) -> list[Rule]:
+    """The ``R`` independent nets of a randomised-QMC rule, each as a rule of its own."""
+    R = rule.alt_weights.shape[0]
+    n = rule.size // R
+    return [
+        Rule(rule.points[r * n : (r + 1) * n], rule.alt_weights[r, r * n : (r + 1) * n],
+             rule.alt_weights[r : r + 1, r * n : (r + 1) * n], "embedded", rule.kind,
+             f"replicate {r} of {rule.description}")
+        for r in range(R)
+    ]
+
+
 def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     """Standard error of the fixed point from the fixed points of the replicate maps.
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
-    Returns NaN entries if a replicate map has no fixed point within ``max_iter``.
+    Returns ``(Q_stderr, iterations, replicate fixed points)``; NaN errors and no fixed
+    points if a replicate map has no fixed point within ``max_iter``.
     """
-    rule = se.rule
-    R = rule.alt_weights.shape[0]
-    n = rule.size // R
+    rules = replicate_rules(se.rule)
+    R = len(rules)
     fixed, one_step, its = [], [], 0
-    for r in range(R):
-        sub = Rule(rule.points[r * n : (r + 1) * n], rule.alt_weights[r, r * n : (r + 1) * n],
-                   rule.alt_weights[r : r + 1, r * n : (r + 1) * n], "embedded", rule.kind,
-                   f"replicate {r} of {rule.description}")
+    for sub in rules:
         rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub)
         one_step.append(rep.update(Q))
         try:
@@ -484,14 +504,14 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
             continue
         its += res.iterations
         if not res.converged:
-            return np.full_like(Q, np.nan), its
+            return np.full_like(Q, np.nan), its, None
         fixed.append(res.x)
     fixed, one_step = np.array(fixed), np.array(one_step)
     fp_err = fixed.std(axis=0, ddof=1) / np.sqrt(R)
     step_err = one_step.std(axis=0, ddof=1) / np.sqrt(R)
     gain = np.where(step_err > 0, fp_err / np.where(step_err > 0, step_err, 1.0), 1.0)
     inner = np.sqrt(np.clip(map_error**2 - step_err**2, 0.0, None))
-    return np.sqrt(fp_err**2 + (np.maximum(gain, 1.0) * inner) ** 2), its
+    return np.sqrt(fp_err**2 + (np.maximum(gain, 1.0) * inner) ** 2), its, fixed
 
 
 def linear_channel_fixed_point(alpha: float, noise: float) -> float:

@@ -155,6 +155,8 @@ def test_shared_node_path_is_not_used_where_it_cannot_resolve_the_posterior():
     assert not ch._shared_nodes_apply(np.array([[0.8, 0.1], [0.1, 0.5]]))
     assert ch._shared_nodes_apply(np.diag([0.8, 0.01]))
     assert not AttentionChannel(depth=3, seq_len=2)._shared_nodes_apply(np.diag([0.8, 0.8, 0.5]))
+    gh = AttentionChannel(depth=2, seq_len=3, inner_rule=gauss_hermite(3, 4))
+    assert not gh._shared_nodes_apply(np.diag([0.8, 0.5]))
 
 
 @pytest.mark.gpu

@@ -82,3 +82,13 @@ def test_module_entry_point_runs():
     )
     rows = json.loads(res.stdout)
     assert abs(rows[0]["alpha_c"] - 2.4674011002723395) < 1e-9
+
+
+def test_curve_device_gpu_without_a_gpu_is_a_one_line_error(capsys):
+    from asymptotics.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    assert main(["curve", "--alphas", "0.5", "--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device gpu" in err and len(err.splitlines()) == 1

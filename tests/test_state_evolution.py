@@ -188,3 +188,41 @@ def test_noiseless_attention_reaches_perfect_recovery_above_the_counting_bound()
     np.testing.assert_array_equal(above.Q, np.eye(2))
     below = run_state_evolution(ch, 0.5, "informed", settings=settings, tol=1e-6)
     assert below.status == "converged" and below.Q[1, 1] < 0.95
+
+
+@pytest.mark.parametrize("depth,L,Q", [(2, 2, [0.3, 0.6]), (3, 2, [0.2, 0.3, 0.5]),
+                                       (2, 3, [0.1, 0.4])])
+def test_attention_qhat_on_the_array_namespace_matches_the_numba_kernels(depth, L, Q):
+    """The numpy (and, on a GPU, cupy) path of the SE map gives the numba numbers: exactly
+    on the same shifted inner nodes, within the inner error on the shared ones."""
+    from asymptotics.channels.attention import AttentionChannel
+    from asymptotics.integrate import gauss_hermite
+    from asymptotics.state_evolution import SESettings
+
+    inner = None if (depth, L) == (2, 2) else gauss_hermite((depth - 1) * L, 4)
+    ch = AttentionChannel(depth=depth, seq_len=L, skip=0.8, inner_rule=inner)
+    Qm = np.diag(Q)
+    fast = StateEvolution(ch, 0.7, SESettings(sobol_log2=6)).qhat(Qm, inner_error=False)
+    ref = StateEvolution(ch, 0.7, SESettings(sobol_log2=6, device="cpu")).qhat(
+        Qm, inner_error=False)
+    np.testing.assert_allclose(np.diag(ref.Qhat), np.diag(fast.Qhat), rtol=2e-5)
+    assert abs(ref.psi_out - fast.psi_out) < 2e-5
+
+
+@pytest.mark.gpu
+def test_attention_se_step_on_the_gpu_matches_numpy():
+    from asymptotics.channels.attention import AttentionChannel
+    from asymptotics.state_evolution import SESettings
+
+    ch = AttentionChannel(depth=2, seq_len=2)
+    Q = np.diag([0.3, 0.6])
+    cpu = StateEvolution(ch, 0.7, SESettings(sobol_log2=9, device="cpu")).qhat(Q)
+    gpu = StateEvolution(ch, 0.7, SESettings(sobol_log2=9, device="gpu")).qhat(Q)
+    np.testing.assert_allclose(gpu.Qhat, cpu.Qhat, rtol=1e-10, atol=1e-12)
+
+
+def test_unknown_se_device_is_rejected():
+    from asymptotics.state_evolution import SESettings
+
+    with pytest.raises(ValueError, match="device"):
+        SESettings(device="tpu")
