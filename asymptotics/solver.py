@@ -127,16 +127,25 @@ def solve_fixed_point(
     )
 
 
-def _aitken(x, steps, is_valid):
-    """Aitken jump along a geometric sequence of parallel steps, or None."""
+def _geometric_ratio(steps) -> float | None:
+    """Ratio ``r`` of three parallel steps (cosine > 0.99) whose lengths change by a steady
+    factor (two ratios within 2 %): the linear regime ``d, r d, r² d``; else None."""
     d0, d1, d2 = (np.ravel(d) for d in steps)
     n0, n1, n2 = (np.linalg.norm(d) for d in (d0, d1, d2))
     if min(n0, n1, n2) == 0:
         return None
     r1, r2 = n1 / n0, n2 / n1
-    if not (0 < r2 < 0.999 and abs(r2 - r1) < 0.02 * r2):
+    if abs(r2 - r1) >= 0.02 * r2:
         return None
     if min(d0 @ d1 / (n0 * n1), d1 @ d2 / (n1 * n2)) < 0.99:
+        return None
+    return float(r2)
+
+
+def _aitken(x, steps, is_valid):
+    """Aitken jump along a geometric sequence of parallel steps, or None."""
+    r2 = _geometric_ratio(steps)
+    if r2 is None or not 0 < r2 < 0.999:
         return None
     candidate = x + steps[2] * (r2 / (1.0 - r2))
     if not np.all(np.isfinite(candidate)) or (is_valid is not None and not is_valid(candidate)):
@@ -225,14 +234,8 @@ ESCAPE_GROWTH = 4.0
 
 def _escape_jump(x, steps, is_valid):
     """Linear escape steps that grow the distance ``ESCAPE_GROWTH``-fold, or None."""
-    d0, d1, d2 = (np.ravel(d) for d in steps)
-    n0, n1, n2 = (np.linalg.norm(d) for d in (d0, d1, d2))
-    if min(n0, n1, n2) == 0:
-        return None
-    r1, r2 = n1 / n0, n2 / n1
-    if not (1.0 < r2 < 2.0 and abs(r2 - r1) < 0.02 * r2):
-        return None
-    if min(d0 @ d1 / (n0 * n1), d1 @ d2 / (n1 * n2)) < 0.99:
+    r2 = _geometric_ratio(steps)
+    if r2 is None or not 1.0 < r2 < 2.0:
         return None
     k = int(np.ceil(np.log(ESCAPE_GROWTH) / np.log(r2)))
     while k >= 2:
