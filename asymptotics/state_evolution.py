@@ -269,7 +269,8 @@ class SEResult:
     rules the spread of the fixed points of the independent replicate maps (each started
     at ``Q``) divided by ``sqrt(R)``, which includes the amplification ``(I - J)^{-1}`` of
     the map's error near a threshold; for deterministic rules the map's error propagated
-    through the prior's update (no amplification known).
+    through the prior's update (no amplification known); NaN when the solver did not
+    converge.
     """
 
     alpha: float
@@ -402,6 +403,8 @@ def run_state_evolution(
                         Q_stderr=np.zeros((p, p)))
     est = se.qhat(res.x)
     Q_stderr = overlap_error(est.Qhat, est.error)
+    if not res.converged:  # not a fixed point: its error as one is unknown
+        Q_stderr = np.full_like(Q_stderr, np.nan)
     rep_its, rep_Q = 0, None
     if replicated and fixed_point_error and res.converged:
         Q_stderr, rep_its, rep_Q = _replicate_fixed_point_error(se, res.x, tol, kw, Q_stderr)

@@ -226,3 +226,9 @@ def test_unknown_se_device_is_rejected():
 
     with pytest.raises(ValueError, match="device"):
         SESettings(device="tpu")
+
+
+def test_an_unconverged_point_has_no_error_bar():
+    res = run_state_evolution(PhaseRetrievalChannel(), 0.7, tol=1e-14, max_iter=3)
+    assert res.status == "max-iter" and not res.converged
+    assert np.all(np.isnan(res.Q_stderr))
