@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -95,21 +94,6 @@ def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors
         sd = float(np.std([g[key] for g in gens], ddof=1) / np.sqrt(R))
         out[key + "_stderr"] = max(sd, errors[key + "_stderr"])
     return max(phi_sd, phi_err), out
-
-
-def _read_rows(path: str) -> list[dict]:
-    rows = []
-    if path and os.path.exists(path):
-        with open(path) as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a line cut by an interruption: recompute from there
-    return rows
 
 
 def sweep(

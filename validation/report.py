@@ -408,15 +408,13 @@ class Battery:
         from .plots import make_plot
 
         curve = self.path("curve_phase_retrieval.jsonl")
-        sweep(PhaseRetrievalChannel(), [round(0.1 * k, 2) for k in range(2, 17)], "both",
-              tol=1e-9, max_iter=3000, output=curve)
+        rows = sweep(PhaseRetrievalChannel(), [round(0.1 * k, 2) for k in range(2, 17)],
+                     "both", tol=1e-9, max_iter=3000, output=curve)
         # the sweep streams only amp/informed rows: add the Bayes rows for the figure
-        from asymptotics.curves import _bayes_rows, _read_rows
-
-        rows = _read_rows(curve)
         with open(curve, "a") as fh:
-            for r in _bayes_rows(rows):
-                fh.write(json.dumps(r) + "\n")
+            for r in rows:
+                if r["branch"] == "bayes":
+                    fh.write(json.dumps(r) + "\n")
         thr = self.path("thresholds_phase_retrieval.json")
         with open(thr, "w") as fh:
             json.dump(weak_recovery_thresholds(PhaseRetrievalChannel()).rows("phase-retrieval"),
