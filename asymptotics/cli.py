@@ -70,8 +70,10 @@ def _add_threshold_parser(sub) -> None:
     p.add_argument("--seed", default="0", help="seed of every Monte Carlo rule")
     p.add_argument(
         "--staircase", action="store_true",
-        help="add staircase_alpha: the α at which each layer starts to be learned once the "
-        "last layer is (attention, Monte Carlo with standard errors; ~20 s per setting)",
+        help="add the sequential staircase: staircase_alpha, the α at which each layer starts "
+        "to be learned once the layers staircase_learned are, and staircase_order, its stage "
+        "(attention, Monte Carlo with standard errors; depth 2 ~20 s, depth 3 a few minutes "
+        "per setting)",
     )
     p.add_argument("--staircase-points", default="11",
                    help="log2 of the outer points per group of the staircase (default 11)")
@@ -204,8 +206,8 @@ def _progress_printer(stream):
     return show
 
 
-EXTRA_KEYS = ["staircase_alpha", "staircase_stderr", "staircase_status", "alpha",
-              "learnable_at_alpha"]
+EXTRA_KEYS = ["staircase_alpha", "staircase_stderr", "staircase_status", "staircase_order",
+              "staircase_learned", "alpha", "learnable_at_alpha"]
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:

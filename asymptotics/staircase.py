@@ -1,25 +1,44 @@
-"""Staircase (layer-by-layer) thresholds of the attention channel (THEORY.md §5).
+"""Sequential staircase thresholds of the attention channel (THEORY.md §5).
 
-With the last layer learned at overlap ``q`` and the first ``depth-1`` layers unlearned
-(``Q_UU = Q_Ul = 0``, exact by their sign symmetry), the restricted SE has
-``Q̂_last = α m(q)`` with
+Stage 1: the layer with the smallest Q = 0 threshold (:func:`weak_recovery_thresholds`) is
+learned first.  At a later stage the learned set ``S`` (newest layer ``j``, learned from
+``α_S`` on) sits at the fixed point of the SE restricted to ``S``; the other layers are
+pinned to ``Q_kk = Q_kS = 0`` (exact by their sign symmetry; pinned explicitly because an
+asymmetric inner rule gives ``E[z_k | y, ω] ≠ 0`` numerically).  With
 
-    m(q) = E Σ_l g_l²,   g = (E[z_last | y, ω] - ω) / (1 - q),   ω = sqrt(q) ξ,
+    g = V⁻¹(E[z | y, ω] − ω),   m_i(q) = E Σ_l g_{l,i}²    (independent of α),
 
-which does not depend on α.  Its fixed point is therefore explicit in ``q``:
-``α(q) = q / ((1 - q) m(q))``.  The unlearned layer k becomes unstable where
-``α λ_k(q) = 1``, ``λ_k(q) = E ‖E[z_k z_kᵀ | y, ω] - I‖²_F``, i.e. at the root of
+the restricted fixed point ``q = Q_S*(α)`` solves ``q_i / (1 − q_i) = α m_i(q)``, ``i ∈ S``.
+For rank 1 the linearisation ``F_U`` in the unlearned block is diagonal, and layer ``k``
+becomes unstable where
 
-    H_k(q) = q λ_k(q) - (1 - q) m(q),
+    α λ_k(q) = 1,   λ_k(q) = E ‖E[z_k z_kᵀ | y, ω] − I‖²_F.
 
-found by bracketing on a grid of ``q`` and Brent's method.  Every evaluation is one pass of
-the fibre kernel with the unlearned layers' mixers precomputed.
+The next learned layer is the one with the smallest such ``α ≥ α_S``; it joins ``S`` and
+the next stage starts from its threshold, until every layer is placed.
 
-Errors: the outer expectation is split into ``groups`` independent scrambled Sobol' nets;
-the threshold is located in each, and the reported value is their mean with the standard
-error across groups, combined with the inner-rule error (the same root located with the
-embedded coarser inner rule).  The restricted branch must be the AMP branch: ``α(q)``
-must increase on the bracket, otherwise the result says so.
+The branch ``Q_S*(α)`` is followed in ``s = q_j``, where it is regular (it starts at
+``s = 0``, ``α = α_S``):
+
+    α(s) = s / ((1 − s) m_j(q)),   y_i = log(α(s) m_i(q)),  y_i = logit q_i,  i ∈ S∖{j},
+
+the second a Broyden–Newton solve warm-started along ``s`` (a solve that does not converge
+gives status ``not-converged``, never a number).  The threshold is the first sign change of
+``H_k(s) = α(s) λ_k(q(s)) − 1`` on a grid of ``s``, refined by Newton's method on the
+joint system ``(y − log(α m_rest), H_k) = 0`` in ``(s, y)`` inside that bracket (Brent's
+method on ``H_k(s)`` if Newton leaves it); ``α(s)`` must
+increase on the bracket (the AMP branch), else the status is ``non-monotone``.  For
+``S = {last}`` no solve is needed (``s = q_last``): ``H_k(q) = q λ_k(q) − (1 − q) m(q)``,
+evaluated with the unlearned layers' mixers precomputed.
+
+Errors: the outer expectation is split into ``groups`` independent scrambled Sobol' nets
+(common random numbers: the same nets at every α); each net follows the whole staircase,
+the value is the mean over nets with their standard error, combined with the inner-rule
+error: the same threshold with the embedded coarser inner weights (a chord-Newton solve
+of the joint system ``(y, H_k) = 0`` in ``(s, y)`` from the primary root at a general
+stage).  Thresholds of two candidates within twice their combined error of each other make
+the placed layer ``simultaneous``; one unstable as soon as ``S`` is learned (``H_k ≥ 0`` at
+the first grid point) is ``at-previous`` with threshold ``α_S``.
 """
 
 from __future__ import annotations
@@ -29,17 +48,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import ndtri
+from scipy.special import expit, logit, ndtri
 from scipy.stats import qmc
 
 from .channels.attention import AttentionChannel, default_inner_rule
-from .thresholds import ThresholdSettings, weak_recovery_thresholds
+from .thresholds import ThresholdResult, ThresholdSettings, weak_recovery_thresholds
 
 
 @dataclass(frozen=True)
 class StaircaseSettings:
     """Numerical settings: ``groups`` nets of ``2^log2_points`` outer points, inner grid
-    ``resolution``, ``q`` located to ``q_tol``."""
+    ``resolution``, thresholds located to ``q_tol`` in the branch parameter, restricted
+    fixed points solved to ``newton_tol`` in ``logit q`` within ``newton_max`` steps."""
 
     groups: int = 4
     log2_points: int = 11
@@ -47,20 +67,30 @@ class StaircaseSettings:
     seed: int = 0
     q_tol: float = 1e-10
     q_grid: int = 16
+    newton_tol: float = 1e-9
+    newton_max: int = 40
 
 
 @dataclass
 class StaircaseThreshold:
-    """The α at which ``layer`` starts to be learned once ``learned`` layers are."""
+    """The α at which ``layer`` starts to be learned, computed with the layers ``learned``
+    (1-based, in learning order) at their restricted fixed point; ``order`` is its stage
+    (1: learned first, from Q = 0; 0: not placed)."""
 
     layer: int  # 1-based
     alpha: float
     stderr: float
-    status: str  # "finite" | "no-crossing" | "non-monotone"
+    status: str  # see STATUSES
     learned: list[int]
     q_last: float  # overlap of the last layer at the threshold
     group_alphas: list[float] = field(default_factory=list)
     inner_error: float = 0.0
+    order: int = 0
+    overlaps: list[float] = field(default_factory=list)  # diag Q at the threshold (mean)
+
+
+STATUSES = ("learned-first", "finite", "simultaneous", "at-previous", "non-monotone",
+            "no-crossing", "not-converged")
 
 
 class _RestrictedProblem:
@@ -131,7 +161,7 @@ def _locate(ev: _Evaluations, k: int, s: int, settings: StaircaseSettings):
         h = H(q)
         if h >= 0:
             if prev is None:
-                return alpha_of(q), q, "finite"  # unstable as soon as the last layer is
+                return alpha_of(q), q, "at-previous"  # unstable as soon as the last layer is
             seen = [x for x in qs[: i + 1] if x >= MONOTONE_FROM_Q]
             alphas = np.array([alpha_of(x) for x in seen])
             status = "finite" if np.all(np.diff(alphas) > 0) else "non-monotone"
@@ -141,13 +171,287 @@ def _locate(ev: _Evaluations, k: int, s: int, settings: StaircaseSettings):
     return math.inf, qs[-1], "no-crossing"
 
 
-def staircase_thresholds(
-    channel: AttentionChannel, settings: StaircaseSettings | None = None
-) -> list[StaircaseThreshold]:
-    """Thresholds of the first ``depth-1`` layers once the last layer is learned.
+S_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995,
+          0.999)  # newest learned layer's overlap s, scanned upwards at a general stage
+MONOTONE_FROM_S = 0.1  # below this α(s) carries the inner-rule bias of E[z_j | y, ω] ~ 0
+SIMULTANEOUS_SIGMAS = 2.0  # thresholds closer than this many combined errors are a tie
+SCAN_TOL = 1e-4  # logit-q tolerance of the scan's solves (their H only needs its sign)
+SCAN_SIGN_MARGIN = 1e-3  # |H| below which a scan point is solved to newton_tol
+FD_STEP = 1e-6  # finite-difference step in logit q and s (the map is smooth: fixed nodes)
 
-    For depth 2 this is the complete staircase (layer 2 first, then layer 1).  For deeper
-    models each earlier layer's value is computed with only the last layer learned.
+
+class _SolveFailed(Exception):
+    """A restricted fixed point (or its coarse-rule counterpart) did not converge."""
+
+
+class _OuterNet:
+    """One outer net at a general diagonal ``q`` (unlearned entries exactly 0):
+    ``ω = sqrt(q) ξ``, ``Z* = ω + sqrt(1 - q) u``; returns ``m_i(q)`` and ``λ_i(q)`` on
+    both inner weight sets, cached per ``q``."""
+
+    def __init__(self, channel: AttentionChannel, points: np.ndarray, extra: np.ndarray):
+        L, depth = channel.seq_len, channel.depth
+        self.ch = channel
+        self.xi = np.concatenate([extra.reshape(-1, L, depth - 1), points[:, :L, None]], axis=-1)
+        self.u = points[:, L:].reshape(-1, L, depth)
+        self.cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def moments(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = q.tobytes()
+        if key not in self.cache:
+            L, depth = self.ch.seq_len, self.ch.depth
+            omega = np.sqrt(q) * self.xi
+            v = 1.0 - q
+            a = self.ch.observe(omega + np.sqrt(v) * self.u)
+            fm = self.ch.fibre_moments(a, omega, np.diag(v), second=True)
+            g = (fm.mean - omega[None]) / v
+            m = np.mean(np.sum(g**2, axis=2), axis=1)  # (S, depth)
+            blocks = np.stack([fm.second[:, :, :, i, :, i] for i in range(depth)], axis=2)
+            lam = np.mean(np.sum((blocks - np.eye(L)) ** 2, axis=(-1, -2)), axis=1)
+            self.cache[key] = (m, lam)
+        return self.cache[key]
+
+
+class _Branch:
+    """Restricted SE branch of the learned set on one net, followed in ``s = q_j`` (``j``
+    the newest learned layer); the other learned overlaps solve ``y = log(α(s) m(q))``."""
+
+    def __init__(self, net: _OuterNet, learned: list[int], q_start: np.ndarray,
+                 settings: StaircaseSettings):
+        self.net, self.settings = net, settings
+        self.depth = net.ch.depth
+        self.j, self.rest = learned[-1], np.array(learned[:-1], dtype=int)
+        self.y_start = logit(q_start[self.rest])
+        self.J: np.ndarray | None = None
+        self.solved: dict[float, tuple[np.ndarray, float, np.ndarray, np.ndarray]] = {}
+        self.tol_of: dict[float, float] = {}
+
+    def q_of(self, s: float, y: np.ndarray) -> np.ndarray:
+        """Full diagonal of Q: ``s`` on the newest layer, ``expit(y)`` on the others
+        learned, exactly 0 on the unlearned layers (pinned)."""
+        q = np.zeros(self.depth)
+        q[self.rest] = expit(y)
+        q[self.j] = s
+        return q
+
+    def residual(self, s: float, y: np.ndarray, w: int = 0):
+        """``(E, α, λ, q)`` on inner weight set ``w``: ``E = y - log(α m_rest)``."""
+        q = self.q_of(s, y)
+        m, lam = self.net.moments(q)
+        alpha = s / ((1.0 - s) * m[w, self.j])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            E = y - np.log(alpha * m[w, self.rest])
+        if not (np.isfinite(alpha) and alpha > 0 and np.all(np.isfinite(E))):
+            raise _SolveFailed(f"invalid restricted map at q = {q}")
+        return E, alpha, lam[w], q
+
+    def _fd_jacobian(self, s: float, y: np.ndarray, E: np.ndarray) -> np.ndarray:
+        J = np.empty((len(y), len(y)))
+        for i in range(len(y)):
+            h = FD_STEP * max(1.0, abs(y[i]))
+            yh = y.copy()
+            yh[i] += h
+            J[:, i] = (self.residual(s, yh)[0] - E) / h
+        return J
+
+    def _predict(self, s: float) -> np.ndarray:
+        known = sorted(self.solved, key=lambda x: abs(x - s))[:2]
+        if not known:
+            return self.y_start.copy()
+        if len(known) == 1:
+            return self.solved[known[0]][0].copy()
+        (s0, s1), (y0, y1) = known, (self.solved[known[0]][0], self.solved[known[1]][0])
+        return y0 + (y1 - y0) * (s - s0) / (s1 - s0)
+
+    def solve(self, s: float, tol: float | None = None):
+        """``(y, α, λ, q)`` at ``s``: Broyden–Newton from the predictor, converged when the
+        Newton step is below ``tol`` (default ``newton_tol``); raises
+        :class:`_SolveFailed` otherwise."""
+        tol = self.settings.newton_tol if tol is None else tol
+        if s in self.solved and self.tol_of[s] <= tol:
+            return self.solved[s]
+        y = self.solved[s][0].copy() if s in self.solved else self._predict(s)
+        if len(y) == 0:
+            E, alpha, lam, q = self.residual(s, y)
+            self.solved[s], self.tol_of[s] = (y, alpha, lam, q), 0.0
+            return self.solved[s]
+        prev = None
+        fresh = False
+        for _ in range(self.settings.newton_max):
+            E, alpha, lam, q = self.residual(s, y)
+            if prev is not None:
+                dy, dE = y - prev[0], E - prev[1]
+                if np.max(np.abs(E)) >= np.max(np.abs(prev[1])) and not fresh:
+                    self.J, fresh = self._fd_jacobian(s, y, E), True
+                else:  # Broyden's rank-one update
+                    self.J = self.J + np.outer(dE - self.J @ dy, dy) / (dy @ dy)
+                    fresh = False
+            if self.J is None:
+                self.J, fresh = self._fd_jacobian(s, y, E), True
+            step = -np.linalg.solve(self.J, E)
+            if np.max(np.abs(step)) < tol:
+                self.solved[s], self.tol_of[s] = (y, alpha, lam, q), tol
+                return self.solved[s]
+            prev = (y, E)
+            y = y + step
+        raise _SolveFailed(f"restricted fixed point at s = {s} not converged in "
+                           f"{self.settings.newton_max} steps")
+
+    def H(self, s: float, k: int, tol: float | None = None) -> float:
+        _, alpha, lam, _ = self.solve(s, tol)
+        return alpha * lam[k] - 1.0
+
+    def scan_H(self, s: float, k: int) -> float:
+        """``H_k(s)`` for the scan: solved to ``SCAN_TOL``, which decides its sign unless
+        ``|H_k| < SCAN_SIGN_MARGIN`` (then solved to ``newton_tol``)."""
+        h = self.H(s, k, SCAN_TOL)
+        return h if abs(h) >= SCAN_SIGN_MARGIN else self.H(s, k)
+
+    def joint_residual(self, z: np.ndarray, k: int, w: int = 0):
+        """``R(s, y) = (E, α λ_k - 1)`` on inner weight set ``w``, and ``(α, λ, q)``."""
+        E, alpha, lam, q = self.residual(float(z[0]), z[1:], w)
+        return np.concatenate([E, [alpha * lam[k] - 1.0]]), (alpha, lam, q)
+
+    def joint_jacobian(self, z: np.ndarray, k: int, R0: np.ndarray) -> np.ndarray:
+        J = np.empty((len(z), len(z)))
+        for i in range(len(z)):
+            h = FD_STEP * max(1.0, abs(z[i]))
+            zh = z.copy()
+            zh[i] += h
+            J[:, i] = (self.joint_residual(zh, k)[0] - R0) / h
+        return J
+
+
+def _newton(R, z: np.ndarray, J: np.ndarray, tol: float, max_iter: int, broyden: bool):
+    """Newton steps ``z -= J⁻¹ R(z)`` (Broyden-updated ``J``, or the chord method with
+    ``J`` fixed) until the step is below ``tol``: ``(z, extra, J)`` at the evaluated point
+    whose next step is that small; raises :class:`_SolveFailed` after ``max_iter``."""
+    prev = None
+    for _ in range(max_iter):
+        Rz, extra = R(z)
+        if prev is not None and broyden:
+            dz, dR = z - prev[0], Rz - prev[1]
+            J = J + np.outer(dR - J @ dz, dz) / (dz @ dz)
+        step = -np.linalg.solve(J, Rz)
+        if np.max(np.abs(step)) < tol:
+            return z, extra, J
+        prev = (z, Rz)
+        z = z + step
+        if not 0.0 < z[0] < 1.0:
+            break
+    raise _SolveFailed("joint threshold system not converged")
+
+
+@dataclass
+class _Located:
+    alpha: float
+    coarse: float
+    status: str
+    q: np.ndarray  # diag Q at the threshold
+
+
+def _bracketed_root(branch: _Branch, k: int, s_a: float, s_b: float,
+                    settings: StaircaseSettings) -> tuple[float, np.ndarray]:
+    """Root of ``H_k`` on the branch in ``[s_a, s_b]`` (a sign change) and the Jacobian of
+    the joint system there.  Newton on ``R(s, y) = 0`` from the secant point; if it does not
+    converge inside the bracket, Brent's method on ``H_k(s)`` (each value a restricted
+    solve), then the Jacobian at its root."""
+    h_a, h_b = branch.scan_H(s_a, k), branch.scan_H(s_b, k)
+    s0 = s_a - h_a * (s_b - s_a) / (h_b - h_a)
+    z0 = np.concatenate([[s0], branch._predict(s0)])
+    R0 = branch.joint_residual(z0, k)[0]
+    try:
+        z, (alpha, lam, q), J = _newton(
+            lambda z: branch.joint_residual(z, k), z0, branch.joint_jacobian(z0, k, R0),
+            settings.newton_tol, settings.newton_max, broyden=True)
+        if s_a <= z[0] <= s_b:
+            branch.solved[float(z[0])] = (z[1:], alpha, lam, q)
+            branch.tol_of[float(z[0])] = settings.newton_tol
+            return float(z[0]), J
+    except _SolveFailed:
+        pass  # Brent's method below
+    root = brentq(branch.H, s_a, s_b, args=(k,), xtol=settings.q_tol, rtol=1e-13)
+    z = np.concatenate([[root], branch.solve(root)[0]])
+    return root, branch.joint_jacobian(z, k, branch.joint_residual(z, k)[0])
+
+
+def _locate_general(branch: _Branch, k: int, alpha_prev: float,
+                    settings: StaircaseSettings) -> _Located:
+    """First sign change of ``H_k(s)`` on ``S_GRID``, refined by :func:`_bracketed_root`;
+    the coarse-rule threshold by the chord method from the root."""
+    prev = None
+    alphas = []
+    for s in S_GRID:
+        h = branch.scan_H(s, k)
+        if s >= MONOTONE_FROM_S:
+            alphas.append(branch.solved[s][1])
+        if h >= 0:
+            if prev is None:  # unstable as soon as the newest layer is learned
+                q = branch.q_of(0.0, branch.y_start)
+                return _Located(alpha_prev, alpha_prev, "at-previous", q)
+            root, J = _bracketed_root(branch, k, prev, s, settings)
+            _, alpha, _, q = branch.solve(root)
+            status = "finite" if np.all(np.diff(alphas) > 0) else "non-monotone"
+            try:
+                _, (coarse, _, _), _ = _newton(
+                    lambda z: branch.joint_residual(z, k, 1),
+                    np.concatenate([[root], branch.solve(root)[0]]), J,
+                    settings.newton_tol, settings.newton_max, broyden=True)
+            except _SolveFailed:
+                coarse = math.nan
+            return _Located(alpha, coarse, status, q)
+        prev = s
+    return _Located(math.inf, math.inf, "no-crossing", branch.solved[S_GRID[-1]][3])
+
+
+def _locate_explicit(ev: _Evaluations, k: int, depth: int,
+                     settings: StaircaseSettings) -> _Located:
+    """Only the last layer learned: root in ``q_last`` of ``H_k`` (both inner weight sets)."""
+    a0, q0, status = _locate(ev, k, 0, settings)
+    a1, _, _ = _locate(ev, k, 1, settings)
+    q = np.zeros(depth)
+    q[-1] = q0 if math.isfinite(a0) else math.nan
+    return _Located(float(a0), float(a1), status, q)
+
+
+_STATUS_PRIORITY = ("not-converged", "no-crossing", "non-monotone", "at-previous", "finite")
+
+
+def _aggregate(layer: int, located: list[_Located], learned: list[int]) -> StaircaseThreshold:
+    """Mean over nets ± standard error, combined with the inner-rule error."""
+    primary = np.array([x.alpha for x in located])
+    coarse = np.array([x.coarse for x in located])
+    statuses = {x.status for x in located}
+    status = next(s for s in _STATUS_PRIORITY if s in statuses)
+    overlaps = np.mean([x.q for x in located], axis=0)
+    learned1 = [i + 1 for i in learned]
+    if not np.all(np.isfinite(primary)):
+        alpha = math.nan if status == "not-converged" else math.inf
+        return StaircaseThreshold(layer + 1, alpha, math.nan if math.isnan(alpha) else 0.0,
+                                  status, learned1, float(overlaps[-1]), primary.tolist(),
+                                  overlaps=overlaps.tolist())
+    se = primary.std(ddof=1) / math.sqrt(len(primary))
+    inner_err = float(np.mean(np.abs(primary - coarse)))
+    return StaircaseThreshold(
+        layer + 1, float(primary.mean()), float(math.hypot(se, inner_err)), status, learned1,
+        float(overlaps[-1]), primary.tolist(), inner_err, overlaps=overlaps.tolist(),
+    )
+
+
+def _tie(a: float, ea: float, b: float, eb: float) -> bool:
+    return abs(a - b) < SIMULTANEOUS_SIGMAS * math.hypot(ea, eb)
+
+
+def staircase_thresholds(
+    channel: AttentionChannel, settings: StaircaseSettings | None = None,
+    threshold_settings: ThresholdSettings | None = None, q0: ThresholdResult | None = None,
+) -> list[StaircaseThreshold]:
+    """The sequential staircase: one entry per layer (sorted by layer), with its stage
+    ``order``, the learned set it was computed with and its threshold (module docstring).
+
+    The first layer comes from the Q = 0 thresholds ``q0`` (computed with
+    ``threshold_settings`` if not given).  For depth 2 the second stage is the explicit
+    last-layer computation.  Depth 1 has no staircase: ``[]``.
     """
     settings = settings or StaircaseSettings()
     if not isinstance(channel, AttentionChannel):
@@ -157,52 +461,76 @@ def staircase_thresholds(
     depth, L = channel.depth, channel.seq_len
     if depth == 1:
         return []
+    q0 = q0 or weak_recovery_thresholds(channel, threshold_settings)
     inner = default_inner_rule(depth, L, settings.resolution, settings.seed, channel.skip,
                                channel.beta)
     ch = channel.with_inner_rule(inner)
     rng = np.random.default_rng(settings.seed)
     d = L + L * depth
-    problems = [
-        _RestrictedProblem(ch, ndtri(qmc.Sobol(d, scramble=True, seed=rng).random_base2(
-            settings.log2_points)))
-        for _ in range(settings.groups)
-    ]
-    evaluations = [_Evaluations(p) for p in problems]
-    out = []
-    for k in range(depth - 1):
-        primary, coarse, qlast, statuses = [], [], [], []
-        for ev in evaluations:
-            a0, q0, st = _locate(ev, k, 0, settings)
-            a1, _, _ = _locate(ev, k, 1, settings)
-            primary.append(a0)
-            coarse.append(a1)
-            qlast.append(q0)
-            statuses.append(st)
-        primary = np.array(primary)
-        status = "finite" if all(s == "finite" for s in statuses) else next(
-            s for s in statuses if s != "finite")
-        if not np.all(np.isfinite(primary)):
-            out.append(StaircaseThreshold(k + 1, math.inf, 0.0, status, [depth], float("nan"),
-                                          primary.tolist()))
-            continue
-        se = primary.std(ddof=1) / math.sqrt(len(primary))
-        inner_err = float(np.mean(np.abs(primary - np.array(coarse))))
-        out.append(StaircaseThreshold(
-            k + 1, float(primary.mean()), float(math.hypot(se, inner_err)), status, [depth],
-            float(np.mean(qlast)), primary.tolist(), inner_err,
-        ))
-    return out
+    points = [ndtri(qmc.Sobol(d, scramble=True, seed=rng).random_base2(settings.log2_points))
+              for _ in range(settings.groups)]
+    extra = [ndtri(qmc.Sobol(L * (depth - 1), scramble=True, seed=rng).random_base2(
+        settings.log2_points)) for _ in range(settings.groups)]
+    explicit = [_Evaluations(_RestrictedProblem(ch, p)) for p in points]
+    nets = [_OuterNet(ch, p, x) for p, x in zip(points, extra, strict=True)]
+
+    a0 = np.array([dd.alpha_c for dd in q0.directions])
+    e0 = np.array([dd.stderr for dd in q0.directions])
+    first = int(np.argmin(a0))
+    tie = any(_tie(a0[first], e0[first], a0[k], e0[k]) for k in range(depth) if k != first)
+    out = [StaircaseThreshold(first + 1, float(a0[first]), float(e0[first]),
+                              "simultaneous" if tie else "learned-first", [], 0.0,
+                              order=1, overlaps=[0.0] * depth)]
+    learned = [first]
+    alpha_prev = np.full(settings.groups, a0[first])
+    q_prev = np.zeros((settings.groups, depth))
+    while len(learned) < depth:
+        branches = None
+        if learned != [depth - 1]:
+            branches = [_Branch(n, learned, q_prev[g], settings) for g, n in enumerate(nets)]
+        found: dict[int, tuple[StaircaseThreshold, list[_Located]]] = {}
+        for k in (k for k in range(depth) if k not in learned):
+            located = []
+            for g in range(settings.groups):
+                if branches is None:
+                    located.append(_locate_explicit(explicit[g], k, depth, settings))
+                    continue
+                try:
+                    located.append(_locate_general(branches[g], k, alpha_prev[g], settings))
+                except _SolveFailed:
+                    located.append(_Located(math.nan, math.nan, "not-converged",
+                                            np.full(depth, math.nan)))
+            found[k] = (_aggregate(k, located, learned), located)
+        finite = [k for k, (t, _) in found.items() if math.isfinite(t.alpha)]
+        if not finite:  # the staircase ends: the rest are not placed (order 0)
+            out.extend(t for t, _ in found.values())
+            break
+        nxt = min(finite, key=lambda k: found[k][0].alpha)
+        t, located = found[nxt]
+        t.order = len(learned) + 1
+        if t.status == "finite" and any(
+            _tie(t.alpha, t.stderr, found[k][0].alpha, found[k][0].stderr)
+            for k in finite if k != nxt
+        ):
+            t.status = "simultaneous"
+        out.append(t)
+        learned.append(nxt)
+        alpha_prev = np.array([x.alpha for x in located])
+        q_prev = np.array([x.q for x in located])
+    return sorted(out, key=lambda t: t.layer)
 
 
 def staircase_table(channel: AttentionChannel, settings: StaircaseSettings | None = None,
                     threshold_settings: ThresholdSettings | None = None) -> list[dict]:
-    """Q = 0 thresholds and staircase thresholds side by side, one row per layer."""
+    """Q = 0 thresholds and the sequential staircase side by side, one row per layer."""
     q0 = weak_recovery_thresholds(channel, threshold_settings)
-    stairs = {s.layer: s for s in staircase_thresholds(channel, settings)}
+    stairs = {s.layer: s for s in staircase_thresholds(channel, settings, q0=q0)}
     rows = q0.rows("attention")
     for row in rows:
         s = stairs.get(row["direction"])
         row["staircase_alpha"] = row["alpha_c"] if s is None else s.alpha
         row["staircase_stderr"] = row["stderr"] if s is None else s.stderr
         row["staircase_status"] = "learned-first" if s is None else s.status
+        row["staircase_order"] = 1 if s is None else s.order
+        row["staircase_learned"] = ",".join(map(str, s.learned)) if s and s.learned else None
     return rows

@@ -43,7 +43,7 @@ def plain(value):
 
 # ------------------------------------------------------------------------- journal
 
-_INT_KEYS = {"depth", "seq_len", "direction"}
+_INT_KEYS = {"depth", "seq_len", "direction", "staircase_order"}
 _FLOAT_KEYS = {"skip", "beta", "noise", "alpha_c", "stderr", "staircase_alpha",
                "staircase_stderr", "alpha"}
 _BOOL_KEYS = {"learnable_at_alpha"}

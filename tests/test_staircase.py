@@ -120,3 +120,124 @@ def test_first_layer_grows_only_past_the_staircase(default_staircase, offset, gr
         assert growth > 1.0
     else:
         assert growth < 1 - 2 * err  # measured 0.67 ± 0.015
+
+
+# ------------------------------------------------------------------ sequential staircase
+
+def _nets(depth, log2, seed=0):
+    from scipy.special import ndtri
+
+    rng = np.random.default_rng(seed)
+    L = 2
+    pts = ndtri(qmc_sobol(L + L * depth, rng, log2))
+    extra = ndtri(qmc_sobol(L * (depth - 1), rng, log2))
+    return pts, extra
+
+
+def qmc_sobol(d, rng, log2):
+    from scipy.stats import qmc
+
+    return qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_general_branch_reproduces_the_explicit_last_layer_stage(depth):
+    """With only the last layer learned the general machinery (fibre_moments, s = q_last)
+    gives the explicit method's H_k(q) = α(q) λ_k(q) - 1 to rounding."""
+    from asymptotics.channels.attention import default_inner_rule
+    from asymptotics.staircase import _Branch, _OuterNet, _RestrictedProblem
+
+    ch = AttentionChannel(depth=depth)
+    ch = ch.with_inner_rule(default_inner_rule(depth, 2))
+    pts, extra = _nets(depth, 6)
+    branch = _Branch(_OuterNet(ch, pts, extra), [depth - 1], np.zeros(depth), StaircaseSettings())
+    explicit = _RestrictedProblem(ch, pts)
+    for q in (0.3, 0.9):
+        m, lam = explicit.evaluate(q)
+        for k in range(depth - 1):
+            h = q / ((1 - q) * m[0]) * lam[0, k] - 1
+            assert branch.H(q, k) == pytest.approx(h, rel=1e-9, abs=1e-12)
+
+
+def test_restricted_fixed_point_pins_the_unlearned_layer():
+    """Depth 3 with layers 3 and 1 learned: the branch point solves q_i/(1-q_i) = α m_i on
+    the learned layers and keeps Q_22 exactly 0, although the numerical (Sobol' inner
+    rule) map would move it: its m_2 there is not 0."""
+    from asymptotics.channels.attention import default_inner_rule
+    from asymptotics.staircase import _Branch, _OuterNet
+
+    ch = AttentionChannel(depth=3)
+    ch = ch.with_inner_rule(default_inner_rule(3, 2))
+    pts, extra = _nets(3, 6)
+    net = _OuterNet(ch, pts, extra)
+    branch = _Branch(net, [2, 0], np.array([0.0, 0.0, 0.97]), StaircaseSettings())
+    y, alpha, lam, q = branch.solve(0.3)
+    assert q[1] == 0.0 and q[0] == 0.3
+    m, _ = net.moments(q)
+    assert q[2] / (1 - q[2]) == pytest.approx(alpha * m[0, 2], rel=1e-7)
+    assert 0.3 / 0.7 == pytest.approx(alpha * m[0, 0], rel=1e-12)
+    assert m[0, 1] > 1e-6  # the unpinned map would give Q̂_22 = α m_2 > 0
+    assert 0.5 < alpha < 3 and lam[1] > 0
+
+
+@pytest.fixture(scope="module")
+def depth3_staircase():
+    from asymptotics.thresholds import ThresholdSettings
+
+    return staircase_thresholds(AttentionChannel(depth=3), StaircaseSettings(log2_points=7),
+                                ThresholdSettings(mc_samples=2**13))
+
+
+def test_depth3_staircase_is_sequential(depth3_staircase):
+    """Layer 3 first (Q = 0), then layer 1 with {3} learned, then layer 2 with {3, 1}
+    learned; thresholds increase along the order."""
+    t1, t2, t3 = depth3_staircase
+    assert [t.layer for t in (t1, t2, t3)] == [1, 2, 3]
+    assert (t3.order, t1.order, t2.order) == (1, 2, 3)
+    assert t3.status == "learned-first" and t3.learned == []
+    assert t1.learned == [3] and t2.learned == [3, 1]
+    # at 4 nets of 2^7 points one net has layer 2 unstable as soon as layer 1 is learned
+    assert t1.status == "finite" and t2.status in ("finite", "at-previous")
+    assert t3.alpha < t1.alpha < t2.alpha
+    assert all(g2 >= g1 for g1, g2 in zip(t1.group_alphas, t2.group_alphas, strict=True))
+    assert sum(g2 > g1 for g1, g2 in zip(t1.group_alphas, t2.group_alphas, strict=True)) >= 3
+    # default nets (4 x 2^11) give 0.963 ± 0.007 and 1.126 ± 0.013; 2^7-point nets are
+    # biased upwards (the root is a nonlinear function of the averages): 1.11 and 1.19
+    assert 0.2 < t3.alpha < 0.21 and 0.9 < t1.alpha < 1.2 and 1.0 < t2.alpha < 1.35
+    assert t2.overlaps[1] == 0.0 and 0.05 < t2.overlaps[0] < 0.6 and t2.overlaps[2] > 0.95
+    assert 0 < t2.stderr < 0.1 * t2.alpha
+
+
+def test_growth_rate_of_the_last_placed_layer_is_one_at_its_threshold(depth3_staircase):
+    """Generic SE map (general kernel, independent outer rule) at the sequential threshold
+    of layer 2 with layers 3 and 1 at their overlaps there: Q̂_22 / Q_22 for a tiny Q_22
+    is α λ_2 = 1, and layers 1 and 3 are at a fixed point."""
+    t2 = depth3_staircase[1]
+    eps = 1e-5
+    q = np.array(t2.overlaps)
+    se = StateEvolution(AttentionChannel(depth=3), t2.alpha, SESettings(sobol_log2=11, seed=9))
+    est = se.qhat(np.diag([q[0], eps, q[2]]))
+    growth, err = est.Qhat[1, 1] / eps, est.error[1, 1] / eps
+    assert abs(growth - 1.0) < 4 * err + 3 * t2.stderr / t2.alpha
+    q_new = est.Qhat[0, 0] / (1 + est.Qhat[0, 0])
+    assert abs(q_new - q[0]) < 4 * est.error[0, 0] + 0.1 * q[0]
+
+
+def test_cli_staircase_order_columns(capsys):
+    rc = main(["thresholds", "--skip", "1", "--resolution", "0", "--staircase",
+               "--staircase-points", "7", "--format", "json"])
+    assert rc == 0
+    rows = {r["direction"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[2]["staircase_order"] == 1 and rows[2]["staircase_learned"] is None
+    assert rows[1]["staircase_order"] == 2 and rows[1]["staircase_learned"] == "2"
+    assert rows[1]["staircase_status"] == "finite"
+
+
+def test_staircase_api_rejects_bad_input():
+    from asymptotics.channels.closed_form import SignChannel
+
+    with pytest.raises(TypeError):
+        staircase_thresholds(SignChannel())
+    with pytest.raises(ValueError):
+        staircase_thresholds(AttentionChannel(), StaircaseSettings(groups=1))
+    assert staircase_thresholds(AttentionChannel(depth=1)) == []
