@@ -54,7 +54,7 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
                 "Q_stderr": np.zeros_like(Q).tolist(), "free_entropy": phi,
                 "free_entropy_stderr": 0.0, **zero, "converged": True,
                 "status": res.status, "iterations": int(res.iterations)}
-    se = StateEvolution(channel, alpha, settings, prior)
+    se = StateEvolution(channel, alpha, settings, prior, inner_path=res.inner_path)
     phi, phi_err = se.free_entropy(Q, res.estimate)
     errors = se.generalisation_errors(Q)
     if res.replicate_Q is not None:
@@ -84,7 +84,8 @@ def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors
 
     phis, gens = [], []
     for sub, Qr in zip(replicate_rules(se.rule), replicate_Q, strict=True):
-        rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub)
+        rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub,
+                             inner_path=se.inner_path)
         phis.append(rep.free_entropy(Qr)[0])
         gens.append(rep.generalisation_errors(Qr))
     R = len(phis)

@@ -62,7 +62,9 @@ def solve_fixed_point(
     alone chooses the branch (Anderson, a secant method, could also converge to an
     unstable fixed point).  An Anderson step that is invalid falls back to the plain
     step; one whose residual grows beyond twice the best seen restarts from the best
-    point with plain steps.  Convergence is then ``η max|T(x) - x| < tol`` at an evaluated
+    point with plain steps, and one at which the update is not finite (a point beyond the
+    map's domain, e.g. an overlap so close to 1 that the posterior underflows) falls back
+    to the plain step it replaced.  Convergence is then ``η max|T(x) - x| < tol`` at an evaluated
     point, and the returned point is the plain damped step from it.
 
     Near a bifurcation the plain iteration leaves an unstable fixed point slowly: steps
@@ -170,11 +172,17 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
     X: list[np.ndarray] = []  # evaluated points (flattened)
     F: list[np.ndarray] = []  # their damped residuals η (T(x) - x)
     best = (np.inf, x.copy())
+    fallback = None  # the last plain iterate, while x is an accelerated or escape point
     for it in range(1, max_iter + 1):
         tx = np.asarray(update(x), dtype=float)
         if not np.all(np.isfinite(tx)):
-            return FixedPointResult(x, False, "invalid-update", it, residual, eta, history,
-                                    rollbacks, 0, accelerated)
+            if fallback is None:
+                return FixedPointResult(x, False, "invalid-update", it, residual, eta,
+                                        history, rollbacks, escapes, accelerated)
+            # an accelerated step left the map's domain: back to the last plain iterate
+            x, fallback, mode_aa, X, F, norms, steps = fallback, None, False, [], [], [], []
+            rollbacks += 1
+            continue
         f = eta * (tx - x)
         residual = float(np.max(np.abs(f)))
         plain = x + f
@@ -219,9 +227,10 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             eta *= 0.5
             if eta < min_damping:
                 return FixedPointResult(x, False, "invalid-update", it, residual, eta,
-                                        history, rollbacks, 0, accelerated)
+                                        history, rollbacks, escapes, accelerated)
             new = x + 0.5 * (new - x)
             X, F = [], []
+        fallback = plain if new is not plain and _finite_valid(plain, is_valid) else None
         x = new
         if keep_history:
             history.append(x.copy())
@@ -229,13 +238,25 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                             escapes, accelerated)
 
 
+def _finite_valid(x, is_valid) -> bool:
+    return bool(np.all(np.isfinite(x)) and (is_valid is None or is_valid(x)))
+
+
 ESCAPE_GROWTH = 4.0
+ESCAPE_MAX_DISTANCE = 0.05
 
 
 def _escape_jump(x, steps, is_valid):
-    """Linear escape steps that grow the distance ``ESCAPE_GROWTH``-fold, or None."""
+    """Linear escape steps that grow the distance ``ESCAPE_GROWTH``-fold, or None.
+
+    Only near the unstable point: the distance ``|d| / (r - 1)`` it implies must be below
+    ``ESCAPE_MAX_DISTANCE``.  Further out the map is not linear, and steady growing
+    steps are just a slow start between two fixed points (seen at α = 0.9 of the
+    attention curve, where a jump from Q₁₁ = 0.45 overshot the fixed point 0.54 by far)."""
     r2 = _geometric_ratio(steps)
     if r2 is None or not 1.0 < r2 < 2.0:
+        return None
+    if float(np.max(np.abs(steps[2]))) / (r2 - 1.0) > ESCAPE_MAX_DISTANCE:
         return None
     k = int(np.ceil(np.log(ESCAPE_GROWTH) / np.log(r2)))
     while k >= 2:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .channels.attention import AttentionChannel
+from .channels.attention import INNER_PATHS, SHARED_HYSTERESIS, AttentionChannel
 from .channels.base import Channel
 from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
@@ -90,10 +90,14 @@ class StateEvolution:
 
     def __init__(
         self, channel: Channel, alpha: float, settings: SESettings | None = None, prior=None,
-        rule: Rule | None = None,
+        rule: Rule | None = None, inner_path: str = "auto",
     ):
         if not np.isfinite(alpha) or alpha <= 0:
             raise ValueError(f"alpha must be finite and > 0, got {alpha}")
+        if inner_path not in INNER_PATHS:
+            raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
+        # attention fibre kernel: "auto" chooses per call; a solve locks it (lock_inner_path)
+        self.inner_path = inner_path
         self.channel = channel
         self.alpha = float(alpha)
         self.settings = settings or SESettings()
@@ -114,6 +118,20 @@ class StateEvolution:
     @property
     def diagonal_only(self) -> bool:
         return isinstance(self.channel, AttentionChannel)
+
+    def lock_inner_path(self, Q: np.ndarray) -> None:
+        """Fix the attention fibre kernel for the iterations that start at ``Q``.
+
+        A fixed-point iteration needs one map: choosing the kernel per call made the map
+        jump by up to 3e-4 where the choice changes, and an iteration whose fixed point sat
+        there oscillated across it without converging (α = 0.95, 500 steps).  The shared
+        nodes, once locked, are kept while every variance stays within
+        ``SHARED_HYSTERESIS`` of their bounds; below that the map switches once, for good,
+        to the general kernel (:meth:`qhat`).  No effect once locked or off attention."""
+        if self.inner_path != "auto" or not isinstance(self.channel, AttentionChannel):
+            return
+        V = np.eye(self.channel.dim) - np.diag(np.diag(check_overlap(Q, self.channel.dim)))
+        self.inner_path = "shared" if self.channel.shared_nodes_apply(V) else "general"
 
     def _prepare(self, Q: np.ndarray):
         """Validated ``Q`` (diagonal for attention), ``V = I - Q`` and the outer rule at Q."""
@@ -151,8 +169,12 @@ class StateEvolution:
             Zstar = omega + u @ _sqrt_psd(V).T
             obs = ch.observe(Zstar, noise)
             if isinstance(ch, AttentionChannel):
+                if self.inner_path == "shared" and not ch.shared_nodes_apply(
+                        V, margin=SHARED_HYSTERESIS):
+                    self.inner_path = "general"  # once, for good (see lock_inner_path)
                 fm = ch.fibre_moments(obs, omega, V, device=self.settings.device,
-                                      second=False, inner_error=inner_error)
+                                      second=False, inner_error=inner_error,
+                                      inner_path=self.inner_path)
                 means = fm.mean
                 logz_node = fm.log_norm[0]
             else:
@@ -289,6 +311,7 @@ class SEResult:
     coarse_iterations: int = 0
     replicate_iterations: int = 0
     replicate_Q: np.ndarray | None = None  # (R, p, p) fixed points of the replicate maps
+    inner_path: str = "auto"  # attention fibre kernel of the final map (lock_inner_path)
 
 
 START_EPS = 1e-3
@@ -323,6 +346,7 @@ def overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
 
 
 def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration):
+    se.lock_inner_path(Q0)
     update = se.update
     if getattr(se.prior, "discrete", False):
         def update(Q):
@@ -425,6 +449,7 @@ def run_state_evolution(
         coarse_its,
         rep_its,
         rep_Q,
+        se.inner_path,
     )
 
 
@@ -486,8 +511,16 @@ def replicate_rules(rule: Rule) -> list[Rule]:
     ]
 
 
+REPLICATE_TOL_FRACTION = 0.01
+
+
 def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     """Standard error of the fixed point from the fixed points of the replicate maps.
+
+    Each replicate solve stops at ``max(tol, REPLICATE_TOL_FRACTION σ)``, ``σ`` the
+    smallest standard error of one map step across replicates: the damped residual bound
+    then keeps each replicate within ``2 · 1 %`` of the fixed-point spread (both scale
+    with ``1/(1 - slope)``), at a fraction of the steps near a threshold.
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
@@ -496,12 +529,17 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     """
     rules = replicate_rules(se.rule)
     R = len(rules)
-    fixed, one_step, its = [], [], 0
-    for sub in rules:
-        rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub)
-        one_step.append(rep.update(Q))
+    reps = [StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub,
+                           inner_path=se.inner_path) for sub in rules]
+    one_step = np.array([rep.update(Q) for rep in reps])
+    step_err = one_step.std(axis=0, ddof=1) / np.sqrt(R)
+    # each replicate fixed point only has to be exact on the scale of the spread
+    spread = np.diag(step_err)[np.diag(step_err) > 0]
+    rep_tol = max(tol, REPLICATE_TOL_FRACTION * float(spread.min())) if spread.size else tol
+    fixed, its = [], 0
+    for rep in reps:
         try:
-            res = _solve(rep, Q, tol=tol, **kw)
+            res = _solve(rep, Q, tol=rep_tol, **kw)
         except _PerfectRecovery:
             fixed.append(np.eye(Q.shape[0]))
             continue
@@ -509,9 +547,8 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
         if not res.converged:
             return np.full_like(Q, np.nan), its, None
         fixed.append(res.x)
-    fixed, one_step = np.array(fixed), np.array(one_step)
+    fixed = np.array(fixed)
     fp_err = fixed.std(axis=0, ddof=1) / np.sqrt(R)
-    step_err = one_step.std(axis=0, ddof=1) / np.sqrt(R)
     gain = np.where(step_err > 0, fp_err / np.where(step_err > 0, step_err, 1.0), 1.0)
     inner = np.sqrt(np.clip(map_error**2 - step_err**2, 0.0, None))
     return np.sqrt(fp_err**2 + (np.maximum(gain, 1.0) * inner) ** 2), its, fixed

@@ -139,7 +139,7 @@ def test_shared_node_importance_path_matches_shifted_nodes(v_first):
     omega = rng.standard_normal((K, L, depth)) * np.sqrt(1 - v)
     a = ch.observe(omega + rng.standard_normal((K, L, depth)) * np.sqrt(v))
     V = np.diag(v)
-    assert ch._shared_nodes_apply(V)
+    assert ch.shared_nodes_apply(V)
     fast = ch.fibre_moments(a, omega, V, second=False)
     chol, coef, vc = ch._conditional(V)
     ref = ch._fibre_numba(np.ascontiguousarray(a), np.ascontiguousarray(omega), chol, coef, vc,
@@ -151,12 +151,33 @@ def test_shared_node_importance_path_matches_shifted_nodes(v_first):
 
 def test_shared_node_path_is_not_used_where_it_cannot_resolve_the_posterior():
     ch = AttentionChannel(depth=2, seq_len=2)
-    assert not ch._shared_nodes_apply(np.diag([0.1, 0.5]))
-    assert not ch._shared_nodes_apply(np.array([[0.8, 0.1], [0.1, 0.5]]))
-    assert ch._shared_nodes_apply(np.diag([0.8, 0.01]))
-    assert not AttentionChannel(depth=3, seq_len=2)._shared_nodes_apply(np.diag([0.8, 0.8, 0.5]))
+    assert not ch.shared_nodes_apply(np.diag([0.1, 0.5]))
+    assert ch.shared_nodes_apply(np.diag([0.1, 0.5]), margin=2.0)
+    assert not ch.shared_nodes_apply(np.diag([0.08, 0.5]), margin=2.0)
+    assert not ch.shared_nodes_apply(np.array([[0.8, 0.1], [0.1, 0.5]]))
+    assert ch.shared_nodes_apply(np.diag([0.8, 0.01]))
+    # a narrow last layer makes the fibre factor too sharp for the fixed spacing
+    assert not ch.shared_nodes_apply(np.diag([0.8, 0.004]))
+    assert ch.shared_nodes_apply(np.diag([0.8, 0.004]), margin=2.0)
+    assert not AttentionChannel(depth=3, seq_len=2).shared_nodes_apply(np.diag([0.8, 0.8, 0.5]))
     gh = AttentionChannel(depth=2, seq_len=3, inner_rule=gauss_hermite(3, 4))
-    assert not gh._shared_nodes_apply(np.diag([0.8, 0.5]))
+    assert not gh.shared_nodes_apply(np.diag([0.8, 0.5]))
+
+
+def test_inner_path_option_is_checked():
+    ch = AttentionChannel(depth=2, seq_len=2)
+    a, omega = np.ones((3, 2)), np.zeros((3, 2, 2))
+    with pytest.raises(ValueError, match="inner_path must be one of"):
+        ch.fibre_moments(a, omega, np.eye(2), second=False, inner_path="fast")
+    with pytest.raises(ValueError, match="needs a depth >= 2"):
+        ch.fibre_moments(a, omega, np.array([[0.8, 0.1], [0.1, 0.5]]), second=False,
+                         inner_path="shared")
+    V = np.diag([0.05, 0.5])  # auto takes the general kernel here, "shared" forces the other
+    auto = ch.fibre_moments(a, omega, V, second=False).mean
+    general = ch.fibre_moments(a, omega, V, second=False, inner_path="general").mean
+    shared = ch.fibre_moments(a, omega, V, second=False, inner_path="shared").mean
+    np.testing.assert_array_equal(auto, general)
+    assert np.max(np.abs(shared - general)) > 0
 
 
 @pytest.mark.gpu

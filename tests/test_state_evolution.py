@@ -143,8 +143,47 @@ def test_anderson_and_escape_steps_keep_the_branch_of_the_plain_iteration(mu):
                              tol=1e-12, max_iter=20000, anderson=3)
     for res in (plain, fast):
         assert res.converged and abs(res.x[0] - (1 - 1 / mu)) < 1e-9
-    assert fast.iterations < plain.iterations / 8
+    assert fast.iterations < plain.iterations / 5
     assert fast.extrapolations > 0  # escape jumps were taken
+
+
+def test_escape_jumps_only_near_the_unstable_point():
+    """Steps growing by r = 1.01 imply an unstable point |d|/(r - 1) away: 0.001 away the
+    jump is the linear escape, 0.39 away (a slow start between two fixed points, as at
+    α = 0.9 of the attention curve) it would overshoot, so none is taken."""
+    from asymptotics.solver import ESCAPE_GROWTH, _escape_jump
+
+    for d0, jumps in ((1e-5, True), (3.9e-3, False)):
+        steps = [np.array([d0 * 1.01**k]) for k in range(3)]
+        x = np.array([0.5])
+        jump = _escape_jump(x, steps, None)
+        assert (jump is not None) == jumps
+        if jumps:  # the distance from the unstable point grows ESCAPE_GROWTH-fold
+            dist = steps[2][0] / 0.01
+            assert ESCAPE_GROWTH <= (jump[0] - x[0] + dist) / dist < 1.05 * ESCAPE_GROWTH
+
+
+def test_anderson_falls_back_to_the_plain_step_where_the_map_is_not_finite():
+    """An accelerated point outside the map's domain (here: the first point reached by a
+    jump longer than any plain step) must not end the solve as ``invalid-update``."""
+    last = [None]
+    refused = []
+
+    def update(x):
+        jump = last[0] is not None and abs(x[0] - last[0]) > 0.05
+        last[0] = x[0]
+        if jump and not refused:
+            refused.append(x[0])
+            return np.array([np.nan])
+        return 0.5 + 0.9 * (x - 0.5)
+
+    res = solve_fixed_point(update, np.array([0.0]), damping=0.5, tol=1e-12, max_iter=2000,
+                            anderson=3)
+    assert refused and res.converged and abs(res.x[0] - 0.5) < 1e-10
+    assert res.rollbacks >= 1 and res.accelerated_steps > 0
+    # the plain iteration itself hitting a non-finite update is still reported
+    bad = solve_fixed_point(lambda x: np.array([np.nan]), np.array([0.0]), anderson=3)
+    assert bad.status == "invalid-update" and not bad.converged
 
 
 def test_anderson_stays_at_a_stable_zero_below_the_bifurcation():
@@ -232,3 +271,30 @@ def test_an_unconverged_point_has_no_error_bar():
     res = run_state_evolution(PhaseRetrievalChannel(), 0.7, tol=1e-14, max_iter=3)
     assert res.status == "max-iter" and not res.converged
     assert np.all(np.isnan(res.Q_stderr))
+
+
+def test_a_solve_keeps_one_fibre_kernel_with_a_one_way_switch():
+    """The shared-node kernel is locked at the start of a solve and kept inside the
+    hysteresis band (the map must not change where the automatic choice would, which made
+    α = 0.95 oscillate for 500 steps); below the band it switches once, for good."""
+    from asymptotics.state_evolution import SESettings, StateEvolution
+
+    ch = AttentionChannel(depth=2, seq_len=2)
+    se = StateEvolution(ch, 0.9, SESettings(sobol_log2=7))
+    se.lock_inner_path(np.diag([0.7, 0.9]))
+    assert se.inner_path == "shared"
+    inside = np.diag([0.85, 0.9])  # v1 = 0.15: auto would take the general kernel here
+    shared = se.update(inside)
+    assert se.inner_path == "shared"
+    general = StateEvolution(ch, 0.9, SESettings(sobol_log2=7), inner_path="general")
+    assert not np.array_equal(shared, general.update(inside))  # the kernels differ ...
+    np.testing.assert_allclose(shared, general.update(inside), atol=3e-4)  # ... within 3e-4
+    se.update(np.diag([0.95, 0.9]))  # v1 = 0.05, below the band: switch
+    assert se.inner_path == "general"
+    np.testing.assert_array_equal(se.update(np.diag([0.7, 0.9])),
+                                  general.update(np.diag([0.7, 0.9])))  # and no way back
+    se.lock_inner_path(np.diag([0.7, 0.9]))  # a locked map stays locked
+    assert se.inner_path == "general"
+    with pytest.raises(ValueError, match="inner_path must be one of"):
+        StateEvolution(ch, 0.9, inner_path="fast")
+

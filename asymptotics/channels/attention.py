@@ -42,6 +42,9 @@ GRID_NODES = 48  # base nodes per axis of the deterministic rules (resolution 0)
 GRID_HALF_WIDTH = 8.5  # in units of the standard deviation (inner) or of 1 + skip (outer)
 MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
 SHARED_MIN_VARIANCE = 0.2  # smallest first-layer variance integrated on the shared nodes
+SHARED_MIN_LAST_VARIANCE = 0.005  # smallest last-layer variance integrated on them
+SHARED_HYSTERESIS = 2.0  # a locked shared path holds until a variance is this far below
+INNER_PATHS = ("auto", "shared", "general")
 
 
 def default_inner_rule(
@@ -197,14 +200,19 @@ class AttentionChannel(Channel):
 
     def fibre_moments(
         self, obs, omega, V, device: str = "numba", second: bool = True,
-        inner_error: bool = True,
+        inner_error: bool = True, inner_path: str = "auto",
     ) -> FibreMoments:
         """Posterior moments on all inner weight sets, batched over the leading axes.
 
         ``second=False`` skips the second moments (``second`` is then NaN on the numba
         path) and ``inner_error=False`` uses the primary inner weights only (S = 1): the
-        cheap form state-evolution iterations use.
+        cheap form state-evolution iterations use.  ``inner_path`` picks the numba mean
+        kernel: ``shared`` (importance-weighted shared nodes; only where structurally
+        possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
+        ``ω_U + chol(V_UU) t``), or ``auto``: shared where :meth:`shared_nodes_apply`.
         """
+        if inner_path not in INNER_PATHS:
+            raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
         V = check_variance(V, self.depth)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -215,7 +223,11 @@ class AttentionChannel(Channel):
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(om))):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
-        if device == "numba" and not second and self._shared_nodes_apply(V):
+        if inner_path == "shared" and not self.shared_nodes_possible(V):
+            raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
+                             "trapezoid and a diagonal V")
+        shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
+        if device == "numba" and not second and shared:
             res = self._fibre_diagonal(a, om, V, inner_error)
         elif device == "numba":
             res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
@@ -258,19 +270,34 @@ class AttentionChannel(Channel):
         )
         return FibreMoments(lognorm, mean, second)
 
-    def _shared_nodes_apply(self, V) -> bool:
-        """Whether the importance-weighted shared nodes integrate ``V`` accurately: an
-        inner trapezoid, whose even spacing resolves the shifted factor ``N(ω_U, v)`` (on
-        Sobol' nodes the importance weights raised the inner error 2-5x at depth 3, on a
-        4-node Gauss–Hermite rule by 30 %), ``V`` diagonal and every first-layer variance
-        at least ``SHARED_MIN_VARIANCE``."""
-        m = self.depth - 1
-        d = np.diag(V)
+    def shared_nodes_possible(self, V) -> bool:
+        """Whether the shared-node kernel can integrate ``V`` at all: depth >= 2, an inner
+        trapezoid (on Sobol' nodes the importance weights raised the inner error 2-5x at
+        depth 3, on a 4-node Gauss–Hermite rule by 30 %) and ``V`` diagonal."""
+        V = np.asarray(V, dtype=float)
         return bool(
-            m > 0
+            self.depth > 1
             and self.inner_rule.kind in ("trapezoid", "sinh-trapezoid")
-            and np.all(V == np.diag(d))
-            and np.all(d[:m] >= SHARED_MIN_VARIANCE)
+            and np.all(V == np.diag(np.diag(V)))
+        )
+
+    def shared_nodes_apply(self, V, margin: float = 1.0) -> bool:
+        """Whether the importance-weighted shared nodes integrate ``V`` accurately.
+
+        Their spacing is fixed in ``z_U``, so they must resolve both the prior factor
+        ``N(z_U; ω_U, v_U)`` and the fibre factor ``N(B(z_U)^{-1} a; ω_last, v_last)``:
+        every first-layer variance at least ``SHARED_MIN_VARIANCE / margin`` and the last
+        layer's at least ``SHARED_MIN_LAST_VARIANCE / margin``.  At ``margin = 1`` they
+        agree with the shifted nodes within 2e-5 in ``Q`` (at ``v_U = 0.2`` and
+        ``v_last = 0.002`` the gap is 6e-5, at ``v_last = 5e-4`` 1.3e-3); ``margin =
+        SHARED_HYSTERESIS`` is the band a solve locked on them may cross (gaps up to 3e-4).
+        """
+        m = self.depth - 1
+        d = np.diag(np.asarray(V, dtype=float))
+        return bool(
+            self.shared_nodes_possible(V)
+            and np.all(d[:m] >= SHARED_MIN_VARIANCE / margin)
+            and d[m] >= SHARED_MIN_LAST_VARIANCE / margin
         )
 
     def _fibre_diagonal(self, a, om, V, inner_error=True):
