@@ -60,12 +60,17 @@ def solve_fixed_point(
     iteration contracts (two successive step-length ratios below 1), i.e. once it is in
     the basin of the fixed point it will converge to; before that the plain iteration
     alone chooses the branch (Anderson, a secant method, could also converge to an
-    unstable fixed point).  An Anderson step that is invalid falls back to the plain
-    step; one whose residual grows beyond twice the best seen restarts from the best
-    point with plain steps, and one at which the update is not finite (a point beyond the
-    map's domain, e.g. an overlap so close to 1 that the posterior underflows) falls back
-    to the plain step it replaced.  Convergence is then ``η max|T(x) - x| < tol`` at an evaluated
-    point, and the returned point is the plain damped step from it.
+    unstable fixed point).  An Anderson move is limited to a trust region of
+    ``ANDERSON_TRUST_START`` plain steps, doubled after every step that lowers the
+    residual: near a maximum of ``|T(x) - x|`` the secant slope is nearly flat and an
+    unlimited move overshoots (α = 0.2 of the attention curve jumped 4x past the fixed
+    point, again after every restart).  An Anderson step that is invalid falls back to
+    the plain step; one whose residual grows beyond twice the best seen restarts from the
+    best point with plain steps and a 4x smaller trust region; one at which the update is
+    not finite (a point beyond the map's domain, e.g. an overlap so close to 1 that the
+    posterior underflows) goes back to the plain step it replaced, likewise.
+    Convergence is then ``η max|T(x) - x| < tol`` at an evaluated point, and the returned
+    point is the plain damped step from it.
 
     Near a bifurcation the plain iteration leaves an unstable fixed point slowly: steps
     that are parallel and grow by a steady ratio ``1 < r < 2`` are the linear escape
@@ -172,6 +177,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
     X: list[np.ndarray] = []  # evaluated points (flattened)
     F: list[np.ndarray] = []  # their damped residuals η (T(x) - x)
     best = (np.inf, x.copy())
+    trust, last_aa = ANDERSON_TRUST_START, False
     fallback = None  # the last plain iterate, while x is an accelerated or escape point
     for it in range(1, max_iter + 1):
         tx = np.asarray(update(x), dtype=float)
@@ -181,7 +187,8 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                                         history, rollbacks, escapes, accelerated)
             # an accelerated step left the map's domain: back to the last plain iterate
             x, fallback, mode_aa, X, F, norms, steps = fallback, None, False, [], [], [], []
-            rollbacks += 1
+            rollbacks, last_aa = rollbacks + 1, False
+            trust = max(ANDERSON_TRUST_MIN, trust / 4.0)
             continue
         f = eta * (tx - x)
         residual = float(np.max(np.abs(f)))
@@ -196,9 +203,14 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
         if mode_aa and residual < best[0]:
             best = (residual, x.copy())
         if mode_aa and residual > 2.0 * best[0]:
-            # Anderson went astray: back to the best point, plain steps until they contract
+            # Anderson went astray: back to the best point, plain steps until they contract,
+            # and a smaller trust region for the next Anderson steps
             x, mode_aa, X, F, norms, steps = best[1].copy(), False, [], [], [], []
+            trust, last_aa = max(ANDERSON_TRUST_MIN, trust / 4.0), False
             continue
+        if last_aa and norms and residual < norms[-1]:
+            trust = min(ANDERSON_TRUST_MAX, 2.0 * trust)
+        last_aa = False
         norms = (norms + [residual])[-3:]
         steps = (steps + [f.copy()])[-3:]
         if not mode_aa and len(norms) == 3 and norms[2] < norms[1] < norms[0]:
@@ -216,9 +228,13 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                 dF = np.diff(np.array(F), axis=0).T  # (n, k)
                 dX = np.diff(np.array(X), axis=0).T
                 gamma, *_ = np.linalg.lstsq(dF, f.ravel(), rcond=None)
-                cand = (plain.ravel() - (dX + dF) @ gamma).reshape(shape)
+                move = f.ravel() - (dX + dF) @ gamma
+                limit = trust * residual
+                if np.max(np.abs(move)) > limit:  # trust region: at most trust x the plain step
+                    move *= limit / np.max(np.abs(move))
+                cand = (x.ravel() + move).reshape(shape)
                 if np.all(np.isfinite(cand)) and (is_valid is None or is_valid(cand)):
-                    new = cand
+                    new, last_aa = cand, True
                     accelerated += 1
                 else:
                     X, F = [], []
@@ -236,6 +252,11 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             history.append(x.copy())
     return FixedPointResult(x, False, "max-iter", max_iter, residual, eta, history, rollbacks,
                             escapes, accelerated)
+
+
+ANDERSON_TRUST_START = 16.0  # an Anderson move is at most this many plain steps long ...
+ANDERSON_TRUST_MIN = 4.0  # ... shrunk 4x (to this) after it went astray,
+ANDERSON_TRUST_MAX = 1e6  # doubled (to this) after each step that lowered the residual
 
 
 def _finite_valid(x, is_valid) -> bool:

@@ -404,6 +404,8 @@ def run_state_evolution(
     kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
     coarse_its = 0
     try:
+        if _heads_to_perfect_recovery(se, Q0):  # a start next to I (continuation past it)
+            raise _PerfectRecovery
         if replicated and multi_fidelity and se.settings.sobol_log2 >= 9:
             coarse = StateEvolution(
                 channel, alpha, replace(se.settings, sobol_log2=se.settings.sobol_log2 - 3),
@@ -453,7 +455,7 @@ def run_state_evolution(
     )
 
 
-CONTINUOUS_RECOVERY_GAP = 1e-3
+CONTINUOUS_RECOVERY_GAP = 2e-3  # > the 1e-3 of a sweep's restart next to Q = I
 VANISHING_OVERLAP = 1e-6
 
 
@@ -477,7 +479,8 @@ def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
 def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> bool:
     """Continuous prior, noiseless continuous output: is the fixed point ``Q = I``?
 
-    Yes when the coarse iteration ended within ``CONTINUOUS_RECOVERY_GAP`` of ``I`` and two
+    Yes when ``Q`` (the start, or where the coarse iteration ended) is within
+    ``CONTINUOUS_RECOVERY_GAP`` of ``I`` and two
     undamped steps of the full map shrink the gap ``1 - Q`` in every direction by steady
     ratios below 1 (within 5 %): the geometric approach to ``I`` of a noiseless channel
     (``1 - Q -> (1 - Q)/α`` for ``y = z``), which plain iteration would follow on ever

@@ -298,3 +298,26 @@ def test_a_solve_keeps_one_fibre_kernel_with_a_one_way_switch():
     with pytest.raises(ValueError, match="inner_path must be one of"):
         StateEvolution(ch, 0.9, inner_path="fast")
 
+
+
+def test_anderson_trust_region_near_a_maximum_of_the_residual(monkeypatch):
+    """q -> q + ε q (1 - q/q*) from q*/2, where |T(q) - q| is largest and the secant slope
+    flat (α = 0.2 of the attention curve): unlimited Anderson moves overshoot to many times
+    q*, go astray and restart, again and again; the trust region converges in few steps."""
+    import asymptotics.solver as solver
+
+    q_star, eps = 0.0046, 0.0063
+
+    def update(x):
+        return x + eps * x * (1.0 - x / q_star)
+
+    def solve():
+        return solve_fixed_point(update, np.array([q_star / 2]), damping=0.5, tol=1e-10,
+                                 max_iter=3000, anderson=3)
+
+    fast = solve()
+    assert fast.converged and abs(fast.x[0] - q_star) < 1e-7 and fast.iterations < 60
+    monkeypatch.setattr(solver, "ANDERSON_TRUST_START", np.inf)
+    monkeypatch.setattr(solver, "ANDERSON_TRUST_MIN", np.inf)
+    unlimited = solve()
+    assert unlimited.iterations > 3 * fast.iterations
