@@ -35,7 +35,8 @@ from .transitions import Transition, amp_spinodal, it_threshold
 BRANCHES = ("amp", "bayes", "both")
 
 
-def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior) -> dict:
+def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior):
+    """One curve row, and the warm start it leaves for the next α (None: from its Q)."""
     res = run_state_evolution(channel, alpha, start, damping=damping, tol=tol,
                               max_iter=max_iter, settings=settings, prior=prior)
     Q = res.Q
@@ -53,7 +54,7 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
         return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),
                 "Q_stderr": np.zeros_like(Q).tolist(), "free_entropy": phi,
                 "free_entropy_stderr": 0.0, **zero, "converged": True,
-                "status": res.status, "iterations": int(res.iterations)}
+                "status": res.status, "iterations": int(res.iterations)}, res.approach
     se = StateEvolution(channel, alpha, settings, prior, inner_path=res.inner_path)
     phi, phi_err = se.free_entropy(Q, res.estimate)
     errors = se.generalisation_errors(Q)
@@ -72,7 +73,7 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
         "iterations": int(res.iterations),
         "coarse_iterations": int(res.coarse_iterations),
         "replicate_iterations": int(res.replicate_iterations),
-    }
+    }, None
 
 
 def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors: dict):
@@ -145,10 +146,12 @@ def chain_task(params: dict) -> list[dict]:
         if a in have:
             Q = _restart(np.array(have[a]), label, p)
             continue
-        row = _point(channel, a, Q, params["settings"], params["damping"], params["tol"],
-                     params["max_iter"], label, prior)
+        row, approach = _point(channel, a, Q, params["settings"], params["damping"],
+                               params["tol"], params["max_iter"], label, prior)
         row = {**params.get("tag", {}), **plain(row)}
-        Q = _restart(np.array(row["Q"]), label, p)
+        # past perfect recovery the next α starts where the approach to I was recognised:
+        # next to I in the direction the gaps close along, so it is recognised at once
+        Q = approach if approach is not None else _restart(np.array(row["Q"]), label, p)
         new.append(row)
         report_partial(row)
     return new

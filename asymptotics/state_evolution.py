@@ -312,6 +312,7 @@ class SEResult:
     replicate_iterations: int = 0
     replicate_Q: np.ndarray | None = None  # (R, p, p) fixed points of the replicate maps
     inner_path: str = "auto"  # attention fibre kernel of the final map (lock_inner_path)
+    approach: np.ndarray | None = None  # perfect recovery: last iterate on the way to I
 
 
 START_EPS = 1e-3
@@ -321,7 +322,12 @@ ANDERSON_MEMORY = 3
 
 
 class _PerfectRecovery(Exception):
-    """Raised inside the SE update when a discrete prior reaches Q = I."""
+    """Raised when the iteration reaches (discrete prior) or provably heads to ``Q = I``;
+    ``approach`` is the last iterate below ``I`` on a geometric approach, if any."""
+
+    def __init__(self, approach: np.ndarray | None = None):
+        super().__init__()
+        self.approach = approach
 
 
 def initial_overlap(p: int, start: str, eps: float = START_EPS) -> np.ndarray:
@@ -404,8 +410,9 @@ def run_state_evolution(
     kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
     coarse_its = 0
     try:
-        if _heads_to_perfect_recovery(se, Q0):  # a start next to I (continuation past it)
-            raise _PerfectRecovery
+        approach = _heads_to_perfect_recovery(se, Q0)  # a start next to I (continuation)
+        if approach is not None:
+            raise _PerfectRecovery(approach)
         if replicated and multi_fidelity and se.settings.sobol_log2 >= 9:
             coarse = StateEvolution(
                 channel, alpha, replace(se.settings, sobol_log2=se.settings.sobol_log2 - 3),
@@ -415,18 +422,19 @@ def run_state_evolution(
             coarse_its = pre.iterations
             if pre.status != "invalid-update":
                 Q0 = pre.x
-            if pre.converged and _heads_to_perfect_recovery(se, pre.x):
-                raise _PerfectRecovery
+            approach = _heads_to_perfect_recovery(se, pre.x) if pre.converged else None
+            if approach is not None:
+                raise _PerfectRecovery(approach)
         res = _solve(se, Q0, tol=tol, **kw)
         if res.converged and acceleration == "anderson":
             kick = _unstable_vanishing_direction(se, res.x)
             if kick is not None:  # an accelerated step landed on an unstable Q_kk = 0
                 res = _solve(se, kick, tol=tol, **kw)
-    except _PerfectRecovery:
+    except _PerfectRecovery as pr:
         inf = np.full((p, p), np.inf)
         return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
                         "perfect-recovery", 0, 0.0, [], se.rule.description,
-                        Q_stderr=np.zeros((p, p)))
+                        Q_stderr=np.zeros((p, p)), approach=pr.approach)
     est = se.qhat(res.x)
     Q_stderr = overlap_error(est.Qhat, est.error)
     if not res.converged:  # not a fixed point: its error as one is unknown
@@ -476,30 +484,52 @@ def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
     return None
 
 
-def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> bool:
+def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> np.ndarray | None:
     """Continuous prior, noiseless continuous output: is the fixed point ``Q = I``?
+    Returns the last iterate of the approach if so (a warm start next to ``I`` for the
+    next α of a sweep), else None.
 
-    Yes when ``Q`` (the start, or where the coarse iteration ended) is within
-    ``CONTINUOUS_RECOVERY_GAP`` of ``I`` and two
-    undamped steps of the full map shrink the gap ``1 - Q`` in every direction by steady
-    ratios below 1 (within 5 %): the geometric approach to ``I`` of a noiseless channel
-    (``1 - Q -> (1 - Q)/α`` for ``y = z``), which plain iteration would follow on ever
-    narrower posteriors without reaching it.  A fixed point just below ``I`` would show
-    ratios drifting to 1 instead.
+    Near ``I`` a noiseless channel's gaps ``g = 1 - diag Q`` follow a linear map,
+    ``g -> J g`` (``g -> g/α`` for ``y = z``): the plain iteration approaches ``I``
+    geometrically, on ever narrower posteriors, without reaching it.  From ``Q`` (within
+    ``CONTINUOUS_RECOVERY_GAP`` of ``I``: the start, or where the coarse iteration ended)
+    ``p + 1`` undamped steps of the full map give ``g_0 … g_{p+1}``; the answer is yes when
+    every gap shrinks on the last step and either the last two per-direction ratios agree
+    within 5 % (the approach along ``J``'s top eigenvector) or ``J`` fitted to
+    ``g_0 … g_p`` has spectral radius below 1 and predicts ``g_{p+1}`` within 5 % (the
+    approach before it has settled on that direction, when the layers' gaps differ by
+    orders of magnitude).  A fixed point just below ``I`` breaks both: its map is affine,
+    not linear, in ``g``, and the ratios drift to 1.  (One with gaps far below ``g_0`` is
+    not told apart from ``I``: the answer is accurate to the gaps it starts from.)
     """
     ch = se.channel
     if getattr(se.prior, "discrete", False) or se.discrete or ch.noise_dim:
-        return False
-    g0 = 1.0 - np.diag(Q)
-    if not np.all((g0 > 0) & (g0 < CONTINUOUS_RECOVERY_GAP)):
-        return False
-    Q1 = se.update(Q)
-    g1 = 1.0 - np.diag(Q1)
-    if not (np.all(g1 > 0) and np.all(g1 < g0)):
-        return False
-    g2 = 1.0 - np.diag(se.update(Q1))
-    r1, r2 = g1 / g0, g2 / g1
-    return bool(np.all(r2 < 1.0) and np.all(np.abs(r2 - r1) < 0.05 * r1))
+        return None
+    gaps = [1.0 - np.diag(Q)]
+    if not np.all((gaps[0] > 0) & (gaps[0] < CONTINUOUS_RECOVERY_GAP)):
+        return None
+    p = len(gaps[0])
+    for _ in range(p + 1):
+        Q = se.update(Q)
+        gaps.append(1.0 - np.diag(Q))
+        if not (np.all(gaps[-1] > 0) and np.all(gaps[-1] < CONTINUOUS_RECOVERY_GAP)):
+            return None
+    g = np.array(gaps)  # (p + 2, p)
+    if not np.all(g[-1] < g[-2]):
+        return None
+    r1, r2 = g[-2] / g[-3], g[-1] / g[-2]
+    if np.all(np.abs(r2 - r1) < 0.05 * r1):
+        return Q
+    # J g_k = g_{k+1}, k = 0 … p-1, in units of each direction's largest gap
+    scale = g[:-1].max(axis=0)
+    A, B = (g[:p] / scale).T, (g[1 : p + 1] / scale).T
+    if np.linalg.cond(A) > 1e8:
+        return None
+    J = B @ np.linalg.inv(A)
+    predicted = J @ (g[p] / scale) * scale
+    ok = np.max(np.abs(np.linalg.eigvals(J))) < 1.0 and np.all(
+        np.abs(predicted - g[p + 1]) < 0.05 * g[p + 1])
+    return Q if ok else None
 
 
 def replicate_rules(rule: Rule) -> list[Rule]:
