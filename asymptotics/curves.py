@@ -149,9 +149,8 @@ def chain_task(params: dict) -> list[dict]:
         row, approach = _point(channel, a, Q, params["settings"], params["damping"],
                                params["tol"], params["max_iter"], label, prior)
         row = {**params.get("tag", {}), **plain(row)}
-        # past perfect recovery the next α starts where the approach to I was recognised:
-        # next to I in the direction the gaps close along, so it is recognised at once
-        Q = approach if approach is not None else _restart(np.array(row["Q"]), label, p)
+        Q = (_approach_restart(approach) if approach is not None
+             else _restart(np.array(row["Q"]), label, p))
         new.append(row)
         report_partial(row)
     return new
@@ -282,6 +281,18 @@ def _restart(Q: np.ndarray, label: str, p: int) -> np.ndarray:
     lo = eps if label == "amp" else 0.0
     w = np.clip(w, lo, 1.0 - eps)
     return (U * w) @ U.T
+
+
+def _approach_restart(approach: np.ndarray, gap: float = 1e-3) -> np.ndarray:
+    """Warm start after a perfect-recovery row: ``I - V`` with ``V`` the gap ``I - Q`` of
+    the point where the approach to ``I`` was recognised, rescaled to largest eigenvalue
+    ``gap``.  Its direction is the one the gaps close along, so the next α past the
+    transition is recognised at once; its size keeps a start from passing for a fixed
+    point (a start within 1e-6 of ``I`` moves by less than the tolerance even where ``I``
+    is unstable: α = 1.0 of the default curve did)."""
+    w, U = np.linalg.eigh(np.eye(len(approach)) - 0.5 * (approach + approach.T))
+    w = np.clip(w, 0.0, None)
+    return np.eye(len(w)) - (U * (gap * w / w.max())) @ U.T
 
 
 def _bayes_rows(rows: list[dict]) -> list[dict]:

@@ -468,18 +468,28 @@ VANISHING_OVERLAP = 1e-6
 
 
 def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
-    """``Q + ε e_k e_kᵀ`` if the fixed point has a vanishing direction ``Q_kk < 1e-6`` that
-    the map makes grow from ``ε = START_EPS`` (the plain iteration would leave it), else None.
+    """A kicked start if the fixed point sits on an unstable edge, else None: a vanishing
+    overlap ``Q_kk < 1e-6`` that the map makes grow from ``ε = START_EPS``, or a
+    set of vanishing gaps ``1 - Q_kk < 1e-6`` that it makes grow from ``ε`` (the plain
+    iteration would leave either; the kick is ``Q_kk = ε``, or ``1 - ε`` on that set).
 
-    ``Q_kk = 0`` is invariant for sign-symmetric directions, so an accelerated (secant)
-    step that lands there stays; this one extra evaluation per vanishing direction keeps
-    the branch the one the plain iteration follows."""
+    ``Q_kk = 0`` is invariant for sign-symmetric directions, and near ``Q = I`` the damped
+    steps of a noiseless channel are below the tolerance, so an accelerated (secant) step
+    that lands on either stays; one extra evaluation per such direction keeps the branch
+    the one the plain iteration follows (at α = 1.0 of the default curve, ``I`` is
+    unstable by 1 % per step and Anderson had converged to it from above)."""
     for k in np.flatnonzero(np.diag(Q) < VANISHING_OVERLAP):
         kick = Q.copy()
         kick[k, k] = START_EPS
-        if not _valid_overlap(kick):
-            continue
-        if se.update(kick)[k, k] > START_EPS:
+        if _valid_overlap(kick) and se.update(kick)[k, k] > START_EPS:
+            return kick
+    if getattr(se.prior, "discrete", False):
+        return None  # Q = I is reached exactly there (perfect recovery)
+    edge = np.flatnonzero(1.0 - np.diag(Q) < VANISHING_OVERLAP)
+    if edge.size:  # jointly: the unstable gaps are a mix (1 : 0.015 at α = 1.0)
+        kick = Q.copy()
+        kick[edge, edge] = 1.0 - START_EPS
+        if _valid_overlap(kick) and np.max(1.0 - np.diag(se.update(kick))[edge]) > START_EPS:
             return kick
     return None
 

@@ -347,3 +347,22 @@ def test_perfect_recovery_is_recognised_from_the_linear_approach_of_the_gaps():
     assert approach is not None and np.all(np.diag(approach) > np.diag(Q0))
     assert _heads_to_perfect_recovery(fake(np.array([2e-5, 2e-5])), Q0) is None
     assert _heads_to_perfect_recovery(fake(np.zeros(2)), np.diag([0.99, 0.99])) is None
+
+
+@pytest.mark.parametrize("rate, kicked", [(1.01, True), (0.9, False)])
+def test_a_fixed_point_at_an_unstable_q_equal_identity_is_kicked_back(rate, kicked):
+    """Gaps 1 - Q_kk below 1e-6 (where damped steps are below the tolerance) are tested
+    jointly: kicked back to 1e-3 if the map grows them (I unstable, as at α = 1.0 of the
+    attention curve), left alone if it shrinks them."""
+    from types import SimpleNamespace
+
+    from asymptotics.priors import GaussianPrior
+    from asymptotics.state_evolution import START_EPS, _unstable_vanishing_direction
+
+    se = SimpleNamespace(prior=GaussianPrior(),
+                         update=lambda Q: np.eye(2) - rate * (np.eye(2) - Q))
+    kick = _unstable_vanishing_direction(se, np.diag([1 - 5e-7, 1 - 1e-8]))
+    if kicked:
+        np.testing.assert_allclose(np.diag(kick), 1 - START_EPS)
+    else:
+        assert kick is None
