@@ -180,6 +180,21 @@ SCAN_SIGN_MARGIN = 1e-3  # |H| below which a scan point is solved to newton_tol
 FD_STEP = 1e-6  # finite-difference step in logit q and s (the map is smooth: fixed nodes)
 
 
+def _newton_jacobian(residual, x: np.ndarray, r0: np.ndarray) -> np.ndarray:
+    """Forward-difference Jacobian of ``residual`` at ``x`` (``r0 = residual(x)``).
+
+    It only steers the (chord-)Newton iterations: the roots are defined by the residuals
+    alone, which are exact functions of the fixed nodes, so its error changes the number
+    of steps, never the thresholds."""
+    J = np.empty((len(r0), len(x)))
+    for i in range(len(x)):
+        h = FD_STEP * max(1.0, abs(x[i]))
+        xh = x.copy()
+        xh[i] += h
+        J[:, i] = (residual(xh) - r0) / h
+    return J
+
+
 class _SolveFailed(Exception):
     """A restricted fixed point (or its coarse-rule counterpart) did not converge."""
 
@@ -246,13 +261,7 @@ class _Branch:
         return E, alpha, lam[w], q
 
     def _fd_jacobian(self, s: float, y: np.ndarray, E: np.ndarray) -> np.ndarray:
-        J = np.empty((len(y), len(y)))
-        for i in range(len(y)):
-            h = FD_STEP * max(1.0, abs(y[i]))
-            yh = y.copy()
-            yh[i] += h
-            J[:, i] = (self.residual(s, yh)[0] - E) / h
-        return J
+        return _newton_jacobian(lambda yh: self.residual(s, yh)[0], y, E)
 
     def _predict(self, s: float) -> np.ndarray:
         known = sorted(self.solved, key=lambda x: abs(x - s))[:2]
@@ -313,13 +322,7 @@ class _Branch:
         return np.concatenate([E, [alpha * lam[k] - 1.0]]), (alpha, lam, q)
 
     def joint_jacobian(self, z: np.ndarray, k: int, R0: np.ndarray) -> np.ndarray:
-        J = np.empty((len(z), len(z)))
-        for i in range(len(z)):
-            h = FD_STEP * max(1.0, abs(z[i]))
-            zh = z.copy()
-            zh[i] += h
-            J[:, i] = (self.joint_residual(zh, k)[0] - R0) / h
-        return J
+        return _newton_jacobian(lambda zh: self.joint_residual(zh, k)[0], z, R0)
 
 
 def _newton(R, z: np.ndarray, J: np.ndarray, tol: float, max_iter: int, broyden: bool):
