@@ -42,13 +42,11 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
     Q = res.Q
     if res.status == "perfect-recovery":
         psi = channel.perfect_recovery_psi_out()
-        if getattr(prior, "discrete", False):
-            phi = math.nan if psi is None else \
-                prior.perfect_recovery_free_entropy(channel.dim) + alpha * psi
+        phi_in = prior.perfect_recovery_free_entropy(channel.dim)
+        if math.isinf(phi_in):
+            phi = phi_in
         else:
-            # continuous prior, noiseless channel: the data density is singular at Q = I,
-            # Φ -> +∞ as 1 - Q -> 0 (it beats every fixed point with Q < I)
-            phi = math.inf
+            phi = math.nan if psi is None else phi_in + alpha * psi
         zero = {k: 0.0 for k in ("gen_error_plugin", "gen_error_plugin_stderr",
                                  "gen_error_bayes", "gen_error_bayes_stderr")}
         return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),

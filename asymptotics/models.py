@@ -1,50 +1,10 @@
-"""Model registry: build a channel from CLI-style parameters, validating them first."""
+"""Parsing of value lists (moves to the command layer)."""
 
 from __future__ import annotations
 
 import math
 
-from .channels.attention import AttentionChannel, default_inner_rule
-from .channels.base import Channel
-from .channels.closed_form import (
-    LinearChannel,
-    PhaseRetrievalChannel,
-    ProductChannel,
-    SignChannel,
-    SignProductChannel,
-)
-
-MODELS = ("attention", "linear", "phase-retrieval", "sign", "sign-product", "product")
-
-
-def make_channel(
-    model: str = "attention",
-    depth: int = 2,
-    seq_len: int = 2,
-    skip: float = 1.0,
-    beta: float = 1.0,
-    noise: float = 0.1,
-    inner_resolution: int = 0,
-) -> Channel:
-    """The channel of ``model``; attention uses depth, seq_len, skip and beta, and
-    ``inner_resolution`` refines its default inner rule (each step doubles the nodes)."""
-    if model == "attention":
-        rule = None
-        if inner_resolution:
-            rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
-                                      beta=beta)
-        return AttentionChannel(depth, seq_len, skip, beta, inner_rule=rule)
-    if model == "linear":
-        return LinearChannel(noise)
-    if model == "phase-retrieval":
-        return PhaseRetrievalChannel()
-    if model == "sign":
-        return SignChannel()
-    if model == "sign-product":
-        return SignProductChannel()
-    if model == "product":
-        return ProductChannel()
-    raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+from .channels.registry import MODELS, make_channel  # noqa: F401
 
 
 def parse_values(text: str, name: str) -> list[float]:

@@ -8,10 +8,30 @@ prior can reach perfect recovery ``Q = I`` at finite α; it then reports the lim
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from .integrate import trapezoid
+
+
+@runtime_checkable
+class Prior(Protocol):
+    """The input side of SE: what every prior provides (THEORY §3)."""
+
+    name: str
+    #: finitely many values: perfect recovery ``Q = I`` is reachable at finite α
+    discrete: bool
+
+    def overlap(self, Qhat: np.ndarray) -> np.ndarray:
+        """``Q = 2 ∂ψ_in/∂Q̂``."""
+
+    def free_entropy(self, Qhat: np.ndarray) -> float:
+        """``ψ_in(Q̂)``."""
+
+    def perfect_recovery_free_entropy(self, p: int) -> float:
+        """``lim_{Q̂ -> ∞} ψ_in(Q̂) - ½ tr(Q Q̂)``: minus the entropy of a discrete prior,
+        ``+∞`` for a continuous one (its density is singular at ``Q = I``)."""
 
 
 class GaussianPrior:
@@ -31,6 +51,11 @@ class GaussianPrior:
         p = Qhat.shape[0]
         _, logdet = np.linalg.slogdet(np.eye(p) + Qhat)
         return 0.5 * float(np.trace(Qhat)) - 0.5 * float(logdet)
+
+    def perfect_recovery_free_entropy(self, p: int) -> float:
+        """``+∞``: at ``Q = I`` a continuous prior with a noiseless channel has a singular
+        data density, whose free entropy beats every fixed point with ``Q < I``."""
+        return math.inf
 
 
 class RademacherPrior:
@@ -81,7 +106,7 @@ class RademacherPrior:
 PRIORS = {"gaussian": GaussianPrior, "rademacher": RademacherPrior}
 
 
-def make_prior(name: str):
+def make_prior(name: str) -> Prior:
     try:
         return PRIORS[name]()
     except KeyError:

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .channels.attention import INNER_PATHS, SHARED_HYSTERESIS, AttentionChannel
-from .channels.base import Channel
+from .channels.base import INNER_PATHS, Channel, check_device
 from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
 from .solver import solve_fixed_point
@@ -38,9 +37,9 @@ class SESettings:
     dimensions) uses a sinh-mapped trapezoid of ``discrete_nodes`` per axis with scale
     ``sqrt((1 - q_k)/q_k)`` per direction, adapted to Q: near perfect recovery the
     integrand lives within that distance of ω = 0, where a fixed rule would miss it.
-    ``device`` runs the attention fibre integrals with the numba kernels (default), or on
-    the vectorised array-namespace path with numpy (``cpu``) or cupy (``gpu``); the paths
-    agree within the inner rule's error.
+    ``device`` ("cpu" or "gpu") runs the channel's posterior integrals; on the CPU
+    ``cpu_kernel`` picks the compiled kernels ("numba", default) or the array path the GPU
+    runs, on numpy ("array"); the paths agree within the inner rule's error.
     """
 
     gh_nodes: int = 40
@@ -48,11 +47,11 @@ class SESettings:
     discrete_nodes: int = 201
     sobol_log2: int = 12
     seed: int = 0
-    device: str = "numba"  # attention fibre integrals: numba kernels, numpy ("cpu") or cupy
+    device: str = "cpu"
+    cpu_kernel: str = "numba"
 
     def __post_init__(self):
-        if self.device not in ("numba", "cpu", "gpu"):
-            raise ValueError(f"device must be 'numba', 'cpu' or 'gpu', got {self.device!r}")
+        check_device(self.device, self.cpu_kernel)
 
 
 @dataclass
@@ -66,7 +65,7 @@ class QhatEstimate:
     psi_out_error: float = float("nan")
 
 
-def _sqrt_psd(Q: np.ndarray) -> np.ndarray:
+def sqrt_psd(Q: np.ndarray) -> np.ndarray:
     """Symmetric square root of a PSD matrix already validated by :func:`check_overlap`
     (eigenvalues >= -1e-12); only round-off negatives are set to 0."""
     w, U = np.linalg.eigh(0.5 * (Q + Q.T))
@@ -96,7 +95,7 @@ class StateEvolution:
             raise ValueError(f"alpha must be finite and > 0, got {alpha}")
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
-        # attention fibre kernel: "auto" chooses per call; a solve locks it (lock_inner_path)
+        # fibre kernel: "auto" chooses per call; a solve locks it (lock_inner_path)
         self.inner_path = inner_path
         self.channel = channel
         self.alpha = float(alpha)
@@ -117,7 +116,7 @@ class StateEvolution:
 
     @property
     def diagonal_only(self) -> bool:
-        return isinstance(self.channel, AttentionChannel)
+        return self.channel.capabilities.diagonal_overlaps
 
     def lock_inner_path(self, Q: np.ndarray) -> None:
         """Fix the attention fibre kernel for the iterations that start at ``Q``.
@@ -127,11 +126,12 @@ class StateEvolution:
         there oscillated across it without converging (α = 0.95, 500 steps).  The shared
         nodes, once locked, are kept while every variance stays within
         ``SHARED_HYSTERESIS`` of their bounds; below that the map switches once, for good,
-        to the general kernel (:meth:`qhat`).  No effect once locked or off attention."""
-        if self.inner_path != "auto" or not isinstance(self.channel, AttentionChannel):
+        to the general kernel (:meth:`qhat`).  No effect once locked, or on a channel with
+        one inner path."""
+        if self.inner_path != "auto" or not self.channel.capabilities.inner_paths:
             return
         V = np.eye(self.channel.dim) - np.diag(np.diag(check_overlap(Q, self.channel.dim)))
-        self.inner_path = "shared" if self.channel.shared_nodes_apply(V) else "general"
+        self.inner_path = self.channel.choose_inner_path(V)
 
     def _prepare(self, Q: np.ndarray):
         """Validated ``Q`` (diagonal for attention), ``V = I - Q`` and the outer rule at Q."""
@@ -148,7 +148,7 @@ class StateEvolution:
         L, p = ch.seq_len, ch.dim
         Q, V, rule = self._prepare(Q)
         Vinv = np.linalg.inv(V)
-        sq = _sqrt_psd(Q)
+        sq = sqrt_psd(Q)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
@@ -166,21 +166,14 @@ class StateEvolution:
         else:
             u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
             noise = pts[:, 2 * L * p :] if ch.noise_dim else None
-            Zstar = omega + u @ _sqrt_psd(V).T
+            Zstar = omega + u @ sqrt_psd(V).T
             obs = ch.observe(Zstar, noise)
-            if isinstance(ch, AttentionChannel):
-                if self.inner_path == "shared" and not ch.shared_nodes_apply(
-                        V, margin=SHARED_HYSTERESIS):
-                    self.inner_path = "general"  # once, for good (see lock_inner_path)
-                fm = ch.fibre_moments(obs, omega, V, device=self.settings.device,
-                                      second=False, inner_error=inner_error,
-                                      inner_path=self.inner_path)
-                means = fm.mean
-                logz_node = fm.log_norm[0]
-            else:
-                post = ch.posterior(obs, omega, V)
-                means = post.mean[None]
-                logz_node = post.log_norm
+            self.inner_path = ch.keep_inner_path(self.inner_path, V)
+            fm = ch.posterior_sets(obs, omega, V, device=self.settings.device,
+                                   cpu_kernel=self.settings.cpu_kernel, second=False,
+                                   inner_error=inner_error, inner_path=self.inner_path)
+            means = fm.mean
+            logz_node = fm.log_norm[0]
             g = (means - omega[None]) @ Vinv.T
             per_node = np.einsum("snlk,snlj->snkj", g, g)
         W = rule.weight_sets
@@ -230,7 +223,7 @@ class StateEvolution:
         ch = self.channel
         L, p = ch.seq_len, ch.dim
         Q, V, rule = self._prepare(Q)
-        sq, sv = _sqrt_psd(Q), _sqrt_psd(V)
+        sq, sv = sqrt_psd(Q), sqrt_psd(V)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
         omega = xi @ sq.T
@@ -354,7 +347,7 @@ def overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
 def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration):
     se.lock_inner_path(Q0)
     update = se.update
-    if getattr(se.prior, "discrete", False):
+    if se.prior.discrete:
         def update(Q):
             new = se.update(Q)
             if np.all(1.0 - np.diag(new) < PERFECT_RECOVERY_GAP):
@@ -483,7 +476,7 @@ def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
         kick[k, k] = START_EPS
         if _valid_overlap(kick) and se.update(kick)[k, k] > START_EPS:
             return kick
-    if getattr(se.prior, "discrete", False):
+    if se.prior.discrete:
         return None  # Q = I is reached exactly there (perfect recovery)
     edge = np.flatnonzero(1.0 - np.diag(Q) < VANISHING_OVERLAP)
     if edge.size:  # jointly: the unstable gaps are a mix (1 : 0.015 at α = 1.0)
@@ -513,7 +506,7 @@ def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> np.ndarray 
     not told apart from ``I``: the answer is accurate to the gaps it starts from.)
     """
     ch = se.channel
-    if getattr(se.prior, "discrete", False) or se.discrete or ch.noise_dim:
+    if se.prior.discrete or se.discrete or ch.noise_dim:
         return None
     gaps = [1.0 - np.diag(Q)]
     if not np.all((gaps[0] > 0) & (gaps[0] < CONTINUOUS_RECOVERY_GAP)):

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .channels.attention import AttentionChannel, default_inner_rule
 from .channels.base import Channel
 from .integrate import combine_error, gauss_hermite, sobol_replicates
 
@@ -218,32 +217,11 @@ class ThresholdSettings:
     seed: int = 0
 
 
-def _inner_channel(channel: Channel, settings: ThresholdSettings) -> Channel:
-    if isinstance(channel, AttentionChannel):
-        inner = default_inner_rule(
-            channel.depth,
-            channel.seq_len,
-            settings.resolution,
-            settings.seed,
-            channel.skip,
-            channel.beta,
-        )
-        return channel.with_inner_rule(inner)
-    return channel
-
-
 def _fibre_sets(channel: Channel, obs: np.ndarray):
     """Posterior second moments and means on each inner weight set, at Q = 0."""
-    L, p = channel.seq_len, channel.dim
-    if isinstance(channel, AttentionChannel):
-        log_norm, _, blocks = channel.unlearned_inner_moments(obs)
-        S, K = log_norm.shape
-        second = np.zeros((S, K, L, p, L, p))
-        for k in range(p):
-            second[:, :, :, k, :, k] = blocks[:, :, k]
-        return log_norm, second, None, channel.inner_rule.error_kind
-    post = channel.posterior(obs, np.zeros(obs.shape + (L, p)), np.eye(p))
-    return post.log_norm[None], post.second[None], post.mean[None], "embedded"
+    sets, inner_kind = channel.null_moment_sets(obs)
+    mean = None if np.isnan(sets.mean).all() else sets.mean
+    return sets.log_norm, sets.second, mean, inner_kind
 
 
 def weak_recovery_thresholds(
@@ -259,13 +237,11 @@ def weak_recovery_thresholds(
     settings = settings or ThresholdSettings()
     if settings.method not in ("auto", "quadrature", "mc"):
         raise ValueError(f"unknown threshold method {settings.method!r}")
-    ch = _inner_channel(channel, settings)
+    ch = channel.refined(settings.resolution, settings.seed)
     L, p = ch.seq_len, ch.dim
-    grid = None
     method = settings.method
-    is_attention = isinstance(ch, AttentionChannel)
-    if is_attention:
-        dim_total = (ch.depth - 1) * L + L
+    dim_total = ch.quadrature_dimension()
+    if dim_total:
         if method == "auto":
             method = "quadrature" if dim_total <= 4 else "mc"
         if method == "quadrature" and dim_total > 4:
@@ -280,12 +256,9 @@ def weak_recovery_thresholds(
         w = np.exp(log_norm[0])
         outer_w, outer_kind, desc = np.vstack([w, w]), "embedded", "exact sum over outputs"
         normalisation = outer_w.sum(axis=1)
-    elif method == "quadrature" and (grid := ch.output_grid(settings.resolution)) is not None:
+    elif method == "quadrature" and (grid := ch.output_grid(
+            settings.resolution, settings.outer_nodes, settings.outer_half_width)) is not None:
         obs, flat_w, desc = grid
-        if is_attention and (settings.outer_nodes or settings.outer_half_width):
-            obs, flat_w, desc = ch.output_grid(
-                settings.resolution, settings.outer_nodes, settings.outer_half_width
-            )
         log_norm, second, mean, inner_kind = _fibre_sets(ch, obs)
         outer_w = flat_w * np.exp(log_norm[0])[None, :]
         outer_kind = "embedded"
@@ -313,8 +286,8 @@ def weak_recovery_thresholds(
     )
     diag["normalisation"] = np.asarray(normalisation).tolist()
     diag["outer"] = desc
-    if is_attention:
-        diag["inner"] = ch.inner_rule.description
+    if ch.inner_description is not None:
+        diag["inner"] = ch.inner_description
     return ThresholdResult(channel.name, channel.params(), dirs, method, F, diag)
 
 

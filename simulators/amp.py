@@ -67,8 +67,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
-from asymptotics.channels.attention import AttentionChannel
-from asymptotics.channels.base import Channel
+from asymptotics.channels.base import Channel, check_device
 from asymptotics.models import MODELS  # noqa: F401  (re-exported for the AMP CLI)
 from asymptotics.models import make_channel as _make_channel
 
@@ -93,10 +92,9 @@ class AMPConfig:
     n_test: int = 2000
     device: str = "cpu"
     psd_projection: bool = False
-    #: attention posterior: "auto" (numba kernel on CPU, vectorised cupy path on GPU) or
-    #: "xp" (the vectorised path on ``device``'s namespace, also with numpy: the GPU code
-    #: path, testable on CPU)
-    posterior: str = "auto"
+    #: on ``device="cpu"``: the channel's compiled kernels ("numba") or the array path the
+    #: GPU runs, on numpy ("array": the GPU code path, testable on the CPU)
+    cpu_kernel: str = "numba"
 
     def validate(self):
         """Raise ``ValueError`` (naming the field) on bad settings, before any work."""
@@ -120,8 +118,7 @@ class AMPConfig:
             raise ValueError(f"n_test must be an integer >= 1, got {self.n_test}")
         if self.n_samples < 1:
             raise ValueError(f"alpha*dim = {self.alpha * self.dim} gives no samples")
-        if self.posterior not in ("auto", "xp"):
-            raise ValueError(f"posterior must be 'auto' or 'xp', got {self.posterior!r}")
+        check_device(self.device, self.cpu_kernel)
         get_namespace(self.device)  # ValueError / BackendError before any work
         return self
 
@@ -165,21 +162,6 @@ def make_problem(channel: Channel, cfg: AMPConfig, seed: int, xp=np) -> AMPProbl
     g_test = np.asarray(channel.forward(Z_test, None), dtype=float)
     W0 = math.sqrt(cfg.init_scale) * rng.standard_normal((D, p))
     return AMPProblem(xp.asarray(W_star_h), X, obs, X_test, g_test, xp.asarray(W0))
-
-
-def channel_posterior(channel: Channel, obs, omega, V, device: str = "cpu",
-                      posterior: str = "auto"):
-    """Posterior of the channel, batched over samples, on the right back-end.
-
-    Attention: numba kernel on CPU, the vectorised cupy path on GPU (``posterior="xp"``:
-    the vectorised path on ``device`` in any case).  Closed-form channels: numpy on the
-    host.
-    """
-    if isinstance(channel, AttentionChannel):
-        if posterior == "xp":
-            return channel.posterior(obs, omega, V, device=device)
-        return channel.posterior(obs, omega, V, device="numba" if device == "cpu" else "gpu")
-    return channel.posterior(obs, omega, V)
 
 
 def sign_gauge(M: np.ndarray, Q: np.ndarray):
@@ -278,7 +260,7 @@ def run_amp(
         if not np.all(np.isfinite(omega)):
             status = "non-finite"
             break
-        post = channel_posterior(channel, prob.obs, omega, V, cfg.device, cfg.posterior)
+        post = channel.posterior_on(prob.obs, omega, V, cfg.device, cfg.cpu_kernel)
         g = (post.mean - omega) @ Vinv.T
         quad_err = None
         if post.error is not None:  # the channel's own quadrature error of E[z | ...]

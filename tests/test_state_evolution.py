@@ -242,7 +242,7 @@ def test_attention_qhat_on_the_array_namespace_matches_the_numba_kernels(depth, 
     ch = AttentionChannel(depth=depth, seq_len=L, skip=0.8, inner_rule=inner)
     Qm = np.diag(Q)
     fast = StateEvolution(ch, 0.7, SESettings(sobol_log2=6)).qhat(Qm, inner_error=False)
-    ref = StateEvolution(ch, 0.7, SESettings(sobol_log2=6, device="cpu")).qhat(
+    ref = StateEvolution(ch, 0.7, SESettings(sobol_log2=6, cpu_kernel="array")).qhat(
         Qm, inner_error=False)
     np.testing.assert_allclose(np.diag(ref.Qhat), np.diag(fast.Qhat), rtol=2e-5)
     assert abs(ref.psi_out - fast.psi_out) < 2e-5
@@ -255,7 +255,7 @@ def test_attention_se_step_on_the_gpu_matches_numpy():
 
     ch = AttentionChannel(depth=2, seq_len=2)
     Q = np.diag([0.3, 0.6])
-    cpu = StateEvolution(ch, 0.7, SESettings(sobol_log2=9, device="cpu")).qhat(Q)
+    cpu = StateEvolution(ch, 0.7, SESettings(sobol_log2=9, cpu_kernel="array")).qhat(Q)
     gpu = StateEvolution(ch, 0.7, SESettings(sobol_log2=9, device="gpu")).qhat(Q)
     np.testing.assert_allclose(gpu.Qhat, cpu.Qhat, rtol=1e-10, atol=1e-12)
 

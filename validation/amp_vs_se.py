@@ -23,9 +23,8 @@ import math
 
 import numpy as np
 
-from asymptotics.channels.attention import AttentionChannel
 from asymptotics.channels.base import Channel
-from asymptotics.state_evolution import SESettings, _sqrt_psd, run_state_evolution
+from asymptotics.state_evolution import SESettings, run_state_evolution, sqrt_psd
 
 Z_SCORE = 3.0
 FINITE_SIZE_C = 2.0
@@ -40,8 +39,8 @@ def se_plugin_error(channel: Channel, Q: np.ndarray, n: int = 2**14, seed: int =
     L, p = channel.seq_len, channel.dim
     xi = rng.standard_normal((n, L, p))
     u = rng.standard_normal((n, L, p))
-    omega = xi @ _sqrt_psd(Q).T
-    Zs = omega + u @ _sqrt_psd(np.eye(p) - Q).T
+    omega = xi @ sqrt_psd(Q).T
+    Zs = omega + u @ sqrt_psd(np.eye(p) - Q).T
     d = np.asarray(channel.forward(Zs, None)) - np.asarray(channel.forward(omega, None))
     per = (d**2).reshape(n, -1).sum(axis=1)
     return float(per.mean()), float(per.std(ddof=1) / math.sqrt(n))
@@ -53,7 +52,7 @@ def se_prediction(channel: Channel, alpha: float, settings: SESettings | None = 
     res = run_state_evolution(channel, alpha, "uninformed", settings=settings, tol=tol,
                               max_iter=max_iter)
     Q = np.asarray(res.Q)
-    if isinstance(channel, AttentionChannel):
+    if channel.capabilities.diagonal_overlaps:
         Q = np.diag(np.diag(Q))
     # dQ = (I + Q̂)^{-1} dQ̂ (I + Q̂)^{-1}: propagate the diagonal error of Q̂
     R = np.linalg.inv(np.eye(Q.shape[0]) + res.Qhat)

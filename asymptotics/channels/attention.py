@@ -13,29 +13,29 @@ scrambled Sobol' net above.  Every result carries the embedded-rule error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..backend import to_numpy
 from ..integrate import Rule, point_rule, sinh_trapezoid_2d, sobol, trapezoid
 from . import _attention_kernels as kern
 from .attention_map import (
+    Architecture,
     attention_forward,
     attention_mixer_inverse,
     fibre_from_output,
     last_preactivation,
 )
-from .base import Channel, Posterior, check_variance
+from .base import (
+    INNER_PATHS,
+    Capabilities,
+    Channel,
+    MomentSets,
+    Posterior,
+    check_device,
+    check_variance,
+)
 
-
-@dataclass
-class FibreMoments:
-    """Fibre-integral results on every inner weight set (axis 0: primary, coarse)."""
-
-    log_norm: np.ndarray  # (S, K)
-    mean: np.ndarray  # (S, K, L, depth)
-    second: np.ndarray  # (S, K, L, depth, L, depth)
+FibreMoments = MomentSets  # fibre-integral results on every inner weight set
 
 
 GRID_NODES = 48  # base nodes per axis of the deterministic rules (resolution 0)
@@ -44,7 +44,6 @@ MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
 SHARED_MIN_VARIANCE = 0.2  # smallest first-layer variance integrated on the shared nodes
 SHARED_MIN_LAST_VARIANCE = 0.005  # smallest last-layer variance integrated on them
 SHARED_HYSTERESIS = 2.0  # a locked shared path holds until a variance is this far below
-INNER_PATHS = ("auto", "shared", "general")
 
 
 def default_inner_rule(
@@ -79,6 +78,8 @@ class AttentionChannel(Channel):
 
     name = "attention"
     sign_symmetric = True
+    capabilities = Capabilities(diagonal_overlaps=True, inner_paths=True, staircase=True,
+                                inner_rule=True)
 
     def __init__(
         self,
@@ -112,8 +113,57 @@ class AttentionChannel(Channel):
     def params(self):
         return {"depth": self.depth, "seq_len": self.seq_len, "skip": self.skip, "beta": self.beta}
 
+    @classmethod
+    def from_architecture(cls, arch: Architecture, inner_rule: Rule | None = None
+                          ) -> AttentionChannel:
+        """The channel of a rank-1 network ``arch`` (the network and the channel share it)."""
+        if arch.rank != 1:
+            raise ValueError(f"the attention channel has rank 1, got rank {arch.rank}")
+        return cls(arch.depth, arch.seq_len, arch.skip, arch.beta, inner_rule)
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(self.depth, self.seq_len, self.skip, self.beta)
+
     def with_inner_rule(self, rule: Rule) -> AttentionChannel:
         return AttentionChannel(self.depth, self.seq_len, self.skip, self.beta, rule)
+
+    # capabilities (base.Channel) --------------------------------------------------------
+    def refined(self, resolution: int, seed: int = 0) -> AttentionChannel:
+        return self.with_inner_rule(default_inner_rule(
+            self.depth, self.seq_len, resolution, seed, self.skip, self.beta))
+
+    @property
+    def inner_description(self) -> str:
+        return self.inner_rule.description
+
+    def quadrature_dimension(self) -> int:
+        """``(depth-1)·L`` inner and ``L`` outer dimensions of the Q = 0 quadrature."""
+        return (self.depth - 1) * self.seq_len + self.seq_len
+
+    def null_moment_sets(self, obs) -> tuple[MomentSets, str]:
+        """Q = 0 moments from the unlearned-layer kernel (second moments per layer)."""
+        L, p = self.seq_len, self.dim
+        log_norm, _, blocks = self.unlearned_inner_moments(obs)
+        S, K = log_norm.shape
+        second = np.zeros((S, K, L, p, L, p))
+        for k in range(p):
+            second[:, :, :, k, :, k] = blocks[:, :, k]
+        return MomentSets(log_norm, np.full((S, K, L, p), np.nan), second), \
+            self.inner_rule.error_kind
+
+    def choose_inner_path(self, V) -> str:
+        return "shared" if self.shared_nodes_apply(V) else "general"
+
+    def keep_inner_path(self, path: str, V) -> str:
+        if path == "shared" and not self.shared_nodes_apply(V, margin=SHARED_HYSTERESIS):
+            return "general"  # once, for good: a solve's map changes at most once
+        return path
+
+    def posterior_sets(self, obs, omega, V, *, device="cpu", cpu_kernel="numba",
+                       second=True, inner_error=True, inner_path="auto") -> MomentSets:
+        return self.fibre_moments(obs, omega, V, device, second, inner_error, inner_path,
+                                  cpu_kernel=cpu_kernel)
 
     # forward map and observations ------------------------------------------------------
     def forward(self, Z, noise=None):
@@ -199,8 +249,8 @@ class AttentionChannel(Channel):
         return chol, coef, vc
 
     def fibre_moments(
-        self, obs, omega, V, device: str = "numba", second: bool = True,
-        inner_error: bool = True, inner_path: str = "auto",
+        self, obs, omega, V, device: str = "cpu", second: bool = True,
+        inner_error: bool = True, inner_path: str = "auto", cpu_kernel: str = "numba",
     ) -> FibreMoments:
         """Posterior moments on all inner weight sets, batched over the leading axes.
 
@@ -210,7 +260,10 @@ class AttentionChannel(Channel):
         kernel: ``shared`` (importance-weighted shared nodes; only where structurally
         possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
         ``ω_U + chol(V_UU) t``), or ``auto``: shared where :meth:`shared_nodes_apply`.
+        ``device`` "cpu" runs the numba kernels (``cpu_kernel="array"``: the array path of
+        the GPU, on numpy), "gpu" the array path on cupy.
         """
+        check_device(device, cpu_kernel)
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
         V = check_variance(V, self.depth)
@@ -227,9 +280,10 @@ class AttentionChannel(Channel):
             raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
                              "trapezoid and a diagonal V")
         shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
-        if device == "numba" and not second and shared:
+        numba = device == "cpu" and cpu_kernel == "numba"
+        if numba and not second and shared:
             res = self._fibre_diagonal(a, om, V, inner_error)
-        elif device == "numba":
+        elif numba:
             res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
         else:
             res = self._fibre_xp(a, om, chol, coef, vc, device, inner_error=inner_error)
@@ -240,8 +294,12 @@ class AttentionChannel(Channel):
             res.second.reshape((S,) + batch + (L, depth, L, depth)),
         )
 
-    def posterior(self, obs, omega, V, device: str = "numba") -> Posterior:
-        fm = self.fibre_moments(obs, omega, V, device)
+    def posterior_on(self, obs, omega, V, device="cpu", cpu_kernel="numba") -> Posterior:
+        return self.posterior(obs, omega, V, device, cpu_kernel)
+
+    def posterior(self, obs, omega, V, device: str = "cpu", cpu_kernel: str = "numba"
+                  ) -> Posterior:
+        fm = self.fibre_moments(obs, omega, V, device, cpu_kernel=cpu_kernel)
         return Posterior(
             fm.log_norm[0], fm.mean[0], fm.second[0], error=np.abs(fm.mean[0] - fm.mean[1])
         )

@@ -13,9 +13,39 @@ Pre-activations are passed as ``Z`` with shape ``(..., L, depth * rank)``: colum
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..backend import namespace_of
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One deep tied low-rank attention network: ``depth`` layers of rank ``rank`` on
+    sequences of ``seq_len`` tokens, skip strength ``skip`` (the ``c I`` of ``A_k``) and
+    softmax inverse temperature ``beta``.  The channel and the trained network share it."""
+
+    depth: int = 2
+    seq_len: int = 2
+    skip: float = 1.0
+    beta: float = 1.0
+    rank: int = 1
+
+    def __post_init__(self):
+        for name, minimum in (("depth", 1), ("seq_len", 2), ("rank", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r} "
+                                 f"({type(v).__name__})")
+        for name, ok, what in (("skip", lambda v: v >= 0, ">= 0"),
+                               ("beta", lambda v: v > 0, "> 0")):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"{name} must be a finite number {what}, got {v!r} "
+                                 f"({type(v).__name__})")
 
 
 def softmax_rows(scores, xp=None):

@@ -40,8 +40,57 @@ class Posterior:
         return sec - m[..., :, None] * m[..., None, :]
 
 
+DEVICES = ("cpu", "gpu")
+CPU_KERNELS = ("numba", "array")  # compiled kernels, or the array path (the GPU code on numpy)
+INNER_PATHS = ("auto", "shared", "general")
+
+
+def check_device(device: str, cpu_kernel: str = "numba") -> None:
+    """ValueError unless ``device`` is in :data:`DEVICES` and ``cpu_kernel`` in
+    :data:`CPU_KERNELS`."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if cpu_kernel not in CPU_KERNELS:
+        raise ValueError(f"cpu_kernel must be one of {CPU_KERNELS}, got {cpu_kernel!r}")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel offers the algorithms beyond ``forward`` and ``posterior``.
+
+    ``diagonal_overlaps``: ``Q`` stays diagonal under the SE map (a per-direction sign
+    symmetry), so only the diagonal of ``Q̂`` is integrated.
+    ``inner_paths``: the fibre integral has several node placements (:data:`INNER_PATHS`);
+    a solve locks one with :meth:`Channel.choose_inner_path`.
+    ``staircase``: restricted moments for the sequential staircase (``staircase.py``).
+    ``inner_rule``: the posterior integrates over an inner rule whose alternative weight
+    sets give its error; :meth:`Channel.refined` refines it.
+    """
+
+    diagonal_overlaps: bool = False
+    inner_paths: bool = False
+    staircase: bool = False
+    inner_rule: bool = False
+
+
+@dataclass
+class MomentSets:
+    """Posterior moments on every weight set of the channel's inner rule (axis 0: the
+    primary set first, then the alternatives that give its error; S = 1 for closed forms).
+
+    ``log_norm (S, ...)``, ``mean (S, ..., L, p)``, ``second (S, ..., L, p, L, p)`` (NaN
+    where not computed).
+    """
+
+    log_norm: np.ndarray
+    mean: np.ndarray
+    second: np.ndarray
+
+
 class Channel(ABC):
     """An output channel ``y ~ P_out(· | Z)`` of a sequence multi-index model."""
+
+    capabilities: Capabilities = Capabilities()
 
     name: str = "channel"
     seq_len: int = 1  # L
@@ -77,6 +126,13 @@ class Channel(ABC):
     def posterior(self, obs: np.ndarray, omega: np.ndarray, V: np.ndarray) -> Posterior:
         """Posterior moments of ``Z`` given the observation, ``omega`` and ``V``."""
 
+    def posterior_on(self, obs, omega, V, device: str = "cpu", cpu_kernel: str = "numba"
+                     ) -> Posterior:
+        """:meth:`posterior` on ``device`` (closed forms: numpy on the host whatever the
+        device; a channel with kernels of its own overrides this)."""
+        check_device(device, cpu_kernel)
+        return self.posterior(obs, omega, V)
+
     def mean_forward(self, omega: np.ndarray, offsets: np.ndarray, weights: np.ndarray):
         """``Σ_i w_i g(ω + offset_i)`` for every ``ω`` (noiseless forward map ``g``): the
         Bayes prediction ``E_{N(ω, V)} g(Z)`` on an inner rule (THEORY §4).
@@ -84,8 +140,9 @@ class Channel(ABC):
         omega (K, L, p); offsets (M, L, p); weights (M,).  Returns (K, *output shape)."""
         return np.tensordot(weights, self.forward(omega[None] + offsets[:, None]), axes=(0, 0))
 
-    def output_grid(self, resolution: int = 0):
-        """Optional deterministic rule over the observation for outer expectations.
+    def output_grid(self, resolution: int = 0, nodes: int = 0, half_width: float = 0.0):
+        """Optional deterministic rule over the observation for outer expectations
+        (``nodes`` per axis and ``half_width`` override the defaults where not 0).
 
         Returns ``(obs_nodes, flat_weight_sets, description)`` such that
         ``E_y f = Σ_i w_i Z_out(obs_i; 0, I) f(obs_i)`` (the channel's own normaliser is the
@@ -107,6 +164,49 @@ class Channel(ABC):
     def params(self) -> dict:
         """Parameters that identify the channel (for result rows)."""
         return {}
+
+    # ----------------------------------------------------------- what algorithms ask for
+    def posterior_sets(
+        self, obs, omega, V, *, device: str = "cpu", cpu_kernel: str = "numba",
+        second: bool = True, inner_error: bool = True, inner_path: str = "auto",
+    ) -> MomentSets:
+        """:meth:`posterior` on every inner weight set (closed forms: one set, S = 1).
+
+        ``second=False`` may skip the second moments, ``inner_error=False`` the alternative
+        weight sets; ``inner_path`` is one of :data:`INNER_PATHS` where the channel
+        declares ``capabilities.inner_paths``.
+        """
+        post = self.posterior(obs, omega, V)
+        return MomentSets(post.log_norm[None], post.mean[None], post.second[None])
+
+    def null_moment_sets(self, obs) -> tuple[MomentSets, str]:
+        """Posterior moments at ``Q = 0`` (``ω = 0``, ``V = I``) for the weak-recovery
+        operator (THEORY §5), and the error kind of the weight sets."""
+        L, p = self.seq_len, self.dim
+        post = self.posterior(obs, np.zeros(np.shape(obs) + (L, p)), np.eye(p))
+        return MomentSets(post.log_norm[None], post.mean[None], post.second[None]), "embedded"
+
+    def refined(self, resolution: int, seed: int = 0) -> Channel:
+        """The channel with its inner rule refined ``resolution`` times (each doubling the
+        nodes per axis) and seeded by ``seed``; a channel without an inner rule: itself."""
+        return self
+
+    @property
+    def inner_description(self) -> str | None:
+        """The inner rule, in words (None without one)."""
+        return None
+
+    def quadrature_dimension(self) -> int:
+        """Dimension of the deterministic rule of the Q = 0 thresholds (0: always cheap)."""
+        return 0
+
+    def choose_inner_path(self, V) -> str:
+        """The inner path a solve starting at ``V`` locks (``capabilities.inner_paths``)."""
+        return "auto"
+
+    def keep_inner_path(self, path: str, V) -> str:
+        """The inner path a locked solve continues with at ``V`` (it may switch once)."""
+        return path
 
     def describe(self) -> str:
         items = ", ".join(f"{k}={v}" for k, v in self.params().items())

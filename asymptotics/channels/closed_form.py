@@ -203,10 +203,14 @@ class ProductChannel(Channel):
     def forward(self, Z, noise=None):
         return Z[..., 0, 0] * Z[..., 0, 1]
 
-    def output_grid(self, resolution: int = 0):
-        """``y = ±e^s``, trapezoid in ``s`` on [-40, 5]: the log singularity of the density
-        of ``y`` at 0 becomes an exponentially decaying tail."""
-        n = 360 * 2**resolution + 1
+    def output_grid(self, resolution: int = 0, nodes: int = 0, half_width: float = 0.0):
+        """``y = ±e^s``, trapezoid in ``s`` on [-40, 5] (``nodes`` per sign, odd; default
+        ``360·2^resolution + 1``): the log singularity of the density of ``y`` at 0 becomes
+        an exponentially decaying tail.  The range is fixed: ``half_width`` must be 0."""
+        if half_width:
+            raise ValueError("the product channel's output grid has a fixed range "
+                             "(half_width must be 0)")
+        n = nodes + (1 - nodes % 2) if nodes else 360 * 2**resolution + 1
         s = np.linspace(-40.0, 5.0, n)
         h = s[1] - s[0]
         w = np.full(n, h) * np.exp(s)
