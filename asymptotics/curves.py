@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from .channels.base import Channel
+from .channels.registry import make_channel
 from .executors import Executor, SerialExecutor, Task, report_partial
-from .models import make_channel
-from .priors import GaussianPrior, make_prior
-from .state_evolution import SESettings, StateEvolution, initial_overlap, run_state_evolution
-from .sweeps import Journal, plain
+from .priors import GaussianPrior, Prior, make_prior
+from .results import plain, to_json_lines
+from .state_evolution import (
+    SESettings,
+    StateEvolution,
+    initial_overlap,
+    replicate_rules,
+    run_state_evolution,
+)
+from .sweeps import Journal
 from .transitions import Transition, amp_spinodal, it_threshold
 
 BRANCHES = ("amp", "bayes", "both")
@@ -79,8 +85,6 @@ def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors
     replicate net evaluates them at its own fixed point, so the spread includes the
     uncertainty of Q as well as the net's sampling error.  The reported error is the larger
     of that spread and the single-rule error (which holds the inner-rule part)."""
-    from .state_evolution import replicate_rules
-
     phis, gens = [], []
     for sub, Qr in zip(replicate_rules(se.rule), replicate_Q, strict=True):
         rep = StateEvolution(se.channel, se.alpha, se.settings, se.prior, rule=sub,
@@ -108,7 +112,7 @@ def sweep(
     output: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
-    prior=None,
+    prior: Prior | None = None,
     executor: Executor | None = None,
 ) -> list[dict]:
     """SE curve over ``alphas``; rows for the AMP and informed runs and the Bayes choice.
@@ -174,7 +178,7 @@ def sweep_settings(
     output: str | None = None,
     resume: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
-    prior=None,
+    prior: Prior | None = None,
     executor: Executor | None = None,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
@@ -243,15 +247,18 @@ def sweep_settings(
         position = {a: i for i, a in enumerate(seq)}
         rows = prev + new.get(key, [])
         ordered.extend(sorted(rows, key=lambda r: position.get(r["alpha"], len(seq))))
-    if journal is not None:
-        known = {id(r) for r in ordered}
-        chain_keys = {key for key, _, _ in chains}
-        rest = [r for r in journal.rows if id(r) not in known
-                and _chain_of(r, tag_keys) not in chain_keys]
-        journal.finish("".join(json.dumps(r) + "\n" for r in ordered + rest))
     for tag, _ in settings_list:
         rows = [r for r in ordered if all(r.get(k) == v for k, v in tag.items())]
         out.extend(_select(rows, branch))
+    if journal is not None:
+        # the file holds what is returned (the Bayes rows too), then the chains' rows that
+        # ``branch`` filters out and any other rows it held: all a resume needs
+        shown = {id(r) for r in out}
+        chain_keys = {key for key, _, _ in chains}
+        hidden = [r for r in ordered if id(r) not in shown]
+        rest = [r for r in journal.rows if r.get("branch") in ("amp", "informed")
+                and _chain_of(r, tag_keys) not in chain_keys]
+        journal.finish(to_json_lines(out + hidden + rest))
     return out
 
 
@@ -317,19 +324,6 @@ def _bayes_rows(rows: list[dict]) -> list[dict]:
         row["source_branch"] = best["branch"]
         out.append(row)
     return out
-
-
-def progress_bar(stream=sys.stderr) -> Callable[[int, int, float], None]:
-    """A one-line progress display with the estimated remaining time."""
-
-    def show(done: int, total: int, elapsed: float) -> None:
-        frac = done / total
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
-        bar = "#" * int(30 * frac)
-        print(f"\r[{bar:<30}] {done}/{total}  {elapsed:.0f}s, ~{eta:.0f}s left",
-              end="" if done < total else "\n", file=stream, flush=True)
-
-    return show
 
 
 def locate_transitions(channel: Channel, rows: list[dict], prior=None, *,

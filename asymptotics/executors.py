@@ -32,6 +32,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
+
 KINDS = ("serial", "process", "dask")
 ADDRESS_RE = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -121,12 +123,7 @@ def _worker_init(q, threads: int) -> None:
     global _WORKER_QUEUE
     _WORKER_QUEUE = q
     if threads > 0:
-        try:
-            import numba
-
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        except ImportError:  # pragma: no cover - numba is a dependency
-            pass
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def _process_call(fn, key, params, listen: bool):

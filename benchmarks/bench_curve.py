@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 
+from asymptotics.channels.registry import make_channel
 from asymptotics.curves import sweep
-from asymptotics.models import make_channel, parse_values
 from asymptotics.state_evolution import SESettings
+from smi.options import parse_values
 
 
 def main():

@@ -28,9 +28,9 @@ from asymptotics.executors import (
     import_distributed,
     noop_task,
 )
-from asymptotics.models import parse_values
-from asymptotics.sweeps import threshold_task, threshold_task_key
+from asymptotics.tables import threshold_task, threshold_task_key
 from asymptotics.thresholds import ThresholdSettings
+from smi.options import parse_values
 
 
 def grid_tasks(resolution: int) -> list[Task]:

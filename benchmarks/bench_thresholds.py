@@ -14,9 +14,10 @@ import os
 import platform
 import time
 
-from asymptotics.cli import DEFAULT_SKIPS
-from asymptotics.models import make_channel, parse_values
+from asymptotics.channels.registry import make_channel
 from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
+from smi.commands.thresholds import DEFAULT_SKIPS
+from smi.options import parse_values
 
 
 def table(resolution: int):

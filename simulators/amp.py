@@ -68,8 +68,8 @@ import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
 from asymptotics.channels.base import Channel, check_device
-from asymptotics.models import MODELS  # noqa: F401  (re-exported for the AMP CLI)
-from asymptotics.models import make_channel as _make_channel
+from asymptotics.channels.registry import MODELS  # noqa: F401  (re-exported for the AMP CLI)
+from asymptotics.channels.registry import make_channel as _make_channel
 
 from .attention_training import project, project_transpose, sample_sequences
 

@@ -32,7 +32,7 @@ import time
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
 from asymptotics.state_evolution import SESettings
-from asymptotics.sweeps import add_executor_arguments, executor_options
+from smi.options import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
@@ -199,7 +199,7 @@ def _emit(out, row):
 def amp_task(params: dict) -> dict:
     """One (dimension, seed) of a sweep: its output rows (iterations unless summary-only,
     a failure record, the final row) and the fields of its result the summary needs."""
-    from asymptotics.sweeps import plain
+    from asymptotics.results import plain
 
     v = params
     ch = make_channel(v["model"], **v["channel"])

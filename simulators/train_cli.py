@@ -27,7 +27,7 @@ import numpy as np
 
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
-from asymptotics.sweeps import add_executor_arguments, executor_options
+from smi.options import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
@@ -297,7 +297,7 @@ def train_task(params: dict) -> dict:
     """One (seed, alpha) of a sweep, every optimizer: its output rows and the final record of
     each optimizer that did not diverge (``None`` for those that did).  The data are those
     of ``make_problem(seed)`` at ``n_max`` samples, cut to ``alpha * dim``, whoever runs it."""
-    from asymptotics.sweeps import plain
+    from asymptotics.results import plain
 
     v = params
     xp = get_namespace(v["device"])

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from asymptotics.cli import ROW_KEYS, main
+from asymptotics.results import THRESHOLD_KEYS as ROW_KEYS
+from smi.cli import main
 
 
 def test_json_schema_and_values(capsys, tmp_path):
@@ -69,7 +70,7 @@ def test_module_entry_point_runs():
         [
             sys.executable,
             "-m",
-            "asymptotics",
+            "smi",
             "thresholds",
             "--model",
             "sign-product",

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 from asymptotics.channels.closed_form import LinearChannel, PhaseRetrievalChannel, SignChannel
-from asymptotics.cli import main
 from asymptotics.curves import sweep
+from asymptotics.results import read_rows
 from asymptotics.priors import GaussianPrior
 from asymptotics.state_evolution import (
     StateEvolution,
     linear_channel_fixed_point,
     run_state_evolution,
 )
+from smi.cli import main
 
 
 def test_linear_curve_matches_closed_form_on_both_branches():
@@ -104,7 +105,8 @@ def test_curve_cli_rows_and_bad_input(tmp_path, capsys):
     keys = {"alpha", "branch", "Q", "free_entropy", "gen_error_plugin", "gen_error_bayes",
             "converged", "iterations", "Q_stderr", "gen_error_plugin_stderr"}
     assert all(keys <= set(r) for r in rows)
-    assert len(out.read_text().splitlines()) == 4  # amp and informed rows, streamed
+    # the file holds exactly the printed rows: amp, informed and the Bayes choice
+    assert read_rows(out) == (rows, False) and len(rows) == 6
     for bad in (["--alphas", "0"], ["--damping", "2"], ["--resume"], ["--depth", "0"]):
         assert main(["curve", *bad]) == 2
 

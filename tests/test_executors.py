@@ -10,8 +10,8 @@ import time
 import pytest
 
 from asymptotics import executors
-from asymptotics.cli import main
 from asymptotics.executors import ProcessExecutor, SerialExecutor, Task
+from smi.cli import main
 
 GRID = ["thresholds", "--skip", "0.5", "1", "2", "--depth", "1", "2", "--resolution", "0",
         "--format", "json"]
@@ -60,7 +60,7 @@ def test_curve_identical_serial_pool_and_dask(cluster, capsys, tmp_path):
     text = files["serial"].read_text()
     for name in ("pool", "dask", "dask-file"):
         assert outs[name] == outs["serial"] and files[name].read_text() == text
-    assert len(text.splitlines()) == 12  # 6 alphas on each branch
+    assert len(text.splitlines()) == 18  # 6 alphas on each branch, and the Bayes rows
 
 
 def test_worker_killed_mid_sweep_still_completes_the_file(cluster, capsys, tmp_path):
@@ -94,7 +94,7 @@ def test_worker_killed_mid_sweep_still_completes_the_file(cluster, capsys, tmp_p
 
 
 def test_resume_computes_only_missing_points(tmp_path, capsys, monkeypatch):
-    import asymptotics.cli as cli
+    import smi.commands.thresholds as cli
 
     out = tmp_path / "grid.csv"
     args = GRID[:-1] + ["csv", "--workers", "1", "--output", str(out)]

@@ -10,9 +10,9 @@ import pytest
 from matplotlib.image import imread
 
 from asymptotics.channels.closed_form import PhaseRetrievalChannel
-from asymptotics.cli import main
 from asymptotics.curves import sweep
 from asymptotics.thresholds import weak_recovery_thresholds
+from smi.cli import main
 from validation import style
 from validation.plots import load_results, row_type
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from asymptotics.channels.attention import AttentionChannel
-from asymptotics.cli import main
 from asymptotics.staircase import StaircaseSettings, staircase_thresholds
 from asymptotics.state_evolution import SESettings, StateEvolution
 from asymptotics.thresholds import weak_recovery_thresholds
+from smi.cli import main
 
 CHEAP = StaircaseSettings(groups=4, log2_points=9)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from asymptotics.cli import main
+from smi.cli import main
 from validation.report import SECTIONS, run_validation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_validate_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_quick_budget_is_wired_to_the_cli():
-    out = subprocess.run([sys.executable, "-m", "asymptotics", "validate", "--help"],
+    out = subprocess.run([sys.executable, "-m", "smi", "validate", "--help"],
                          capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and "quick" in out.stdout and "full" in out.stdout

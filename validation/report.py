@@ -202,7 +202,7 @@ class Battery:
         self.add(S, "Jensen bound, layer 1 (depth 2, L = 2)",
                  f"smallest α_c = {lay1:.6f}", f"≥ {bound:.6f}", lay1 >= bound)
         if self.b.jensen_mc:
-            from asymptotics.models import make_channel
+            from asymptotics.channels.registry import make_channel
             from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
 
             for depth, seq_len in ((2, 3), (3, 2)):
@@ -217,7 +217,7 @@ class Battery:
 
     def q0_thresholds(self) -> list[dict]:
         if "q0" not in self.cache:
-            from asymptotics.models import make_channel
+            from asymptotics.channels.registry import make_channel
             from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
 
             st = ThresholdSettings(resolution=self.b.threshold_resolution)
@@ -233,7 +233,7 @@ class Battery:
     # ---------------------------------------------------------------- published data
 
     def published_data(self):
-        from asymptotics.models import make_channel
+        from asymptotics.channels.registry import make_channel
         from asymptotics.staircase import StaircaseSettings, staircase_thresholds
 
         S = "Published data"

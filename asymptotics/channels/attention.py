@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import get_namespace, to_numpy
 from ..integrate import Rule, point_rule, sinh_trapezoid_2d, sobol, trapezoid
 from . import _attention_kernels as kern
 from .attention_map import (
@@ -394,8 +394,6 @@ class AttentionChannel(Channel):
     def _fibre_xp(self, a, om, chol, coef, vc, device, chunk_elems: int = 2_000_000,
                   inner_error: bool = True):
         """Vectorised reference path on an array namespace (``device``: 'cpu' or 'gpu')."""
-        from ..backend import get_namespace
-
         xp = get_namespace(device)
         T, W = self._inner_nodes()
         if not inner_error:

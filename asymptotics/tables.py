@@ -1,0 +1,91 @@
+"""Threshold tables: the Q = 0 thresholds, the sequential staircase and learnability at α,
+one row per (setting, direction), over a grid of settings (THEORY §5–6).
+
+A *job* is one channel setting, the keyword arguments of
+:func:`asymptotics.channels.registry.make_channel`.  Each distinct job is one seeded task
+(:func:`threshold_task`) whose rows do not depend on the executor that runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .channels.registry import make_channel
+from .executors import Task
+from .results import plain
+from .staircase import StaircaseSettings, staircase_table
+from .thresholds import ThresholdSettings, weak_recovery_thresholds
+
+
+def threshold_jobs(model: str, depths=(2,), seq_lens=(2,), skips=(1.0,), betas=(1.0,),
+                   noise: float = 0.1) -> list[dict]:
+    """The settings of a table, in grid order: attention over depth × seq_len × skip × β;
+    every other model is one setting (``noise`` for the linear channel)."""
+    if model != "attention":
+        return [dict(model=model, noise=noise)]
+    return [dict(model="attention", depth=depth, seq_len=seq_len, skip=c, beta=beta)
+            for depth in depths for seq_len in seq_lens for c in skips for beta in betas]
+
+
+def threshold_rows(
+    job: dict, settings: ThresholdSettings, staircase: StaircaseSettings | None = None,
+    alpha: float | None = None,
+) -> list[dict]:
+    """Rows of one setting: the Q = 0 threshold of every direction; with ``staircase`` the
+    staircase columns, with ``alpha`` a ``learnable_at_alpha`` column (against the
+    staircase value where present)."""
+    channel = make_channel(**job)
+    if staircase is not None:
+        rows = staircase_table(channel, staircase, settings)
+    else:
+        rows = weak_recovery_thresholds(channel, settings).rows(job["model"])
+    for r in rows:
+        if alpha is not None:
+            r["alpha"] = alpha
+            r["learnable_at_alpha"] = bool(alpha > r.get("staircase_alpha", r["alpha_c"]))
+        if job["model"] != "attention":
+            r["skip"] = None
+            r["beta"] = None
+    return rows
+
+
+def threshold_table(jobs: list[dict], settings: ThresholdSettings,
+                    staircase: StaircaseSettings | None = None,
+                    alpha: float | None = None) -> list[dict]:
+    """Rows of every job, in job order (computed here, one job after another)."""
+    return [r for job in jobs for r in threshold_rows(job, settings, staircase, alpha)]
+
+
+def threshold_task_key(row_or_job: dict) -> str:
+    """The grid point a threshold row (or job) belongs to."""
+    if row_or_job.get("model") != "attention":
+        return str(row_or_job.get("model"))
+    j = row_or_job
+    return (f"attention|depth={int(j['depth'])}|seq_len={int(j['seq_len'])}|"
+            f"skip={float(j['skip'])!r}|beta={float(j['beta'])!r}")
+
+
+def threshold_tasks(jobs: list[dict], settings: ThresholdSettings,
+                    staircase: StaircaseSettings | None = None,
+                    alpha: float | None = None) -> list[Task]:
+    """One task of :func:`threshold_task` per distinct job, in grid order."""
+    tasks: dict[str, Task] = {}
+    for job in jobs:
+        key = threshold_task_key(job)
+        if key not in tasks:
+            tasks[key] = Task(key, {"job": job, "settings": asdict(settings),
+                                    "staircase": asdict(staircase) if staircase else None,
+                                    "alpha": alpha})
+    return list(tasks.values())
+
+
+def threshold_task(params: dict) -> list[dict]:
+    """All threshold rows of one job (``params``: job, settings, staircase and alpha as
+    plain values), as plain JSON-able rows."""
+    settings = ThresholdSettings(**params["settings"])
+    stair = StaircaseSettings(**params["staircase"]) if params.get("staircase") else None
+    return plain(threshold_rows(params["job"], settings, stair, params.get("alpha")))
+
+
+__all__ = ["threshold_jobs", "threshold_rows", "threshold_table", "threshold_task",
+           "threshold_task_key", "threshold_tasks"]

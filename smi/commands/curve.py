@@ -1,0 +1,141 @@
+"""``smi curve``: SE overlap curves over α on both branches (THEORY §3–4)."""
+
+from __future__ import annotations
+
+import sys
+
+from asymptotics.backend import gpu_available
+from asymptotics.channels.registry import MODELS, make_channel
+from asymptotics.curves import locate_transitions, sweep_settings
+from asymptotics.executors import make_executor
+from asymptotics.priors import make_prior
+from asymptotics.state_evolution import SESettings
+from asymptotics.sweeps import ResumeError, check_writable
+
+from ..options import (
+    UsageError,
+    add_executor_arguments,
+    executor_options,
+    fail,
+    integer,
+    integers,
+    values,
+)
+from ..output import format_curve, progress_bar
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "curve",
+        help="SE overlap curves over alpha (AMP and Bayes-optimal branches)",
+        description="State-evolution fixed points over α from the uninformed (AMP) and "
+        "informed starts, free entropy, plug-in and Bayes-optimal generalisation errors.",
+    )
+    p.add_argument("--model", default="attention", choices=MODELS)
+    p.add_argument("--depth", default="2", help="value or list: several settings make a grid")
+    p.add_argument("--seq-len", default="2", help="value or list")
+    p.add_argument("--skip", default="1", help="value, comma list or start:stop:step")
+    p.add_argument("--beta", default="1", help="value or list")
+    p.add_argument("--noise", default="0.1", help="value or list (linear channel)")
+    p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
+    p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
+    p.add_argument("--prior", default="gaussian", choices=["gaussian", "rademacher"])
+    p.add_argument("--transitions", action="store_true",
+                   help="locate first-order transitions bracketed by the sweep (bisection)")
+    p.add_argument("--tol", default="1e-7", help="fixed-point tolerance on max|ΔQ|")
+    p.add_argument("--max-iter", default="500")
+    p.add_argument("--damping", default="0.5")
+    p.add_argument("--sobol-log2", default="12",
+                   help="log2 of the outer randomised-QMC points (Monte Carlo channels)")
+    p.add_argument("--seed", default="0")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu", "numba"],
+                   help="where the posterior integrals run: cpu (default) or gpu (cupy on a "
+                   "CUDA device); 'numba' is the former name of cpu")
+    p.add_argument("--cpu-kernel", default="numba", choices=["numba", "array"],
+                   help="on the CPU: the compiled numba kernels (default) or the array path "
+                   "the GPU runs, on numpy")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--output", default=None,
+                   help="JSON-lines file the rows are appended to as they are computed; when "
+                   "done it holds the printed rows (Bayes rows included)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep from --output")
+    add_executor_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    depths = integers([args.depth], "--depth", 1)
+    seq_lens = integers([args.seq_len], "--seq-len", 2 if args.model == "attention" else 1)
+    skip = values([args.skip], "--skip")
+    beta = values([args.beta], "--beta")
+    noise = values([args.noise], "--noise")
+    alphas = values([args.alphas], "--alphas")
+    for name, vals, ok in [("--skip", skip, lambda v: v >= 0), ("--beta", beta, lambda v: v > 0),
+                           ("--noise", noise, lambda v: v >= 0),
+                           ("--alphas", alphas, lambda v: v > 0)]:
+        if not vals or not all(ok(v) for v in vals):
+            raise fail(name, f"invalid value(s) {vals}")
+    tol = values([args.tol], "--tol")[0]
+    damping = values([args.damping], "--damping")[0]
+    if tol <= 0:
+        raise fail("--tol", "must be > 0")
+    if not 0 < damping <= 1:
+        raise fail("--damping", "must be in (0, 1]")
+    max_iter = integer(args.max_iter, "--max-iter", 1)
+    device = "cpu" if args.device == "numba" else args.device
+    if device == "gpu" and not gpu_available():
+        raise fail("--device gpu", "cupy with a CUDA device is not available "
+                   "(pip install -e '.[gpu]')")
+    if device == "gpu" and args.cpu_kernel != "numba":
+        raise fail("--cpu-kernel", "applies to --device cpu only")
+    settings = SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
+                          seed=integer(args.seed, "--seed", 0), device=device,
+                          cpu_kernel=args.cpu_kernel)
+    if args.resume and not args.output:
+        raise fail("--resume", "needs --output")
+    if args.model == "attention":
+        grid = [dict(depth=d, seq_len=n, skip=c, beta=b)
+                for d in depths for n in seq_lens for c in skip for b in beta]
+    elif args.model == "linear":
+        grid = [dict(noise=v) for v in noise]
+    else:
+        grid = [{}]
+    varying = [k for k in (grid[0] if grid else {}) if len({g[k] for g in grid}) > 1]
+    specs = []
+    for g in grid:
+        spec = dict(model=args.model, depth=depths[0], seq_len=seq_lens[0], skip=skip[0],
+                    beta=beta[0], noise=noise[0])
+        spec.update(g)
+        try:
+            make_channel(**spec)
+        except ValueError as exc:
+            raise UsageError(f"smi: error: {exc}") from None
+        specs.append(({k: g[k] for k in varying}, spec))
+    prior = make_prior(args.prior)
+    if args.transitions and args.branch != "both":
+        raise fail("--transitions", "needs --branch both")
+    n_chains = len(specs) * (1 if args.branch == "amp" else 2)
+    opts = executor_options(args, n_chains)
+    if args.output:
+        why = check_writable(args.output)
+        if why is not None:
+            raise fail("--output", f"cannot write {args.output!r}: {why}")
+    with make_executor(**opts) as ex:
+        try:
+            rows = sweep_settings(specs, alphas, args.branch, settings=settings,
+                                  damping=damping, tol=tol, max_iter=max_iter,
+                                  output=args.output, resume=args.resume,
+                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex)
+        except ResumeError as exc:  # raised when the file is read, before any work
+            raise UsageError(f"smi: error: --resume: {exc}", "--resume") from None
+    sys.stdout.write(format_curve(rows, args.format, varying))
+    if args.transitions:
+        for tag, spec in specs:
+            mine = [r for r in rows if all(r.get(k) == v for k, v in tag.items())]
+            label = "".join(f"{k}={v} " for k, v in tag.items())
+            for t in locate_transitions(make_channel(**spec), mine, prior, settings=settings):
+                flag = "" if t.reliable else "  (free entropies equal within their error)"
+                print(f"{label}{t.kind}: alpha = {t.alpha:.5f} ± {t.error:.1e}  "
+                      f"(bracket {t.bracket[0]:.5f}..{t.bracket[1]:.5f}){flag}")
+    return 0

@@ -1,0 +1,42 @@
+"""``smi plot``: publication figures from result files."""
+
+from __future__ import annotations
+
+import sys
+
+from validation.plots import KINDS, PlotInputError, make_plot
+
+from ..options import UsageError, fail, values
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="publication figures from result files",
+        description="Figures from result files of smi curve, smi thresholds, smi simulate amp "
+        "and smi simulate train (types detected by their keys). Nothing is smoothed.",
+    )
+    p.add_argument("kind", choices=list(KINDS))
+    p.add_argument("results", nargs="+", help="result files (JSON, JSON lines or CSV)")
+    p.add_argument("--output", required=True, help="figure file, .pdf or .png")
+    p.add_argument("--width", default="single", choices=["single", "double"],
+                   help="one-column (3.4 in) or two-column (7 in) figure")
+    p.add_argument("--skip", default=None,
+                   help="overlaps/errors: the skip strength whose thresholds are marked "
+                   "when the thresholds file holds several")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    skip = None
+    if args.skip is not None:
+        vals = values([args.skip], "--skip")
+        if len(vals) != 1:
+            raise fail("--skip", "one value")
+        skip = vals[0]
+    try:
+        make_plot(args.kind, args.results, args.output, args.width, skip)
+    except PlotInputError as exc:
+        raise UsageError(f"smi plot: error: {exc}") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,146 @@
+"""``smi thresholds``: the threshold table over a grid of settings (THEORY §5–6)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from asymptotics.channels.registry import MODELS
+from asymptotics.executors import make_executor
+from asymptotics.staircase import StaircaseSettings
+from asymptotics.sweeps import Journal, ResumeError, check_writable
+from asymptotics.tables import threshold_jobs, threshold_task, threshold_task_key, threshold_tasks
+from asymptotics.thresholds import ThresholdSettings
+
+from ..options import (
+    UsageError,
+    add_executor_arguments,
+    executor_options,
+    fail,
+    integer,
+    integers,
+    one_value,
+    values,
+)
+from ..output import format_thresholds, task_progress
+
+DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "thresholds",
+        help="weak-recovery thresholds alpha_c at Q = 0",
+        description="Weak-recovery thresholds α_c = 1/ρ(F) of each direction (layer), with "
+        "error estimates (THEORY.md §5).",
+    )
+    p.add_argument("--model", default="attention", choices=MODELS)
+    p.add_argument("--depth", nargs="+", default=["2"],
+                   help="attention depth (>= 1); several values make a grid")
+    p.add_argument("--seq-len", nargs="+", default=["2"],
+                   help="tokens per sequence L (>= 2 for attention); several make a grid")
+    p.add_argument("--skip", nargs="+", default=[DEFAULT_SKIPS],
+                   help="skip strengths c >= 0: values, comma lists or start:stop:step "
+                   f"(default {DEFAULT_SKIPS})")
+    p.add_argument("--beta", nargs="+", default=["1"],
+                   help="softmax inverse temperature (> 0); several values make a grid")
+    p.add_argument("--noise", default="0.1", help="noise variance Δ of the linear channel")
+    p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
+    p.add_argument("--resolution", default="1",
+                   help="grid refinement level (each level doubles nodes per axis; default 1)")
+    p.add_argument("--mc-samples", default=str(2**15), help="outer Monte Carlo samples")
+    p.add_argument("--seed", default="0", help="seed of every Monte Carlo rule")
+    p.add_argument(
+        "--staircase", action="store_true",
+        help="add the sequential staircase: staircase_alpha, the α at which each layer starts "
+        "to be learned once the layers staircase_learned are, and staircase_order, its stage "
+        "(attention, Monte Carlo with standard errors; depth 2 ~20 s, depth 3 a few minutes "
+        "per setting)",
+    )
+    p.add_argument("--staircase-points", default="11",
+                   help="log2 of the outer points per group of the staircase (default 11)")
+    p.add_argument("--alpha", default=None,
+                   help="mark which layers are learnable at this sample ratio")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--output", default=None,
+                   help="write to FILE instead of stdout; while the grid runs FILE holds JSON "
+                   "lines, appended per grid point")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted grid from --output (computes missing points)")
+    add_executor_arguments(p)
+    p.set_defaults(func=run)
+
+
+def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None, float | None]:
+    """Validate every option and list the settings to compute, before any work."""
+    depths = integers(args.depth, "--depth", 1)
+    seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    betas = values(args.beta, "--beta")
+    noise = values([args.noise], "--noise")
+    skips = values(args.skip, "--skip")
+    if not betas or any(b <= 0 for b in betas):
+        raise fail("--beta", f"values must be > 0, got {args.beta}")
+    if len(noise) != 1 or noise[0] < 0:
+        raise fail("--noise", f"must be one value >= 0, got {args.noise!r}")
+    if any(c < 0 for c in skips):
+        raise fail("--skip", f"values must be >= 0, got {args.skip}")
+    settings = ThresholdSettings(
+        method=args.method, resolution=integer(args.resolution, "--resolution", 0),
+        mc_samples=integer(args.mc_samples, "--mc-samples", 64),
+        seed=integer(args.seed, "--seed", 0))
+    stair_log2 = integer(args.staircase_points, "--staircase-points", 6)
+    if args.staircase and args.model != "attention":
+        raise fail("--staircase", "only defined for --model attention")
+    alpha = None
+    if args.alpha is not None:
+        alpha = one_value(args.alpha, "--alpha", lambda a: a > 0, "> 0")
+    if (args.model == "attention" and args.method == "quadrature"
+            and max(depths) * max(seq_lens) > 4):
+        raise fail("--method", "quadrature needs depth·seq_len <= 4; use --method mc")
+    jobs = threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0])
+    stair = StaircaseSettings(log2_points=stair_log2, seed=settings.seed) \
+        if args.staircase else None
+    return jobs, settings, stair, alpha
+
+
+def run(args) -> int:
+    jobs, settings, stair, alpha = parse(args)
+    tasks = threshold_tasks(jobs, settings, stair, alpha)
+    opts = executor_options(args, len(tasks))
+    if args.resume and not args.output:
+        raise fail("--resume", "needs --output")
+    with make_executor(**opts) as ex:  # a cluster is connected to before any file is touched
+        journal = open_journal(args, threshold_task_key)
+        results = journal.by_task() if journal is not None else {}
+        todo = [t for t in tasks if t.key not in results]
+        progress = task_progress(sys.stderr)
+        job_of = {t.key: t.params["job"] for t in tasks}
+        t0 = time.perf_counter()
+        for key, rows in ex.map_unordered(threshold_task, todo) if todo else ():
+            results[key] = rows
+            if journal is not None:
+                journal.append(rows)
+            done = sum(t.key in results for t in tasks)
+            progress(done, len(tasks), job_of[key], time.perf_counter() - t0)
+    rows = [dict(r) for job in jobs for r in results[threshold_task_key(job)]]
+    text = format_thresholds(rows, args.format)
+    if journal is not None:
+        journal.finish(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def open_journal(args, task_of, whole_tasks: bool = True) -> Journal | None:
+    """The ``--output`` journal (read back with ``--resume``), or None without --output."""
+    if args.resume and not args.output:
+        raise fail("--resume", "needs --output")
+    if not args.output:
+        return None
+    why = check_writable(args.output)
+    if why is not None:
+        raise fail("--output", f"cannot write {args.output!r}: {why}")
+    try:
+        return Journal(args.output, args.resume, task_of, whole_tasks)
+    except ResumeError as exc:
+        raise UsageError(f"smi: error: --resume: {exc}", "--resume") from None

@@ -1,0 +1,32 @@
+"""``smi validate``: the validation battery and its report."""
+
+from __future__ import annotations
+
+import sys
+
+from validation.report import run_validation
+
+from ..options import UsageError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="run the validation battery and write a report",
+        description="Closed forms, identities, published data, SE against AMP and training: "
+        "writes DIR/report.md and figures, one PASS/FAIL line per check.",
+    )
+    p.add_argument("--budget", default="quick", choices=["quick", "full"])
+    p.add_argument("--output", required=True, help="directory for report.md and figures")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        summary = run_validation(args.budget, args.output, stream=sys.stderr)
+    except OSError as exc:
+        raise UsageError(f"smi validate: error: --output: {exc}") from None
+    print(f"{summary['passed']} PASS, {summary['failed']} FAIL "
+          f"({summary['failed'] - summary['undocumented_failures']} documented disagreements "
+          f"with published numbers) in {summary['wall_s']:.0f} s; report: {summary['report']}")
+    return 0 if summary["undocumented_failures"] == 0 else 1

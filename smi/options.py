@@ -1,0 +1,149 @@
+"""Option parsing shared by every subcommand: one usage-error type, one parser for numbers,
+value lists and ranges, the executor options.  Bad input is one line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from asymptotics.executors import ExecutorError, check_options, default_workers
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line with exit status 2.
+
+    ``option`` names the offending option where known; ``str(exc)`` is the whole line."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+def fail(option: str, message: str, prog: str = "smi") -> UsageError:
+    """The usage error ``PROG: error: OPTION: MESSAGE``."""
+    return UsageError(f"{prog}: error: {option}: {message}", option)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors raised as :class:`UsageError` (one line, exit 2)."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def number(text, option: str, prog: str = "smi") -> float:
+    """A finite float, or a usage error naming ``option``."""
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        raise fail(option, f"expected a number, got {text!r}", prog) from None
+    if not math.isfinite(x):
+        raise fail(option, f"must be finite, got {text!r}", prog)
+    return x
+
+
+def integer(text, option: str, minimum: int | None = None, prog: str = "smi") -> int:
+    """A base-10 integer (at least ``minimum``), or a usage error naming ``option``."""
+    try:
+        x = int(str(text), 10)
+    except (TypeError, ValueError):
+        raise fail(option, f"expected an integer, got {text!r}", prog) from None
+    if minimum is not None and x < minimum:
+        raise fail(option, f"must be >= {minimum}, got {x}", prog)
+    return x
+
+
+def parse_values(text: str, name: str) -> list[float]:
+    """``"0.5"``, ``"0.25,0.5"`` or ``"start:stop:step"`` (stop included) as floats;
+    ValueError naming ``name`` otherwise."""
+    values: list[float] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            raise ValueError(f"{name}: empty value in {text!r}")
+        if ":" in part:
+            bits = part.split(":")
+            if len(bits) != 3:
+                raise ValueError(f"{name}: range must be start:stop:step, got {part!r}")
+            start, stop, step = (_finite(b, name) for b in bits)
+            if step <= 0 or stop < start:
+                raise ValueError(f"{name}: range {part!r} needs step > 0 and stop >= start")
+            n = int(math.floor((stop - start) / step + 1e-9)) + 1
+            values.extend(round(start + i * step, 12) for i in range(n))
+        else:
+            values.append(_finite(part, name))
+    return values
+
+
+def _finite(text: str, name: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{name}: cannot parse {text!r} as a number") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: value must be finite, got {text!r}")
+    return v
+
+
+def values(texts, option: str, prog: str = "smi") -> list[float]:
+    """Every value of one or several list texts (see :func:`parse_values`)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    try:
+        return [v for t in texts for v in parse_values(t, option)]
+    except ValueError as exc:
+        raise UsageError(f"{prog}: error: {exc}", option) from None
+
+
+def integers(texts, option: str, minimum: int, prog: str = "smi") -> list[int]:
+    """Integer values of list texts, each at least ``minimum``."""
+    out = []
+    for v in values(texts, option, prog):
+        if v != int(v):
+            raise fail(option, f"expected integers, got {v}", prog)
+        if v < minimum:
+            raise fail(option, f"must be >= {minimum}, got {int(v)}", prog)
+        out.append(int(v))
+    return out
+
+
+def one_value(text, option: str, ok, what: str, prog: str = "smi") -> float:
+    """Exactly one value satisfying ``ok``, else a usage error ``OPTION: must be WHAT``."""
+    vals = values([text], option, prog)
+    if len(vals) != 1 or not ok(vals[0]):
+        raise fail(option, f"must be one value {what}, got {text!r}", prog)
+    return vals[0]
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """``--workers``, ``--cluster`` and ``--scheduler-file``."""
+    p.add_argument("--workers", default=None,
+                   help="local worker processes (default: one per core when the sweep has "
+                   "several tasks; 1 runs in this process)")
+    p.add_argument("--cluster", default=None,
+                   help="run the tasks on the Dask scheduler at tcp://HOST:PORT")
+    p.add_argument("--scheduler-file", default=None,
+                   help="run the tasks on the Dask cluster described by this scheduler file")
+
+
+def executor_options(args, n_tasks: int, prog: str = "smi") -> dict:
+    """Validated keyword arguments of :func:`asymptotics.executors.make_executor` for a
+    sweep of ``n_tasks`` tasks; a usage error when bad."""
+    workers = None
+    if getattr(args, "workers", None) is not None:
+        workers = integer(args.workers, "--workers", prog=prog)
+    cluster, sched = getattr(args, "cluster", None), getattr(args, "scheduler_file", None)
+    try:
+        kind = check_options(workers, cluster, sched)
+    except ExecutorError as exc:
+        raise UsageError(f"{prog}: error: {exc}") from None
+    if kind == "dask":
+        return {"kind": "dask", "cluster": cluster, "scheduler_file": sched}
+    workers = default_workers(n_tasks) if workers is None else min(workers, max(1, n_tasks))
+    return {"kind": "process" if workers > 1 else "serial", "workers": workers}

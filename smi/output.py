@@ -1,0 +1,102 @@
+"""What the commands print: tables with each number to the digits its error supports, the
+CSV and JSON of :mod:`asymptotics.results`, and progress lines on stderr."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+
+from asymptotics.results import CURVE_KEYS, threshold_columns, to_csv, to_json
+
+
+def format_thresholds(rows: list[dict], fmt: str) -> str:
+    """A threshold table as ``table``, ``csv`` or ``json`` (columns of
+    :func:`asymptotics.results.threshold_columns`, then ``status`` in csv and json)."""
+    keys = threshold_columns(rows)
+    if fmt == "json":
+        return to_json(rows, keys + ["status"])
+    if fmt == "csv":
+        return to_csv(rows, keys + ["status"])
+    lines = []
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            if k == "alpha_c":
+                cells.append(value_with_digits(v, r.get("stderr")))
+            elif k == "staircase_alpha":
+                cells.append(value_with_digits(v, r.get("staircase_stderr")))
+            elif k in ("stderr", "staircase_stderr"):
+                cells.append(f"{v:.1e}" if isinstance(v, float) else str(v))
+            elif v is None:
+                cells.append("-")
+            else:
+                cells.append(str(v))
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(keys)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(keys, widths, strict=True))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) for cells in lines]
+    return "\n".join(out) + "\n"
+
+
+def value_with_digits(v, err) -> str:
+    """``v`` to one digit past the first significant digit of ``err`` (all 10 significant
+    digits when there is no error)."""
+    if v is None:
+        return "-"
+    if math.isinf(v):
+        return "inf"
+    if not err or err <= 0:
+        return f"{v:.10g}"
+    digits = max(1, min(12, int(-math.floor(math.log10(err))) + 1))
+    return f"{v:.{digits}f}"
+
+
+def format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = None) -> str:
+    """Curve rows as ``table``, ``csv`` (setting keys, then :data:`CURVE_KEYS`) or ``json``."""
+    setting_keys = list(setting_keys or [])
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "csv":
+        return to_csv(rows, setting_keys + CURVE_KEYS)
+    prefix = "".join(f"{k:<9}" for k in setting_keys)
+    lines = [prefix + "alpha    branch    diag(Q) ± stderr                      free_entropy"
+             "        gen_plugin         gen_bayes          conv  iters"]
+    for r in rows:
+        q = ", ".join(f"{r['Q'][i][i]:.5f}±{r['Q_stderr'][i][i]:.0e}" for i in range(len(r["Q"])))
+        lines.append(
+            "".join(f"{r[k]!s:<9}" for k in setting_keys) +
+            f"{r['alpha']:<8.4g} {r['branch']:<9} {q:<37} "
+            f"{r['free_entropy']:>9.6f}±{r['free_entropy_stderr']:.0e} "
+            f"{r['gen_error_plugin']:.5f}±{r['gen_error_plugin_stderr']:.0e} "
+            f"{r['gen_error_bayes']:.5f}±{r['gen_error_bayes_stderr']:.0e} "
+            f"{str(r['converged']):<5} {r['iterations']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def task_progress(stream=sys.stderr) -> Callable[[int, int, dict, float], None]:
+    """One line per finished task of a grid (after the first 2 s), with the remaining time."""
+
+    def show(done: int, total: int, job: dict, elapsed: float) -> None:
+        if total > 1 and elapsed > 2.0:
+            label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
+            eta = elapsed / done * (total - done)
+            print(f"[{done}/{total}] {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
+                  file=stream, flush=True)
+
+    return show
+
+
+def progress_bar(stream=sys.stderr) -> Callable[[int, int, float], None]:
+    """A one-line progress display with the estimated remaining time."""
+
+    def show(done: int, total: int, elapsed: float) -> None:
+        frac = done / total
+        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
+        bar = "#" * int(30 * frac)
+        print(f"\r[{bar:<30}] {done}/{total}  {elapsed:.0f}s, ~{eta:.0f}s left",
+              end="" if done < total else "\n", file=stream, flush=True)
+
+    return show
