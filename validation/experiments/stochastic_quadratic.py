@@ -47,7 +47,8 @@ import itertools
 
 import numpy as np
 
-from ..optimizers import make_optimizer
+from simulators.optimizers import make_optimizer
+
 from ._common import Timer, check_budget, mean_se, new_figure, save_figure, write_summary
 
 NAME = "stochastic-quadratic"

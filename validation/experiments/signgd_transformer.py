@@ -55,7 +55,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optimizers import make_optimizer
+from simulators.optimizers import make_optimizer
+
 from ._common import Timer, check_budget, mean_se, new_figure, save_figure, write_summary
 
 NAME = "signgd-transformer"

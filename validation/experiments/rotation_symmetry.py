@@ -43,7 +43,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attention_training import AttentionModel, Problem, TrainConfig, make_problem, train_run
+from simulators.attention_training import (
+    AttentionModel,
+    Problem,
+    TrainConfig,
+    make_problem,
+    train_run,
+)
+
 from ._common import Timer, check_budget, new_figure, save_figure, write_summary
 
 NAME = "rotation-symmetry"

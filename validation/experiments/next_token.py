@@ -72,7 +72,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from ..optimizers import NormalizedGD
+from simulators.optimizers import NormalizedGD
+
 from ._common import Timer, check_budget, new_figure, save_figure, write_summary
 
 NAME = "next-token"
