@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from .experiments import BUDGETS, EXPERIMENTS, get_experiment
+from validation.experiments import BUDGETS, EXPERIMENTS, get_experiment
 
 PROG = "smi experiment"
 

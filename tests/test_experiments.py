@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from simulators.experiment_cli import add_experiment_parser, main
-from simulators.experiments import EXPERIMENTS, get_experiment, run_experiment
 from simulators.optimizers import NormalizedGD, make_optimizer
+from validation.experiments import EXPERIMENTS, get_experiment, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_stochastic_quadratic_quick(quick):
 
 
 def test_next_token_gradients_and_max_margin():
-    from simulators.experiments import next_token as nt
+    from validation.experiments import next_token as nt
 
     rng = np.random.default_rng(1)
     V, L = 7, 4
@@ -200,7 +200,7 @@ def test_next_token_quick(quick):
 
 
 def test_signgd_transformer_gradient_by_finite_differences():
-    from simulators.experiments import signgd_transformer as st
+    from validation.experiments import signgd_transformer as st
 
     rng = np.random.default_rng(2)
     shp = st.Shapes(d=7, m_k=3, m_v=4)
@@ -227,7 +227,7 @@ def test_signgd_transformer_quick(quick):
 
 
 def test_functional_sam_oracle_and_decomposition():
-    from simulators.experiments import functional_sam as fs
+    from validation.experiments import functional_sam as fs
 
     rng = np.random.default_rng(3)
     V, d = 11, 4

@@ -1,4 +1,7 @@
-"""Shared helpers of the experiments: budgets, JSON output, figures, statistics."""
+"""Shared helpers of the experiments: budgets, JSON output, figures, statistics.
+
+Figures take the package's figure style (:mod:`validation.style`, as ``smi plot``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +9,11 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["check_budget", "write_summary", "new_figure", "save_figure", "mean_se", "Timer"]
+__all__ = ["check_budget", "write_summary", "figure", "mean_se", "Timer"]
 
 
 def check_budget(budget: str) -> str:
@@ -46,28 +50,29 @@ def write_summary(output_dir, summary: dict) -> dict:
     return clean
 
 
-def new_figure(nrows=1, ncols=1, size=(4.2, 3.4)):
-    """A matplotlib figure on the Agg backend (no display, no LaTeX)."""
-    import matplotlib
+@contextmanager
+def figure(output_dir, name: str, ncols: int = 1, width: str = "double"):
+    """Panels of one experiment figure in the project style, saved on leaving the block.
 
-    matplotlib.use("Agg", force=True)
+    ``with figure(output_dir, NAME, ncols=2) as axes:`` draws on ``axes`` (a list of
+    ``ncols`` panels side by side) inside :func:`validation.style.style` (no LaTeX, the
+    Okabe–Ito palette, paper font sizes) and writes ``output_dir/NAME.png`` with
+    :func:`validation.style.save` when the block ends.  ``width`` is ``"single"`` (3.4 in)
+    or ``"double"`` (7 in, the default: the experiments have two or three panels).  The
+    figure is closed whether or not the block raises; nothing is saved if it does.
+    """
     import matplotlib.pyplot as plt
 
-    plt.rcParams["text.usetex"] = False
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows),
-                             squeeze=False)
-    return fig, axes
-
-
-def save_figure(fig, output_dir, name: str) -> str:
-    import matplotlib.pyplot as plt
+    from .. import style
 
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, f"{name}.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with style.style():
+        fig, axes = style.new_figure(width, ncols=ncols)
+        try:
+            yield axes
+            style.save(fig, os.path.join(output_dir, f"{name}.png"))
+        finally:
+            plt.close(fig)
 
 
 def mean_se(values):

@@ -43,8 +43,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attention_training import AttentionModel, Problem, TrainConfig, make_problem, train_run
-from ._common import Timer, check_budget, new_figure, save_figure, write_summary
+from simulators.attention_training import (
+    AttentionModel,
+    Problem,
+    TrainConfig,
+    make_problem,
+    train_run,
+)
+
+from ._common import Timer, check_budget, figure, write_summary
 
 NAME = "rotation-symmetry"
 EQUIVARIANT = ("gd", "sgd")
@@ -137,21 +144,21 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
             "threshold": 1e-2,
         },
     }
-    fig, axes = new_figure(1, 2, size=(4.4, 3.4))
-    ax = axes[0, 0]
-    for k, (steps, la, lb) in curves.items():
-        (line,) = ax.plot(np.maximum(steps, 1), la, label=k)
-        ax.plot(np.maximum(steps, 1), lb, "--", color=line.get_color())
-    ax.set(xscale="log", xlabel="step", ylabel="training loss",
-           title="solid: X, dashed: X R")
-    ax.legend(fontsize=7)
-    ax = axes[0, 1]
-    for k, (steps, la, lb) in curves.items():
-        ax.plot(np.maximum(steps, 1), np.abs(la - lb) + 1e-18, label=k)
-    ax.set(xscale="log", yscale="log", xlabel="step", ylabel="|loss(X) - loss(X R)|",
-           title="rotation (in)equivariance")
-    ax.legend(fontsize=7)
-    save_figure(fig, output_dir, NAME)
+    with figure(output_dir, NAME, ncols=2) as axes:
+        ax = axes[0]
+        for k, (steps, la, lb) in curves.items():
+            (line,) = ax.plot(np.maximum(steps, 1), la, label=k)
+            ax.plot(np.maximum(steps, 1), lb, "--", color=line.get_color())
+        ax.set(xscale="log", xlabel="step", ylabel="training loss",
+               title="solid: $X$, dashed: $XR$")
+        ax.legend()
+        ax = axes[1]
+        for k, (steps, la, lb) in curves.items():
+            ax.plot(np.maximum(steps, 1), np.abs(la - lb) + 1e-18, label=k)
+        ax.set(xscale="log", yscale="log", xlabel="step",
+               ylabel=r"$|\mathrm{loss}(X) - \mathrm{loss}(XR)|$",
+               title="rotation (in)equivariance")
+        ax.legend()
     summary = {
         "experiment": NAME,
         "budget": budget,

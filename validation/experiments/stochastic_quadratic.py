@@ -47,8 +47,9 @@ import itertools
 
 import numpy as np
 
-from ..optimizers import make_optimizer
-from ._common import Timer, check_budget, mean_se, new_figure, save_figure, write_summary
+from simulators.optimizers import make_optimizer
+
+from ._common import Timer, check_budget, figure, mean_se, write_summary
 
 NAME = "stochastic-quadratic"
 OPTIMIZERS = {  # label -> (registry name, momentum)
@@ -177,19 +178,18 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
             "holds": c3["nu=4"]["SSD"] >= c3["nu=4"]["SGD"], "final_loss": c3["nu=4"]},
     }
 
-    fig, axes = new_figure(1, 2, size=(5.6, 3.6))
-    groups = [f"{k}\nnu={nu:g}" for k in SPECTRA for nu in NOISES]
+    groups = [f"{k}\n$\\nu$={nu:g}" for k in SPECTRA for nu in NOISES]
     width = 0.8 / len(OPTIMIZERS)
-    for ax, rot in zip(axes[0], ("diagonal", "rotated"), strict=True):
-        for j, label in enumerate(OPTIMIZERS):
-            vals = [table[f"{rot}/{k}/nu={nu:g}"][label]["final_loss_mean"]
-                    for k in SPECTRA for nu in NOISES]
-            ax.bar(np.arange(len(groups)) + (j - 1.5) * width, vals, width, label=label)
-        ax.set(yscale="log", title=f"{rot} Q: final excess loss (best step)",
-               ylabel="1/2 (theta-x*)^T Q (theta-x*)")
-        ax.set_xticks(np.arange(len(groups)), groups, fontsize=7)
-        ax.legend(fontsize=7)
-    save_figure(fig, output_dir, NAME)
+    with figure(output_dir, NAME, ncols=2) as axes:
+        for ax, rot in zip(axes, ("diagonal", "rotated"), strict=True):
+            for j, label in enumerate(OPTIMIZERS):
+                vals = [table[f"{rot}/{k}/nu={nu:g}"][label]["final_loss_mean"]
+                        for k in SPECTRA for nu in NOISES]
+                ax.bar(np.arange(len(groups)) + (j - 1.5) * width, vals, width, label=label)
+            ax.set(yscale="log", title=f"{rot} $Q$: final excess loss (best step)",
+                   ylabel=r"$\frac{1}{2}(\theta-x^*)^\top Q\,(\theta-x^*)$")
+            ax.set_xticks(np.arange(len(groups)), groups)
+            ax.legend()
     summary = {
         "experiment": NAME,
         "budget": budget,

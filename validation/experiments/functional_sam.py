@@ -65,8 +65,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optimizers import make_optimizer
-from ._common import Timer, check_budget, mean_se, new_figure, save_figure, write_summary
+from simulators.optimizers import make_optimizer
+
+from ._common import Timer, check_budget, figure, mean_se, write_summary
 
 NAME = "functional-sam"
 METHODS = ("adamw", "sam-adamw", "fsam-adamw", "psam-adamw", "pfsam-adamw")
@@ -305,26 +306,26 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
             "eval_loss_mean": c},
     }
 
-    fig, axes = new_figure(1, 2, size=(4.4, 3.4))
-    ax = axes[0, 0]
-    for key, recs in decomposition.items():
-        steps = np.maximum([r["step"] for r in recs], 1)
-        (ln,) = ax.loglog(steps, [r["plain"]["logit_norm"] for r in recs],
-                          label=f"logit part, {key}")
-        ax.loglog(steps, [r["plain"]["functional_norm"] for r in recs], "--",
-                  color=ln.get_color(), label=f"functional part, {key}")
-    ax.set(xlabel="step (SAM-AdamW run)", ylabel="norm", title="g_SAM - g split")
-    ax.legend(fontsize=6)
-    ax = axes[0, 1]
-    x = np.arange(len(METHODS))
-    ax.bar(x, [comparison[m]["minus_adamw_mean"] for m in METHODS],
-           yerr=[comparison[m]["minus_adamw_stderr"] for m in METHODS], capsize=3)
-    ax.axhline(0.0, color="k", lw=0.8)
-    ax.set_xticks(x, METHODS, rotation=30, fontsize=7)
-    ax.set(ylabel="eval loss - AdamW's (paired, +- se)",
-           title=f"V={V}, {st['steps']} steps, {st['seeds']} seeds; "
-                 f"AdamW {comparison['adamw']['eval_loss_mean']:.3f}")
-    save_figure(fig, output_dir, NAME)
+    with figure(output_dir, NAME, ncols=2) as axes:
+        ax = axes[0]
+        for key, recs in decomposition.items():
+            steps = np.maximum([r["step"] for r in recs], 1)
+            (ln,) = ax.loglog(steps, [r["plain"]["logit_norm"] for r in recs],
+                              label=f"logit part, {key}")
+            ax.loglog(steps, [r["plain"]["functional_norm"] for r in recs], "--",
+                      color=ln.get_color(), label=f"functional part, {key}")
+        ax.set(xlabel="step (SAM-AdamW run)", ylabel="norm",
+               title=r"$g_\mathrm{SAM} - \nabla L$ split")
+        ax.legend()
+        ax = axes[1]
+        x = np.arange(len(METHODS))
+        ax.bar(x, [comparison[m]["minus_adamw_mean"] for m in METHODS],
+               yerr=[comparison[m]["minus_adamw_stderr"] for m in METHODS])
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_xticks(x, METHODS, rotation=30)
+        ax.set(ylabel=r"eval loss $-$ AdamW's (paired, $\pm$ se)",
+               title=f"$V$={V}, {st['steps']} steps, {st['seeds']} seeds; "
+                     f"AdamW {comparison['adamw']['eval_loss_mean']:.3f}")
 
     summary = {
         "experiment": NAME, "budget": budget, "seed": seed,

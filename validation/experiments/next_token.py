@@ -72,8 +72,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from ..optimizers import NormalizedGD
-from ._common import Timer, check_budget, new_figure, save_figure, write_summary
+from simulators.optimizers import NormalizedGD
+
+from ._common import Timer, check_budget, figure, write_summary
 
 NAME = "next-token"
 
@@ -329,25 +330,25 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
             "norm_linear_r2": {k: s["norm_linear_r2"] for k, s in stages.items()}},
     }
 
-    fig, axes = new_figure(1, 3, size=(3.8, 3.3))
     t1 = np.arange(len(h1["loss"]))
     t2 = np.arange(len(h2["loss"]))
-    ax = axes[0, 0]
-    ax.semilogy(t1, h1["loss"], label="stage 1: collocation loss")
-    ax.semilogy(t2, np.where(excess > 0, excess, np.nan), label="stage 2: loss - inf")
-    ax.set(xlabel="step of the stage", ylabel="loss", title="geometric decrease")
-    ax.legend(fontsize=7)
-    ax = axes[0, 1]
-    ax.plot(t1, h1["cosine"], label="W_ov vs max-margin")
-    ax.plot(t2, h2["cosine"], label="W_kq vs max-margin")
-    ax.set(xlabel="step of the stage", ylabel="cosine", title="direction", ylim=(None, 1.01))
-    ax.legend(fontsize=7)
-    ax = axes[0, 2]
-    ax.plot(t1, h1["norm"], label="||W_ov||")
-    ax.plot(t2, h2["norm"], label="||W_kq||")
-    ax.set(xlabel="step of the stage", ylabel="Frobenius norm", title="norm growth")
-    ax.legend(fontsize=7)
-    save_figure(fig, output_dir, NAME)
+    with figure(output_dir, NAME, ncols=3) as axes:
+        ax = axes[0]
+        ax.semilogy(t1, h1["loss"], label="stage 1: collocation loss")
+        ax.semilogy(t2, np.where(excess > 0, excess, np.nan), label="stage 2: loss $-$ inf")
+        ax.set(xlabel="step of the stage", ylabel="loss", title="geometric decrease")
+        ax.legend()
+        ax = axes[1]
+        ax.plot(t1, h1["cosine"], label=r"$W_{ov}$ vs max-margin")
+        ax.plot(t2, h2["cosine"], label=r"$W_{kq}$ vs max-margin")
+        ax.set(xlabel="step of the stage", ylabel="cosine", title="direction",
+               ylim=(None, 1.01))
+        ax.legend()
+        ax = axes[2]
+        ax.plot(t1, h1["norm"], label=r"$\|W_{ov}\|_F$")
+        ax.plot(t2, h2["norm"], label=r"$\|W_{kq}\|_F$")
+        ax.set(xlabel="step of the stage", ylabel="Frobenius norm", title="norm growth")
+        ax.legend()
 
     summary = {
         "experiment": NAME, "budget": budget, "seed": seed,

@@ -55,8 +55,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..optimizers import make_optimizer
-from ._common import Timer, check_budget, mean_se, new_figure, save_figure, write_summary
+from simulators.optimizers import make_optimizer
+
+from ._common import Timer, check_budget, figure, mean_se, write_summary
 
 NAME = "signgd-transformer"
 METHODS = {"signgd": 1e-3, "adam": 1e-3, "gd": 0.2}
@@ -236,20 +237,20 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
             "final": {m: r[m]["final_attn_noise_to_signal"] for m in METHODS}},
     }
 
-    fig, axes = new_figure(1, 3, size=(3.8, 3.3))
     x = np.maximum(steps, 1)
-    for m in METHODS:
-        (ln,) = axes[0, 0].loglog(x, r[m]["train_loss"]["mean"], label=f"{m} train")
-        axes[0, 0].loglog(x, r[m]["test_loss"]["mean"], "--", color=ln.get_color(),
-                          label=f"{m} test")
-        axes[0, 1].semilogx(x, r[m]["test_accuracy"]["mean"], label=m)
-        axes[0, 2].semilogx(x, r[m]["attn_noise_to_signal"]["mean"], label=m)
-    axes[0, 0].set(xlabel="step", ylabel="logistic loss", title="train (solid), test (dashed)")
-    axes[0, 1].set(xlabel="step", ylabel="test accuracy", title="generalisation")
-    axes[0, 2].set(xlabel="step", ylabel="mean A_21", title="attention noise -> signal")
-    for ax in axes[0]:
-        ax.legend(fontsize=6)
-    save_figure(fig, output_dir, NAME)
+    with figure(output_dir, NAME, ncols=3) as axes:
+        for m in METHODS:
+            (ln,) = axes[0].loglog(x, r[m]["train_loss"]["mean"], label=f"{m} train")
+            axes[0].loglog(x, r[m]["test_loss"]["mean"], "--", color=ln.get_color(),
+                           label=f"{m} test")
+            axes[1].semilogx(x, r[m]["test_accuracy"]["mean"], label=m)
+            axes[2].semilogx(x, r[m]["attn_noise_to_signal"]["mean"], label=m)
+        axes[0].set(xlabel="step", ylabel="logistic loss", title="train (solid), test (dashed)")
+        axes[1].set(xlabel="step", ylabel="test accuracy", title="generalisation")
+        axes[2].set(xlabel="step", ylabel=r"mean $A_{21}$",
+                    title=r"attention noise $\to$ signal")
+        for ax in axes:
+            ax.legend()
     summary = {"experiment": NAME, "budget": budget, "seed": seed,
                "settings": {**st, "readout": "+-1/m_v halves (fixed)"},
                "logged_steps": steps, "results": results, "claims": claims,
