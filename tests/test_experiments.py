@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from simulators.experiment_cli import add_experiment_parser, main
+from smi.cli import main as smi_main
+from smi.commands import experiment as experiment_command
 from simulators.optimizers import NormalizedGD, make_optimizer
 from validation.experiments import EXPERIMENTS, get_experiment, run_experiment
 
@@ -57,6 +58,10 @@ def test_registry_modules_have_run_and_docstring():
         run_experiment("next-token", "medium", ".")
 
 
+def main(argv):
+    return smi_main(["experiment", *argv])
+
+
 @pytest.mark.parametrize(
     "argv, option",
     [
@@ -86,9 +91,9 @@ def test_cli_list_and_subparser(capsys):
     assert main(["list"]) == 0
     assert "functional-sam" in capsys.readouterr().out
     parser = argparse.ArgumentParser(prog="smi")
-    add_experiment_parser(parser.add_subparsers(dest="command"))
+    experiment_command.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["experiment", "next-token", "--budget", "full"])
-    assert args.func.__name__ == "run_experiment" and args.budget == "full"
+    assert args.func is experiment_command.run and args.budget == "full"
 
 
 def test_cli_runs_an_experiment(capsys, tmp_path):
