@@ -5,8 +5,8 @@ import pytest
 
 from asymptotics.channels.closed_form import LinearChannel, PhaseRetrievalChannel, SignChannel
 from asymptotics.curves import sweep
-from asymptotics.results import read_rows
 from asymptotics.priors import GaussianPrior
+from asymptotics.results import read_rows
 from asymptotics.state_evolution import (
     StateEvolution,
     linear_channel_fixed_point,

@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
+from simulators.optimizers import NormalizedGD, make_optimizer
 from smi.cli import main as smi_main
 from smi.commands import experiment as experiment_command
-from simulators.optimizers import NormalizedGD, make_optimizer
 from validation.experiments import EXPERIMENTS, get_experiment, run_experiment
 
 
