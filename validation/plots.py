@@ -21,13 +21,13 @@ for the Bayes-optimal estimator ``M = Q`` and ``|w*|²/D → 1``, so ``cos² = Q
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import sys
+import os
 from collections import defaultdict
 
 import numpy as np
+
+from asymptotics.results import ResultFileError, read_rows, row_kind
 
 from . import style
 
@@ -42,101 +42,32 @@ class PlotInputError(ValueError):
 # ------------------------------------------------------------------------- reading
 
 
-def row_type(row) -> str | None:
-    """The kind of one result row, from its keys; ``None`` for rows not plotted."""
-    if not isinstance(row, dict):
-        return None
-    keys = set(row)
-    if {"alpha", "branch", "Q"} <= keys and ("free_entropy" in keys or "gen_error_plugin" in keys):
-        return "curve"
-    if {"direction", "alpha_c"} <= keys:
-        return "thresholds"
-    if row.get("summary") is True and "cosine_mean" in keys:
-        return "train"
-    if row.get("summary") is True and "q_mean" in keys:
-        return "amp"
-    if {"seed", "step", "cosine"} <= keys:
-        return "train-steps"
-    return None
-
-
-def _known_unplotted(row) -> bool:
-    return isinstance(row, dict) and (
-        row.get("final") is True or row.get("se") is True or row.get("diverged") is True
-        or {"seed", "iteration", "Q"} <= set(row))
-
-
-def _csv_value(text: str):
-    if text == "":
-        return None
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if text in ("True", "False"):
-        return text == "True"
-    if text[:1] in "[{":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-    return text
-
-
-def _parse_text(text: str, path: str) -> list:
-    stripped = text.strip()
-    if not stripped:
-        raise PlotInputError(f"{path}: empty file")
-    if stripped[0] in "[{":
-        try:
-            data = json.loads(stripped)
-            return data if isinstance(data, list) else [data]
-        except json.JSONDecodeError:
-            pass
-        rows = []
-        for n, line in enumerate(stripped.splitlines(), 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise PlotInputError(f"{path}: line {n} is not JSON") from None
-        return rows
-    try:
-        reader = csv.DictReader(stripped.splitlines())
-        rows = [{k: _csv_value(v) for k, v in r.items() if k is not None} for r in reader]
-    except csv.Error as exc:
-        raise PlotInputError(f"{path}: not JSON, JSON lines or CSV ({exc})") from None
-    return rows
-
-
-def _clean(row: dict) -> dict:
-    # "inf" strings of --format json back to floats
-    return {k: (math.inf if v == "inf" else v) for k, v in row.items()}
+row_type = row_kind  # the kind of one result row, from its keys (asymptotics.results)
 
 
 def load_results(paths) -> dict[str, list[dict]]:
     """Rows of every file, grouped by type (see the module docstring)."""
     out: dict[str, list[dict]] = {t: [] for t in FILE_TYPES}
     for path in paths:
+        if not os.path.exists(path):
+            raise PlotInputError(f"{path}: cannot read (no such file)")
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PlotInputError(f"{path}: cannot read ({exc})") from None
-        rows = _parse_text(text, path)
+            rows, torn = read_rows(path)
+        except ResultFileError as exc:
+            raise PlotInputError(str(exc)) from None
+        if torn:  # a journal still being written, or a damaged line: plot nothing of it
+            raise PlotInputError(f"{path}: its last line is incomplete or not JSON (a sweep "
+                                 "still running, or an interrupted one: resume it first)")
+        if not rows:
+            raise PlotInputError(f"{path}: empty file")
         found = 0
         for row in rows:
-            t = row_type(row)
+            t = row_kind(row)
             if t is not None:
-                r = _clean(row)
+                r = dict(row)
                 r["_file"] = str(path)
                 out[t].append(r)
                 found += 1
-            elif not _known_unplotted(row):
-                pass
         if found == 0:
             raise PlotInputError(
                 f"{path}: no known result rows (expected rows of smi curve, smi thresholds, "
@@ -457,9 +388,3 @@ def make_plot(kind: str, paths, output: str, width: str = "single",
         except OSError as exc:
             raise PlotInputError(f"--output: cannot write {output!r}: {exc}") from None
     return output
-
-
-def main_plot(args) -> int:  # pragma: no cover - thin wrapper used by the CLI
-    make_plot(args.kind, args.results, args.output, args.width, args.skip)
-    print(f"wrote {args.output}", file=sys.stderr)
-    return 0
