@@ -100,29 +100,16 @@ def _fixed_point_spreads(se: StateEvolution, replicate_Q, phi_err: float, errors
     return max(phi_sd, phi_err), out
 
 
-def sweep(
-    channel: Channel,
-    alphas: Iterable[float],
-    branch: str = "both",
-    *,
-    settings: SESettings | None = None,
-    damping: float = 0.5,
-    tol: float = 1e-8,
-    max_iter: int = 500,
-    output: str | None = None,
-    resume: bool = False,
-    progress: Callable[[int, int, float], None] | None = None,
-    prior: Prior | None = None,
-    executor: Executor | None = None,
-) -> list[dict]:
-    """SE curve over ``alphas``; rows for the AMP and informed runs and the Bayes choice.
+def sweep(channel: Channel, alphas: Iterable[float], branch: str = "both",
+          **options) -> list[dict]:
+    """SE curve of one channel over ``alphas``: rows for the AMP and informed runs and the
+    Bayes choice.  ``options`` are those of :func:`sweep_settings` (settings, damping, tol,
+    max_iter, output, resume, progress, prior, executor).
 
     The two branches are independent chains (tasks of ``executor``, in this process by
     default); their rows do not depend on who runs them.
     """
-    return sweep_settings([({}, channel)], alphas, branch, settings=settings,
-                          damping=damping, tol=tol, max_iter=max_iter, output=output,
-                          resume=resume, progress=progress, prior=prior, executor=executor)
+    return sweep_settings([({}, channel)], alphas, branch, **options)
 
 
 def chain_task(params: dict) -> list[dict]:

@@ -27,8 +27,18 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"smi {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
-        command.add_parser(sub)
+        add_command(sub, command)
     return parser
+
+
+def add_command(sub, command) -> Parser:
+    """Register a command module (``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments``
+    and, for a leaf command, ``run``) on an argparse ``subparsers`` object."""
+    p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
+    command.add_arguments(p)
+    if hasattr(command, "run"):
+        p.set_defaults(func=command.run)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,35 @@ def one_value(text, option: str, ok, what: str, prog: str = "smi") -> float:
     return vals[0]
 
 
+# ----------------------------------------------------------------------- model options
+
+
+def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = True,
+                        skip: str = "1") -> None:
+    """The options that choose a model: ``--model``, the attention architecture
+    (``--depth``, ``--seq-len``, ``--skip``, ``--beta``) and the linear channel's
+    ``--noise``.  With ``several`` each takes values, comma lists or ``start:stop:step``
+    ranges (several values make a grid); without, one value each."""
+    many = {"nargs": "+"} if several else {}
+
+    def default(text):
+        return [text] if several else text
+
+    grid = "; several values make a grid" if several else ""
+    p.add_argument("--model", default="attention", choices=list(models))
+    p.add_argument("--depth", default=default("2"), **many,
+                   help=f"attention: number of layers (>= 1){grid} [2]")
+    p.add_argument("--seq-len", default=default("2"), **many,
+                   help=f"attention: tokens per sequence L (>= 2){grid} [2]")
+    p.add_argument("--skip", default=default(skip), **many,
+                   help=f"attention: skip strength c (>= 0): values, comma lists or "
+                   f"start:stop:step{grid} [{skip}]")
+    p.add_argument("--beta", default=default("1"), **many,
+                   help=f"attention: softmax inverse temperature (> 0){grid} [1]")
+    p.add_argument("--noise", default=default("0.1"), **many,
+                   help=f"linear: noise variance Δ (>= 0){grid} [0.1]")
+
+
 # --------------------------------------------------------------------------- executors
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from simulators.optimizers import NormalizedGD, make_optimizer
+from smi.cli import add_command
 from smi.cli import main as smi_main
 from smi.commands import experiment as experiment_command
 from validation.experiments import EXPERIMENTS, get_experiment, run_experiment
@@ -91,7 +92,7 @@ def test_cli_list_and_subparser(capsys):
     assert main(["list"]) == 0
     assert "functional-sam" in capsys.readouterr().out
     parser = argparse.ArgumentParser(prog="smi")
-    experiment_command.add_parser(parser.add_subparsers(dest="command"))
+    add_command(parser.add_subparsers(dest="command"), experiment_command)
     args = parser.parse_args(["experiment", "next-token", "--budget", "full"])
     assert args.func is experiment_command.run and args.budget == "full"
 

@@ -15,6 +15,7 @@ from asymptotics.sweeps import ResumeError, check_writable
 from ..options import (
     UsageError,
     add_executor_arguments,
+    add_model_arguments,
     executor_options,
     fail,
     integer,
@@ -23,20 +24,14 @@ from ..options import (
 )
 from ..output import format_curve, progress_bar
 
+NAME = "curve"
+HELP = "SE overlap curves over alpha (AMP and Bayes-optimal branches)"
+DESCRIPTION = ("State-evolution fixed points over α from the uninformed (AMP) and informed "
+               "starts, free entropy, plug-in and Bayes-optimal generalisation errors.")
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "curve",
-        help="SE overlap curves over alpha (AMP and Bayes-optimal branches)",
-        description="State-evolution fixed points over α from the uninformed (AMP) and "
-        "informed starts, free entropy, plug-in and Bayes-optimal generalisation errors.",
-    )
-    p.add_argument("--model", default="attention", choices=MODELS)
-    p.add_argument("--depth", default="2", help="value or list: several settings make a grid")
-    p.add_argument("--seq-len", default="2", help="value or list")
-    p.add_argument("--skip", default="1", help="value, comma list or start:stop:step")
-    p.add_argument("--beta", default="1", help="value or list")
-    p.add_argument("--noise", default="0.1", help="value or list (linear channel)")
+
+def add_arguments(p) -> None:
+    add_model_arguments(p, MODELS)
     p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
     p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
     p.add_argument("--prior", default="gaussian", choices=["gaussian", "rademacher"])
@@ -61,15 +56,14 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep from --output")
     add_executor_arguments(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    depths = integers([args.depth], "--depth", 1)
-    seq_lens = integers([args.seq_len], "--seq-len", 2 if args.model == "attention" else 1)
-    skip = values([args.skip], "--skip")
-    beta = values([args.beta], "--beta")
-    noise = values([args.noise], "--noise")
+    depths = integers(args.depth, "--depth", 1)
+    seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    skip = values(args.skip, "--skip")
+    beta = values(args.beta, "--beta")
+    noise = values(args.noise, "--noise")
     alphas = values([args.alphas], "--alphas")
     for name, vals, ok in [("--skip", skip, lambda v: v >= 0), ("--beta", beta, lambda v: v > 0),
                            ("--noise", noise, lambda v: v >= 0),

@@ -15,20 +15,19 @@ from ..options import fail, integer
 PROG = "smi experiment"
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "experiment",
-        help="optimizer experiments from the literature (summary.json + figure)",
-        description="Small falsifiable reproductions of published optimizer claims: "
-        + "; ".join(f"{k}: {v[1]}" for k, v in EXPERIMENTS.items()),
-    )
+NAME = "experiment"
+HELP = "optimizer experiments from the literature (summary.json + figure)"
+DESCRIPTION = ("Small falsifiable reproductions of published optimizer claims: "
+               + "; ".join(f"{k}: {v[1]}" for k, v in EXPERIMENTS.items()))
+
+
+def add_arguments(p) -> None:
     # validated by run, for one-line error messages naming the option
     p.add_argument("name", help="experiment name, or 'list': " + ", ".join(EXPERIMENTS))
     p.add_argument("--budget", default="quick", help="quick (seconds) or full (minutes) [quick]")
     p.add_argument("--output", default=None,
                    help="output folder for summary.json and NAME.png [experiments/NAME]")
     p.add_argument("--seed", default="0", help="base seed of every random generator [0]")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

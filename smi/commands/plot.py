@@ -8,14 +8,13 @@ from validation.plots import KINDS, PlotInputError, make_plot
 
 from ..options import UsageError, fail, values
 
+NAME = "plot"
+HELP = "publication figures from result files"
+DESCRIPTION = ("Figures from result files of smi curve, smi thresholds, smi simulate amp and "
+               "smi simulate train (types detected by their keys). Nothing is smoothed.")
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="publication figures from result files",
-        description="Figures from result files of smi curve, smi thresholds, smi simulate amp "
-        "and smi simulate train (types detected by their keys). Nothing is smoothed.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("kind", choices=list(KINDS))
     p.add_argument("results", nargs="+", help="result files (JSON, JSON lines or CSV)")
     p.add_argument("--output", required=True, help="figure file, .pdf or .png")
@@ -24,7 +23,6 @@ def add_parser(sub) -> None:
     p.add_argument("--skip", default=None,
                    help="overlaps/errors: the skip strength whose thresholds are marked "
                    "when the thresholds file holds several")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

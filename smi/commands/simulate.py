@@ -7,9 +7,12 @@ from simulators.train_cli import add_train_parser
 
 from ..options import Parser
 
+NAME = "simulate"
+HELP = "finite-size simulations (AMP, training)"
+DESCRIPTION = "Finite-size simulations: Bayes-AMP at dimension D, training of the network."
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("simulate", help="finite-size simulations (AMP, training)")
+
+def add_arguments(p) -> None:
     simsub = p.add_subparsers(dest="simulation", required=True, parser_class=Parser)
     add_train_parser(simsub)
     add_amp_parser(simsub)

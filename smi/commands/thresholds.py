@@ -15,6 +15,7 @@ from asymptotics.thresholds import ThresholdSettings
 from ..options import (
     UsageError,
     add_executor_arguments,
+    add_model_arguments,
     executor_options,
     fail,
     integer,
@@ -27,24 +28,14 @@ from ..output import format_thresholds, task_progress
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "thresholds",
-        help="weak-recovery thresholds alpha_c at Q = 0",
-        description="Weak-recovery thresholds α_c = 1/ρ(F) of each direction (layer), with "
-        "error estimates (THEORY.md §5).",
-    )
-    p.add_argument("--model", default="attention", choices=MODELS)
-    p.add_argument("--depth", nargs="+", default=["2"],
-                   help="attention depth (>= 1); several values make a grid")
-    p.add_argument("--seq-len", nargs="+", default=["2"],
-                   help="tokens per sequence L (>= 2 for attention); several make a grid")
-    p.add_argument("--skip", nargs="+", default=[DEFAULT_SKIPS],
-                   help="skip strengths c >= 0: values, comma lists or start:stop:step "
-                   f"(default {DEFAULT_SKIPS})")
-    p.add_argument("--beta", nargs="+", default=["1"],
-                   help="softmax inverse temperature (> 0); several values make a grid")
-    p.add_argument("--noise", default="0.1", help="noise variance Δ of the linear channel")
+NAME = "thresholds"
+HELP = "weak-recovery thresholds alpha_c at Q = 0"
+DESCRIPTION = ("Weak-recovery thresholds α_c = 1/ρ(F) of each direction (layer), with error "
+               "estimates (THEORY.md §5).")
+
+
+def add_arguments(p) -> None:
+    add_model_arguments(p, MODELS, skip=DEFAULT_SKIPS)
     p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
     p.add_argument("--resolution", default="1",
                    help="grid refinement level (each level doubles nodes per axis; default 1)")
@@ -68,7 +59,6 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted grid from --output (computes missing points)")
     add_executor_arguments(p)
-    p.set_defaults(func=run)
 
 
 def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None, float | None]:
@@ -76,7 +66,7 @@ def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None
     depths = integers(args.depth, "--depth", 1)
     seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
     betas = values(args.beta, "--beta")
-    noise = values([args.noise], "--noise")
+    noise = values(args.noise, "--noise")
     skips = values(args.skip, "--skip")
     if not betas or any(b <= 0 for b in betas):
         raise fail("--beta", f"values must be > 0, got {args.beta}")

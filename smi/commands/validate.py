@@ -8,17 +8,15 @@ from validation.report import run_validation
 
 from ..options import UsageError
 
+NAME = "validate"
+HELP = "run the validation battery and write a report"
+DESCRIPTION = ("Closed forms, identities, published data, SE against AMP and training: writes "
+               "DIR/report.md and figures, one PASS/FAIL line per check.")
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "validate",
-        help="run the validation battery and write a report",
-        description="Closed forms, identities, published data, SE against AMP and training: "
-        "writes DIR/report.md and figures, one PASS/FAIL line per check.",
-    )
+
+def add_arguments(p) -> None:
     p.add_argument("--budget", default="quick", choices=["quick", "full"])
     p.add_argument("--output", required=True, help="directory for report.md and figures")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
