@@ -1,7 +1,8 @@
 """``smi simulate amp``: finite-size Bayes-AMP (GAMP) for SMI models, optionally against SE.
 
 The lead CLI registers this sub-command with :func:`add_amp_parser` and dispatches to
-:func:`run_amp`; for stand-alone use, ``python -m simulators.amp_cli ...``.
+:func:`run_amp`; for stand-alone use, ``python -m simulators.amp_cli ...``.  The sweep
+itself is :func:`simulators.sweeps.iter_amp_rows`; this module parses, calls it and writes.
 
 Output: JSON lines.
 - with ``--compare-se``, first one ``"se": true`` line: the SE fixed point from the
@@ -27,18 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 from asymptotics.backend import BackendError, get_namespace
-from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
+from asymptotics.executors import ExecutorError, make_executor
 from asymptotics.state_evolution import SESettings
 from asymptotics.sweeps import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
 from ._cli_common import parse_number as _num
-from .amp import MODELS, AMPConfig, AMPResult, make_channel, summarise
-from .amp import run_amp as run_amp_seed
+from .amp import MODELS, AMPConfig, make_channel
+from .sweeps import iter_amp_rows
 
 
 def add_amp_parser(subparsers):
@@ -196,96 +196,15 @@ def _emit(out, row):
     out.flush()
 
 
-def amp_task(params: dict) -> dict:
-    """One (dimension, seed) of a sweep: its output rows (iterations unless summary-only,
-    a failure record, the final row) and the fields of its result the summary needs."""
-    from asymptotics.sweeps import plain
-
-    v = params
-    ch = make_channel(v["model"], **v["channel"])
-    cfg = AMPConfig(dim=v["dim"], alpha=v["alpha"], max_iter=v["max_iter"],
-                    damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
-                    n_test=v["n_test"], device=v["device"], psd_projection=v["psd_projection"])
-    tag = {"seed": v["seed"], "dim": v["dim"]}
-    rows = []
-
-    def cb(rec):
-        if not v["summary_only"]:
-            rows.append({**tag, **rec})
-
-    t0 = time.perf_counter()
-    res = run_amp_seed(ch, cfg, v["seed"], callback=cb)
-    wall = time.perf_counter() - t0
-    last = res.final
-    if last.get("failed"):
-        rows.append({**tag, **last})  # the failure record (not passed to cb)
-    tails = {}
-    for key in ("m", "q"):
-        tails[f"{key}_tail20_mean"], tails[f"{key}_tail20_std"] = res.tail(key)
-    rows.append({"final": True, **tag, "status": res.status, "converged": res.converged,
-                 "iterations": res.iterations, "psd_projections": res.psd_projections,
-                 "wall_s": wall, **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error",
-                                                            "delta", "g_rel_quad_error")},
-                 **tails})
-    result = {"seed": res.seed, "status": res.status, "converged": res.converged,
-              "iterations": res.iterations, "final": last}
-    return plain({"rows": rows, "result": result})
-
-
 def _run(v, out, summary_only, compare_se, psd_projection, executor) -> int:
-    ch = v["channel"]
-    meta = {"model": v["model"], "channel": ch.describe(), "alpha": v["alpha"],
-            "device": v["device"]}
-    se = None
-    if compare_se:
-        from validation.amp_vs_se import se_prediction
-
-        t0 = time.perf_counter()
-        se = se_prediction(ch, v["alpha"], SESettings(sobol_log2=v["se_sobol_log2"]))
-        se["wall_s"] = time.perf_counter() - t0
-        _emit(out, {**meta, **se})
+    cfg = AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
+                    damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
+                    n_test=v["n_test"], device=v["device"], psd_projection=psd_projection)
+    se = SESettings(sobol_log2=v["se_sobol_log2"]) if compare_se else None
     seeds = [v["seed"] + i for i in range(v["seeds"])]
-    spec = {k: v[k] for k in ("depth", "seq_len", "skip", "beta", "noise", "inner_resolution")}
-    tasks = [Task(f"dim={dim}|seed={seed}",
-                  {"model": v["model"], "channel": spec, "dim": dim, "seed": seed,
-                   "alpha": v["alpha"], "max_iter": v["max_iter"], "damping": v["damping"],
-                   "tol": v["tol"], "init_scale": v["init_scale"], "n_test": v["n_test"],
-                   "device": v["device"], "psd_projection": psd_projection,
-                   "summary_only": summary_only})
-             for dim in v["dims"] for seed in seeds]
-    per_dim = []
-    pending = None
-    results_of: dict[int, list] = {dim: [] for dim in v["dims"]}
-    stream = run_ordered(executor, amp_task, tasks)
-    for dim in v["dims"]:
-        cfg = AMPConfig(dim=dim, alpha=v["alpha"], max_iter=v["max_iter"],
-                        damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
-                        n_test=v["n_test"], device=v["device"], psd_projection=psd_projection)
-        for _ in seeds:
-            _, res = next(stream)
-            for row in res["rows"]:
-                _emit(out, row)
-            r = res["result"]
-            results_of[dim].append(AMPResult(r["seed"], r["status"], r["converged"],
-                                             r["iterations"], records=[r["final"]]))
-        results = results_of[dim]
-        row = {**summarise(results), **meta, "dim": dim, "n_samples": cfg.n_samples,
-               "seeds": seeds, "max_iter": cfg.max_iter, "tol": cfg.tol,
-               "damping": cfg.damping, "init_scale": cfg.init_scale,
-               "psd_projection": psd_projection, "gen_error_kind": "plug-in"}
-        if se is not None and row["m_mean"] is not None:
-            from validation.amp_vs_se import compare
-
-            row["se_comparison"] = compare(row, se, dim)
-            per_dim.append((dim, row))
-        if pending is not None:
-            _emit(out, pending)
-        pending = row
-    if se is not None and len(per_dim) >= 2:
-        from validation.amp_vs_se import finite_size_fits
-
-        pending["finite_size_fit"] = finite_size_fits(per_dim, se)
-    _emit(out, pending)
+    for row in iter_amp_rows(v["channel"], cfg, seeds, v["dims"], se_settings=se,
+                             summary_only=summary_only, executor=executor):
+        _emit(out, row)
     return 0
 
 

@@ -1,7 +1,9 @@
 """``smi simulate train``: train deep tied attention networks on teacher data.
 
 The lead CLI registers this sub-command with :func:`add_train_parser` and dispatches to
-:func:`run_train`; for stand-alone use, ``python -m simulators.train_cli ...``.
+:func:`run_train`; for stand-alone use, ``python -m simulators.train_cli ...``.  The sweep
+itself is :func:`simulators.sweeps.iter_training_rows`; this module parses, calls it and
+writes.
 
 Output: JSON lines.  One line per (seed, optimizer, alpha, logged step) with
 ``seed, optimizer, alpha, lr, step, train_loss, test_loss, M, Q, cosine, diverged``
@@ -21,42 +23,22 @@ import argparse
 import json
 import math
 import sys
-import time
-
-import numpy as np
 
 from asymptotics.backend import BackendError, get_namespace
-from asymptotics.executors import ExecutorError, Task, make_executor, run_ordered
+from asymptotics.channels.attention_map import Architecture
+from asymptotics.executors import ExecutorError, make_executor
 from asymptotics.sweeps import add_executor_arguments, executor_options
 
 from ._cli_common import InputError
 from ._cli_common import int_at_least as _int_at_least
 from ._cli_common import parse_number as _num
-from .attention_training import (
-    AttentionModel,
-    Problem,
-    TrainConfig,
-    layer_overlaps,
-    make_problem,
-    train_run,
-)
+from .attention_training import TrainConfig
 from .optimizers import parse_optimizer_name
+from .sweeps import DEFAULT_LR, default_lr, iter_training_rows
+from .sweeps import summarise_training as summarise
 
-#: Default learning rates when ``--lr`` is not given, for the loss normalisation of
-#: :mod:`simulators.attention_training`.  Gradient entries scale like 1/D there, so
-#: gradient-magnitude methods (GD, SGD, (M-)SVAG, SAM/FSAM on GD) use ``lr = c * D``;
-#: scale-free methods (Adam, sign methods) use a fixed ``lr``.
-DEFAULT_LR = {
-    "gd": ("dim", 0.5),
-    "sgd": ("dim", 0.05),  # heavy ball with momentum 0.9: effective 0.5 D
-    "msvag": ("dim", 0.5),
-    "svag": ("dim", 0.5),
-    "adam": ("abs", 1e-2),
-    "adamw": ("abs", 1e-2),
-    "signgd": ("abs", 1e-2),
-    "signum": ("abs", 1e-2),
-}
-
+__all__ = ["DEFAULT_LR", "add_train_parser", "default_lr", "main", "parse_alphas",
+           "run_train", "summarise", "validate"]
 
 
 def add_train_parser(subparsers):
@@ -140,13 +122,6 @@ def parse_alphas(text: str):
     return vals
 
 
-def default_lr(name: str, dim: int) -> float:
-    """The default learning rate of optimizer ``name`` at dimension ``dim``."""
-    _, base = parse_optimizer_name(name)
-    kind, c = DEFAULT_LR[base]
-    return c * dim if kind == "dim" else c
-
-
 def validate(args):
     """Turn parsed argparse strings into checked values; raise :class:`InputError`."""
     v = {}
@@ -156,6 +131,11 @@ def validate(args):
     v["dim"] = _int_at_least(args.dim, "--dim", 2)
     v["skip"] = _num(args.skip, "--skip")
     v["beta"] = _num(args.beta, "--beta")
+    if v["skip"] < 0:  # the ranges of Architecture, shared with the channel
+        raise InputError("--skip", f"must be >= 0, got {v['skip']}")
+    if v["beta"] <= 0:
+        raise InputError("--beta", f"must be > 0, got {v['beta']}")
+    v["arch"] = Architecture(v["depth"], v["seq_len"], v["skip"], v["beta"], v["rank"])
     if args.alphas is not None:
         v["alphas"] = parse_alphas(args.alphas)
     else:
@@ -231,35 +211,6 @@ def validate(args):
 # ----------------------------------------------------------------------------- run
 
 
-def _stats(values):
-    """Mean, std (ddof=1; 0 for one value) and standard error; ``None`` when empty."""
-    a = np.asarray(values, dtype=float)
-    if a.shape[0] == 0:
-        return None, None, None
-    mean = a.mean(axis=0)
-    std = a.std(axis=0, ddof=1) if a.shape[0] > 1 else np.zeros_like(mean)
-    se = std / math.sqrt(a.shape[0])
-    conv = (lambda x: x.tolist()) if a.ndim > 1 else float  # noqa: E731
-    return conv(mean), conv(std), conv(se)
-
-
-def summarise(finals, n_seeds, meta):
-    """Summary row of one (optimizer, alpha) from the final records of finished seeds."""
-    row = {"summary": True, **meta, "n_seeds": n_seeds, "n_finished": len(finals),
-           "diverged": n_seeds - len(finals)}
-    keys = {
-        "train_loss": [f["train_loss"] for f in finals],
-        "test_loss": [f["test_loss"] for f in finals],
-        "cosine": [f["cosine"] for f in finals],
-        "m": [f["m"] for f in finals],
-        "q": [f["q"] for f in finals],
-    }
-    for k, vals in keys.items():
-        mean, std, se = _stats(vals)
-        row[f"{k}_mean"], row[f"{k}_std"], row[f"{k}_stderr"] = mean, std, se
-    return row
-
-
 def run_train(args) -> int:
     """Run the ``train`` sub-command; returns the exit status (2 on bad input)."""
     try:
@@ -267,7 +218,6 @@ def run_train(args) -> int:
     except InputError as exc:
         print(f"smi simulate train: error: {exc}", file=sys.stderr)
         return 2
-    model = AttentionModel(v["depth"], v["rank"], v["skip"], v["beta"])
     try:
         opts = executor_options(args, v["seeds"] * len(v["alphas"]))
         executor = make_executor(**opts)
@@ -282,7 +232,7 @@ def run_train(args) -> int:
                   f"{exc.strerror}", file=sys.stderr)
             return 2
         try:
-            return _run(v, model, executor, out, args.summary_only)
+            return _run(v, executor, out, args.summary_only)
         finally:
             if out is not sys.stdout:
                 out.close()
@@ -293,75 +243,18 @@ def _emit(out, row):
     out.flush()
 
 
-def train_task(params: dict) -> dict:
-    """One (seed, alpha) of a sweep, every optimizer: its output rows and the final record of
-    each optimizer that did not diverge (``None`` for those that did).  The data are those
-    of ``make_problem(seed)`` at ``n_max`` samples, cut to ``alpha * dim``, whoever runs it."""
-    from asymptotics.sweeps import plain
-
-    v = params
-    xp = get_namespace(v["device"])
-    model = AttentionModel(v["depth"], v["rank"], v["skip"], v["beta"])
-    base = TrainConfig(
-        model=model, seq_len=v["seq_len"], dim=v["dim"], steps=v["steps"], batch=v["batch"],
+def _run(v, executor, out, summary_only) -> int:
+    config = TrainConfig(
+        arch=v["arch"], dim=v["dim"], steps=v["steps"], batch=v["batch"],
         momentum=v["momentum"], weight_decay=v["weight_decay"], rho=v["rho"],
         init_scale=v["init_scale"], n_test=v["n_test"], log_points=v["log_points"],
         diverge_q=v["diverge_q"], dtype=v["dtype"],
     )
-    seed, a = v["seed"], v["alpha"]
-    full = make_problem(base, seed, xp, n_train=v["n_max"])
-    n = max(1, int(round(a * v["dim"])))
-    prob = Problem(full.W_star, full.X[:n], full.y[:n], full.X_test, full.y_test, full.W0)
-    rows, finals = [], {}
-    for nm, lr in zip(v["optimizers"], v["lrs"], strict=True):
-        cfg = TrainConfig(**{**base.__dict__, "alpha": a, "optimizer": nm, "lr": lr})
-        t0 = time.perf_counter()
-        records, res = train_run(cfg, seed, xp, problem=prob)
-        wall = time.perf_counter() - t0
-        tag = {"seed": seed, "optimizer": nm, "alpha": a, "lr": lr}
-        if not v["summary_only"] or res["diverged"]:
-            for r in records:
-                row = {**tag, **r}
-                row.setdefault("diverged", False)
-                rows.append(row)
-        finals[nm] = None
-        if not res["diverged"]:
-            last = records[-1]
-            ms, qs = layer_overlaps(np.asarray(last["M"]), np.asarray(last["Q"]),
-                                    model.depth, model.rank)
-            finals[nm] = {**last, "m": ms, "q": qs, "wall_s": wall}
-    return plain({"rows": rows, "finals": finals})
-
-
-_TASK_KEYS = ("depth", "rank", "skip", "beta", "seq_len", "dim", "steps", "batch", "momentum",
-              "weight_decay", "rho", "init_scale", "n_test", "log_points", "diverge_q", "dtype",
-              "device", "optimizers", "lrs")
-
-
-def _run(v, model, executor, out, summary_only) -> int:
-    alphas, names, lrs = v["alphas"], v["optimizers"], v["lrs"]
-    finals = {(nm, a): [] for nm in names for a in alphas}
-    n_max = max(max(1, int(round(a * v["dim"]))) for a in alphas)
     seeds = [v["seed"] + i for i in range(v["seeds"])]
-    common = {k: v[k] for k in _TASK_KEYS}
-    tasks = [Task(f"seed={seed}|alpha={a!r}",
-                  {**common, "seed": seed, "alpha": a, "n_max": n_max,
-                   "summary_only": summary_only})
-             for seed in seeds for a in alphas]
-    for task, res in run_ordered(executor, train_task, tasks):
-        for row in res["rows"]:
-            _emit(out, row)
-        for nm, final in res["finals"].items():
-            if final is not None:
-                finals[(nm, task.params["alpha"])].append(final)
-    for nm, lr in zip(names, lrs, strict=True):
-        for a in alphas:
-            meta = {"optimizer": nm, "alpha": a, "lr": lr, "n_train": int(round(a * v["dim"])),
-                    "dim": v["dim"], "depth": model.depth, "rank": model.rank,
-                    "seq_len": v["seq_len"], "skip": model.skip, "beta": model.beta,
-                    "steps": v["steps"], "batch": v["batch"] or "full",
-                    "device": v["device"], "dtype": v["dtype"]}
-            _emit(out, summarise(finals[(nm, a)], len(seeds), meta))
+    runs = list(zip(v["optimizers"], v["lrs"], strict=True))
+    for row in iter_training_rows(config, seeds, v["alphas"], runs, device=v["device"],
+                                  summary_only=summary_only, executor=executor):
+        _emit(out, row)
     return 0
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from asymptotics.backend import BackendError, get_namespace
+from asymptotics.channels.attention_map import Architecture
 from simulators.attention_training import (
     AttentionModel,
     AttentionOracle,
@@ -34,8 +35,9 @@ def _fd_grad(f, W, h=1e-5):
 @pytest.mark.parametrize("rank", [1, 2])
 @pytest.mark.parametrize("L", [2, 3])
 def test_gradient_matches_finite_differences(depth, rank, L):
-    model = AttentionModel(depth=depth, rank=rank, skip=0.8, beta=1.3)
-    cfg = TrainConfig(model=model, seq_len=L, dim=6, alpha=1.0, n_test=2, init_scale=0.8)
+    arch = Architecture(depth=depth, seq_len=L, skip=0.8, beta=1.3, rank=rank)
+    model = AttentionModel(arch)
+    cfg = TrainConfig(arch=arch, dim=6, alpha=1.0, n_test=2, init_scale=0.8)
     prob = make_problem(cfg, seed=depth * 10 + rank + L)
     oracle = AttentionOracle(prob.X, prob.y, model)
     W = prob.W0
@@ -52,7 +54,7 @@ def test_gradient_matches_finite_differences(depth, rank, L):
 
 def test_gradient_on_minibatch_and_cotangent_cache():
     model = AttentionModel()
-    cfg = TrainConfig(model=model, dim=8, alpha=2.0, n_test=2, init_scale=0.7)
+    cfg = TrainConfig(arch=model.arch, dim=8, alpha=2.0, n_test=2, init_scale=0.7)
     prob = make_problem(cfg, seed=5)
     oracle = AttentionOracle(prob.X, prob.y, model)
     idx = np.array([3, 0, 7, 11])

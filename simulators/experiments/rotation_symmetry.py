@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attention_training import AttentionModel, Problem, TrainConfig, make_problem, train_run
+from ..attention_training import Architecture, Problem, TrainConfig, make_problem, train_run
 from ._common import Timer, check_budget, new_figure, save_figure, write_summary
 
 NAME = "rotation-symmetry"
@@ -92,8 +92,8 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
     check_budget(budget)
     timer = Timer()
     st = settings(budget)
-    model = AttentionModel(depth=2, rank=1, skip=1.0, beta=1.0)
-    base = TrainConfig(model=model, seq_len=2, dim=st["dim"], alpha=st["alpha"],
+    arch = Architecture(depth=2, seq_len=2, skip=1.0, beta=1.0, rank=1)
+    base = TrainConfig(arch=arch, dim=st["dim"], alpha=st["alpha"],
                        steps=st["steps"], n_test=st["n_test"], log_points=40)
     problem = make_problem(base, seed)
     R = haar_orthogonal(np.random.default_rng([seed, 7]), st["dim"])
