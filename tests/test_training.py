@@ -226,6 +226,8 @@ def test_cli_divergence_reported_without_fake_numbers(tmp_path):
         (["--lr", "nan"], "--lr"),
         (["--batch", "10000", "--dim", "10", "--alpha", "2"], "--batch"),
         (["--beta", "NaN"], "--beta"),
+        (["--beta", "0"], "--beta"),
+        (["--skip", "-1"], "--skip"),
         (["--depth", "0"], "--depth"),
         (["--seq-len", "1"], "--seq-len"),
         (["--alpha", "0"], "--alpha"),
