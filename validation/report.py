@@ -431,7 +431,10 @@ class Battery:
     # ------------------------------------------------------------- SE vs training
 
     def se_vs_training(self):
-        from simulators.train_cli import main as train_main
+        from asymptotics.channels.attention_map import Architecture
+        from asymptotics.executors import default_workers, make_executor
+        from simulators.attention_training import TrainConfig
+        from simulators.sweeps import default_lr, training_rows
 
         from .plots import make_plot
 
@@ -444,19 +447,18 @@ class Battery:
         alphas = [low, high] + ([15.0] if self.b.train_long else [])
         out = self.path("train.jsonl")
         t0 = time.perf_counter()
-        code = train_main(["--depth", "2", "--alphas", ",".join(map(str, alphas)),
-                           "--dim", str(self.b.train_dim), "--seeds", str(self.b.train_seeds),
-                           "--steps", str(self.b.train_steps), "--optimizer", "adam",
-                           "--log-points", "25", "--output", out])
+        cfg = TrainConfig(arch=Architecture(depth=2), dim=self.b.train_dim,
+                          steps=self.b.train_steps, log_points=25)
+        seeds = range(self.b.train_seeds)
+        with make_executor(workers=default_workers(len(alphas) * len(seeds))) as ex:
+            rows = training_rows(cfg, seeds, alphas,
+                                 [("adam", default_lr("adam", self.b.train_dim))], executor=ex)
+        with open(out, "w") as fh:  # the dynamics figure reads the rows from this file
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
         self.log(f"  training: {time.perf_counter() - t0:.1f} s")
-        summ = {}
-        with open(out) as fh:
-            for line in fh:
-                r = json.loads(line)
-                if r.get("summary"):
-                    summ[r["alpha"]] = r
-        if code != 0 or not summ:
-            self.add(S, "training run", f"exit {code}", "runs", False)
+        summ = {r["alpha"]: r for r in rows if r.get("summary")}
+        if not summ:
+            self.add(S, "training run", "no summary rows", "runs", False)
             return
         tau_lo = 3 / math.sqrt(self.b.train_dim)
         c = summ[low]["cosine_mean"]
