@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asymptotics.backend import namespace_of, to_numpy
-from asymptotics.channels.attention import AttentionChannel
 from asymptotics.channels.attention_map import Architecture, attention_forward
 
 from .data import (
@@ -51,6 +51,9 @@ from .data import (
     seed_streams,
     teacher_data,
 )
+
+if TYPE_CHECKING:
+    from asymptotics.channels.attention import AttentionChannel
 
 __all__ = [
     "Architecture",
@@ -116,6 +119,8 @@ def teacher_labels(arch: Architecture) -> AttentionChannel | NetworkTeacher:
     """What labels the data of ``arch``: the attention channel for rank 1
     (:meth:`AttentionChannel.from_architecture`), the shared forward map for rank > 1."""
     if arch.rank == 1:
+        from asymptotics.channels.attention import AttentionChannel  # its kernels: on use
+
         return AttentionChannel.from_architecture(arch)
     return NetworkTeacher(arch)
 
