@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 from asymptotics.backend import get_namespace  # noqa: E402
+from asymptotics.channels.attention_map import Architecture  # noqa: E402
 from simulators.attention_training import (  # noqa: E402
     AttentionModel,
     AttentionOracle,
@@ -61,7 +62,7 @@ def _timeit(fn, xp, reps):
 def bench(device, dim, alpha, steps, optimizers, dtype, peak_gbs, profile, seq_len=2):
     xp = get_namespace(device)
     dtype = np.dtype(dtype)
-    model = AttentionModel()
+    model = AttentionModel(Architecture(seq_len=seq_len))
     n = int(round(alpha * dim))
     t0 = time.perf_counter()
     X = _data(xp, n, seq_len, dim, dtype)

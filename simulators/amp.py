@@ -1,9 +1,10 @@
 """Finite-size Bayes-optimal GAMP for sequence multi-index models (THEORY.md §3).
 
-Data: a seeded teacher ``W* ∈ R^{D×p}`` (iid N(0,1)), ``N = round(αD)`` sequences
-``x ∈ R^{L×D}`` (iid N(0,1)) and labels ``y = channel.sample(x W*/√D, rng)``: the channel's
-own forward map, no second implementation.  The posterior conditions on
-``channel.observation_from_output(y)`` (for attention: ``a = s_last`` up to sign).
+Data: :func:`simulators.data.teacher_data` (the generator training uses too): a seeded
+teacher ``W* ∈ R^{D×p}`` (iid N(0,1)), ``N = round(αD)`` sequences ``x ∈ R^{L×D}`` (iid
+N(0,1)) and labels ``y = channel.sample(x W*/√D, rng)``: the channel's own forward map, no
+second implementation.  The posterior conditions on ``channel.observation_from_output(y)``
+(for attention: ``a = s_last`` up to sign).
 
 One GAMP iteration (samples μ, tokens l; estimates ``Ŵ (D×p)``, ``Ĉ (p×p)``):
 
@@ -39,8 +40,8 @@ array namespace ``xp`` (numpy on ``device='cpu'``, cupy on ``'gpu'``).  The per-
 posterior integrals are batched over samples: the attention channel's numba kernel on CPU,
 its vectorised ``_fibre_xp`` path (cupy) on GPU.  Closed-form channels are numpy only:
 ``ω`` (N·L·p numbers) is copied to the host for them and ``g`` back, which is cheap next to
-the products (N·L·D).  All random numbers come from one ``numpy.random.Generator`` per seed,
-drawn on the host, so the numpy and cupy paths see the same data.
+the products (N·L·D).  All random numbers are drawn on the host from the seed's streams
+(:func:`simulators.data.seed_streams`), so the numpy and cupy paths see the same data.
 
 Every iteration also records ``delta`` (RMS change of the entries of Ŵ: the convergence
 test is ``delta < tol``, which cannot fire spuriously at the small start because an
@@ -68,15 +69,8 @@ import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
 from asymptotics.channels.base import Channel, check_device
-from asymptotics.channels.registry import MODELS  # noqa: F401  (re-exported for the AMP CLI)
-from asymptotics.channels.registry import make_channel as _make_channel
 
-from .attention_training import project, project_transpose, sample_sequences
-
-
-def make_channel(model: str = "attention", **kwargs) -> Channel:
-    """The channel of a ``--model`` name: :func:`asymptotics.models.make_channel`."""
-    return _make_channel(model, **kwargs)
+from .data import project, project_transpose, teacher_data
 
 
 @dataclass
@@ -149,19 +143,13 @@ class AMPProblem:
 
 
 def make_problem(channel: Channel, cfg: AMPConfig, seed: int, xp=np) -> AMPProblem:
-    """Draw the data of one seed on the host (one ``default_rng(seed)``, fixed order)."""
-    rng = np.random.default_rng(seed)
-    D, p, L, N = cfg.dim, channel.dim, channel.seq_len, cfg.n_samples
-    W_star_h = rng.standard_normal((D, p))
-    X = sample_sequences(rng, N, L, D, xp)
-    Z = to_numpy(project(X, xp.asarray(W_star_h)))
-    y = channel.sample(Z, rng)
-    obs = np.asarray(channel.observation_from_output(y), dtype=float)
-    X_test = sample_sequences(rng, cfg.n_test, L, D, xp)
-    Z_test = to_numpy(project(X_test, xp.asarray(W_star_h)))
-    g_test = np.asarray(channel.forward(Z_test, None), dtype=float)
-    W0 = math.sqrt(cfg.init_scale) * rng.standard_normal((D, p))
-    return AMPProblem(xp.asarray(W_star_h), X, obs, X_test, g_test, xp.asarray(W0))
+    """The data of ``seed`` from :func:`simulators.data.teacher_data` (labels on the host),
+    with ``Ŵ_0`` of variance ``cfg.init_scale``."""
+    data = teacher_data(channel, seed, cfg.dim, cfg.n_samples, cfg.n_test,
+                        init_std=math.sqrt(cfg.init_scale), xp=xp, host_labels=True)
+    obs = np.asarray(channel.observation_from_output(data.y), dtype=float)
+    g_test = np.asarray(data.y_test, dtype=float)
+    return AMPProblem(data.W_star, data.X, obs, data.X_test, g_test, data.W0)
 
 
 def sign_gauge(M: np.ndarray, Q: np.ndarray):

@@ -1,10 +1,14 @@
 """Finite-size training of the deep tied low-rank attention network (THEORY.md §2).
 
-Teacher-student setting.  A teacher of the same architecture with planted weights
-``W* in R^{D x (depth*rank)}`` (iid N(0,1) entries) labels ``N = alpha D`` training
-sequences ``x_mu in R^{L x D}`` (iid N(0,1)) by its last attention matrix
-``y_mu = g(x_mu W*/sqrt(D))`` (L x L, noiseless).  The student ``W`` is trained on the
-squared loss on that matrix,
+Teacher-student setting.  The network is one :class:`Architecture` (depth, L, skip c,
+beta, rank), the value the attention channel is built from.  A teacher of the same
+architecture with planted weights ``W* in R^{D x (depth*rank)}`` (iid N(0,1) entries)
+labels ``N = alpha D`` training sequences ``x_mu in R^{L x D}`` (iid N(0,1)) by its last
+attention matrix ``y_mu = g(x_mu W*/sqrt(D))`` (L x L, noiseless): through the attention
+channel for rank 1, through the same forward map for rank > 1.  Data come from
+:func:`simulators.data.teacher_data`, the generator AMP uses, so a seed gives AMP and
+training the same teacher and sequences.  The student ``W`` is trained on the squared loss
+on that matrix,
 
     loss(W) = (1/n) sum_{mu in batch} || yhat_mu(W) - y_mu ||_F^2 ,   n = batch size,
 
@@ -32,14 +36,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asymptotics.backend import namespace_of, to_numpy
-from asymptotics.channels.attention_map import attention_forward
+from asymptotics.channels.attention_map import Architecture, attention_forward
+
+from .data import (
+    TeacherData,
+    project,
+    project_transpose,
+    sample_sequences,
+    seed_streams,
+    teacher_data,
+)
+
+if TYPE_CHECKING:
+    from asymptotics.channels.attention import AttentionChannel
 
 __all__ = [
+    "Architecture",
     "AttentionModel",
+    "NetworkTeacher",
+    "Problem",
     "AttentionOracle",
     "attention_backward",
     "sample_sequences",
@@ -48,25 +68,61 @@ __all__ = [
     "log_schedule",
     "TrainConfig",
     "make_problem",
+    "project",
+    "project_transpose",
+    "teacher_labels",
     "train_run",
 ]
 
 
 @dataclass(frozen=True)
 class AttentionModel:
-    """Architecture: depth ``l``, rank ``r``, skip ``c``, inverse temperature ``beta``."""
+    """The network of an :class:`Architecture`: ``y = attention_forward(Z)`` on
+    ``Z = X W/sqrt(D)`` of shape ``(..., L, p)``, ``p = depth * rank``."""
 
-    depth: int = 2
-    rank: int = 1
-    skip: float = 1.0
-    beta: float = 1.0
+    arch: Architecture = Architecture()
 
     @property
     def p(self) -> int:
-        return self.depth * self.rank
+        return self.arch.depth * self.arch.rank
 
     def forward(self, Z, keep=False):
-        return attention_forward(Z, self.depth, self.skip, self.beta, self.rank, keep=keep)
+        a = self.arch
+        return attention_forward(Z, a.depth, a.skip, a.beta, a.rank, keep=keep)
+
+
+@dataclass(frozen=True)
+class NetworkTeacher:
+    """The noiseless teacher ``y = g(Z)`` of a network of any rank, in the label interface
+    of :class:`simulators.data.LabelMap` (``seq_len``, ``dim = p``, ``sample``,
+    ``forward``)."""
+
+    arch: Architecture
+
+    @property
+    def seq_len(self) -> int:
+        return self.arch.seq_len
+
+    @property
+    def dim(self) -> int:
+        return self.arch.depth * self.arch.rank
+
+    def forward(self, Z, noise=None):
+        a = self.arch
+        return attention_forward(Z, a.depth, a.skip, a.beta, a.rank)
+
+    def sample(self, Z, rng=None):
+        return self.forward(Z)
+
+
+def teacher_labels(arch: Architecture) -> AttentionChannel | NetworkTeacher:
+    """What labels the data of ``arch``: the attention channel for rank 1
+    (:meth:`AttentionChannel.from_architecture`), the shared forward map for rank > 1."""
+    if arch.rank == 1:
+        from asymptotics.channels.attention import AttentionChannel  # its kernels: on use
+
+        return AttentionChannel.from_architecture(arch)
+    return NetworkTeacher(arch)
 
 
 def _softmax_backward(P, dP, xp):
@@ -80,16 +136,17 @@ def attention_backward(Z, fwd, G, model: AttentionModel):
     ``fwd`` is ``attention_forward(Z, ..., keep=True)``.  Works on any leading batch shape.
     """
     xp = namespace_of(Z)
-    r, c, beta = model.rank, model.skip, model.beta
+    r, c, beta = model.arch.rank, model.arch.skip, model.arch.beta
     L = Z.shape[-2]
     eye = xp.eye(L, dtype=Z.dtype)
     T = lambda a: xp.swapaxes(a, -1, -2)  # noqa: E731
     dZ = xp.empty_like(Z)
     dP = G
     dB = None  # cotangent of B_{k} flowing into layer k (None = 0)
-    for k in range(model.depth - 1, -1, -1):
+    depth = model.arch.depth
+    for k in range(depth - 1, -1, -1):
         P, s, Bm = fwd.softmaxes[k], fwd.s[k], fwd.mixers[k]
-        if k < model.depth - 1:
+        if k < depth - 1:
             # B_{k+1} = A_{k+1} B_k (0-based: layer k uses mixer B_k, produces A_k)
             dP = dB @ T(Bm)  # bar A_k = bar P_k
             dB_prev = T(P + c * eye) @ dB
@@ -105,34 +162,6 @@ def attention_backward(Z, fwd, G, model: AttentionModel):
         contrib = ds @ T(z)
         dB = contrib if dB_prev is None else dB_prev + contrib
     return dZ
-
-
-def sample_sequences(rng: np.random.Generator, n: int, L: int, D: int, xp=np,
-                     dtype=np.float64, chunk: int = 4096):
-    """``n`` iid N(0,1) sequences ``(n, L, D)``, drawn on the host by ``rng``.
-
-    Drawn in chunks of ``chunk`` sequences and copied into an ``xp`` array, so the numbers
-    are the same for numpy and cupy (and the same as one big draw) for a given seed.
-    """
-    dtype = np.dtype(dtype)
-    out = xp.empty((n, L, D), dtype=dtype)
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        block = rng.standard_normal((m, L, D), dtype=dtype)
-        out[start : start + m] = xp.asarray(block)
-    return out
-
-
-def project(X, W):
-    """``S = X W / sqrt(D)`` for ``X`` of shape ``(n, L, D)``: one large product."""
-    n, L, D = X.shape
-    return (X.reshape(n * L, D) @ W).reshape(n, L, W.shape[1]) * (1.0 / math.sqrt(D))
-
-
-def project_transpose(X, dS):
-    """``X^T dS / sqrt(D)`` (``D x p``): the second large product."""
-    n, L, D = X.shape
-    return (X.reshape(n * L, D).T @ dS.reshape(n * L, dS.shape[-1])) * (1.0 / math.sqrt(D))
 
 
 class AttentionOracle:
@@ -269,8 +298,7 @@ def log_schedule(steps: int, points: int):
 class TrainConfig:
     """Everything one training run needs (validated by the CLI before any work)."""
 
-    model: AttentionModel = AttentionModel()
-    seq_len: int = 2
+    arch: Architecture = Architecture()
     dim: int = 500
     alpha: float = 15.0
     optimizer: str = "adam"
@@ -290,39 +318,23 @@ class TrainConfig:
     def n_train(self) -> int:
         return max(1, int(round(self.alpha * self.dim)))
 
+    @property
+    def model(self) -> AttentionModel:
+        """The student network of :attr:`arch`."""
+        return AttentionModel(self.arch)
 
-@dataclass
-class Problem:
-    """Teacher, data and initial student of one seed (arrays in one namespace)."""
 
-    W_star: object
-    X: object
-    y: object
-    X_test: object
-    y_test: object
-    W0: object
+#: Teacher, data and initial student of one seed (arrays in one namespace).
+Problem = TeacherData
 
 
 def make_problem(cfg: TrainConfig, seed: int, xp=np, n_train: int | None = None) -> Problem:
-    """Draw teacher, train/test data and the initial student for ``seed``.
-
-    Independent streams (``SeedSequence(seed).spawn``) for teacher, train data, test data
-    and initialisation: the data do not depend on the optimizer, and the first ``N``
-    training sequences are the same for every ``alpha`` (so sweeps are nested).
-    """
-    dtype = np.dtype(cfg.dtype)
+    """The data of ``seed`` from :func:`simulators.data.teacher_data`, labelled by
+    :func:`teacher_labels` of ``cfg.arch``, with ``W_0`` iid ``N(0, cfg.init_scale^2)``
+    and ``n_train`` (default ``cfg.n_train``) training pairs."""
     n = cfg.n_train if n_train is None else n_train
-    L, D, p = cfg.seq_len, cfg.dim, cfg.model.p
-    s_teacher, s_train, s_test, s_init = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
-    )
-    W_star = xp.asarray(s_teacher.standard_normal((D, p), dtype=dtype))
-    X = sample_sequences(s_train, n, L, D, xp, dtype)
-    X_test = sample_sequences(s_test, cfg.n_test, L, D, xp, dtype)
-    W0 = xp.asarray(cfg.init_scale * s_init.standard_normal((D, p), dtype=dtype))
-    y = cfg.model.forward(project(X, W_star))
-    y_test = cfg.model.forward(project(X_test, W_star))
-    return Problem(W_star, X, y, X_test, y_test, W0)
+    return teacher_data(teacher_labels(cfg.arch), seed, cfg.dim, n, cfg.n_test,
+                        init_std=cfg.init_scale, xp=xp, dtype=cfg.dtype)
 
 
 def _record(cfg, W, problem, oracle_train, train_loss, step):
@@ -335,7 +347,7 @@ def _record(cfg, W, problem, oracle_train, train_loss, step):
         "test_loss": test.loss(W),
         "M": M.tolist(),
         "Q": Q.tolist(),
-        "cosine": layer_alignment(M, Q, R, model.depth, model.rank),
+        "cosine": layer_alignment(M, Q, R, model.arch.depth, model.arch.rank),
     }
 
 
@@ -359,7 +371,7 @@ def _train_run(cfg, seed, xp, problem, batch_rng):
     if problem is None:
         problem = make_problem(cfg, seed, xp)
     if batch_rng is None:
-        batch_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
+        batch_rng = seed_streams(seed)["batch"]
     N = problem.X.shape[0]
     oracle = AttentionOracle(problem.X, problem.y, cfg.model)
     opt = make_optimizer(cfg.optimizer, cfg.lr, momentum=cfg.momentum,

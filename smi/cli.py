@@ -13,7 +13,7 @@ from asymptotics import __version__
 from asymptotics.backend import BackendError
 from asymptotics.executors import ExecutorError
 
-from .commands import curve, experiment, plot, simulate, thresholds, validate
+from .commands import add_command, curve, experiment, plot, simulate, thresholds, validate
 from .options import Parser, UsageError
 
 COMMANDS = (thresholds, curve, simulate, experiment, plot, validate)
@@ -29,16 +29,6 @@ def build_parser() -> Parser:
     for command in COMMANDS:
         add_command(sub, command)
     return parser
-
-
-def add_command(sub, command) -> Parser:
-    """Register a command module (``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments``
-    and, for a leaf command, ``run``) on an argparse ``subparsers`` object."""
-    p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION)
-    command.add_arguments(p)
-    if hasattr(command, "run"):
-        p.set_defaults(func=command.run)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

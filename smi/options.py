@@ -4,9 +4,15 @@ value lists and ranges, the executor options.  Bad input is one line and exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
+from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, check_options, default_workers
+from asymptotics.results import json_line
 
 
 class UsageError(Exception):
@@ -176,3 +182,36 @@ def executor_options(args, n_tasks: int, prog: str = "smi") -> dict:
         return {"kind": "dask", "cluster": cluster, "scheduler_file": sched}
     workers = default_workers(n_tasks) if workers is None else min(workers, max(1, n_tasks))
     return {"kind": "process" if workers > 1 else "serial", "workers": workers}
+
+
+# ------------------------------------------------------------------- devices and files
+
+
+def check_device(device: str, prog: str = "smi") -> str:
+    """``cpu`` or ``gpu`` (with cupy and a CUDA device), or a usage error for --device."""
+    try:
+        get_namespace(device)
+    except (ValueError, BackendError) as exc:
+        raise fail("--device", str(exc).splitlines()[0], prog) from None
+    return device
+
+
+@contextlib.contextmanager
+def open_output(path: str, prog: str = "smi") -> Iterator[TextIO]:
+    """The ``--output`` stream: stdout for ``-``, else the file, opened before any work."""
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        fh = open(path, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise fail("--output", f"cannot write {path!r}: {exc.strerror or exc}", prog) from None
+    with fh:
+        yield fh
+
+
+def write_rows(out: TextIO, rows: Iterable[dict]) -> None:
+    """Rows as JSON lines (:func:`asymptotics.results.json_line`), flushed one by one."""
+    for row in rows:
+        out.write(json_line(row))
+        out.flush()

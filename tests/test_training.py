@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from asymptotics.backend import BackendError, get_namespace
+from asymptotics.channels.attention_map import Architecture
 from simulators.attention_training import (
     AttentionModel,
     AttentionOracle,
@@ -18,7 +19,12 @@ from simulators.attention_training import (
     sample_sequences,
     train_run,
 )
-from simulators.train_cli import main
+from smi.cli import main as smi_main
+
+
+def main(argv):
+    """``smi simulate train`` with ``argv``."""
+    return smi_main(["simulate", "train", *argv])
 
 
 def _fd_grad(f, W, h=1e-5):
@@ -34,8 +40,9 @@ def _fd_grad(f, W, h=1e-5):
 @pytest.mark.parametrize("rank", [1, 2])
 @pytest.mark.parametrize("L", [2, 3])
 def test_gradient_matches_finite_differences(depth, rank, L):
-    model = AttentionModel(depth=depth, rank=rank, skip=0.8, beta=1.3)
-    cfg = TrainConfig(model=model, seq_len=L, dim=6, alpha=1.0, n_test=2, init_scale=0.8)
+    arch = Architecture(depth=depth, seq_len=L, skip=0.8, beta=1.3, rank=rank)
+    model = AttentionModel(arch)
+    cfg = TrainConfig(arch=arch, dim=6, alpha=1.0, n_test=2, init_scale=0.8)
     prob = make_problem(cfg, seed=depth * 10 + rank + L)
     oracle = AttentionOracle(prob.X, prob.y, model)
     W = prob.W0
@@ -52,7 +59,7 @@ def test_gradient_matches_finite_differences(depth, rank, L):
 
 def test_gradient_on_minibatch_and_cotangent_cache():
     model = AttentionModel()
-    cfg = TrainConfig(model=model, dim=8, alpha=2.0, n_test=2, init_scale=0.7)
+    cfg = TrainConfig(arch=model.arch, dim=8, alpha=2.0, n_test=2, init_scale=0.7)
     prob = make_problem(cfg, seed=5)
     oracle = AttentionOracle(prob.X, prob.y, model)
     idx = np.array([3, 0, 7, 11])
@@ -224,6 +231,8 @@ def test_cli_divergence_reported_without_fake_numbers(tmp_path):
         (["--lr", "nan"], "--lr"),
         (["--batch", "10000", "--dim", "10", "--alpha", "2"], "--batch"),
         (["--beta", "NaN"], "--beta"),
+        (["--beta", "0"], "--beta"),
+        (["--skip", "-1"], "--skip"),
         (["--depth", "0"], "--depth"),
         (["--seq-len", "1"], "--seq-len"),
         (["--alpha", "0"], "--alpha"),
@@ -283,15 +292,15 @@ def test_numpy_and_cupy_agree():
 def test_add_train_parser_registers_subcommand(tmp_path):
     import argparse
 
-    from simulators.train_cli import add_train_parser, run_train
+    from smi.commands import add_command, train
 
     parser = argparse.ArgumentParser(prog="smi simulate")
     sub = parser.add_subparsers(dest="command")
-    add_train_parser(sub)
+    add_command(sub, train)
     out = tmp_path / "o.jsonl"
     args = parser.parse_args(["train", "--dim", "20", "--alpha", "2", "--steps", "3",
                               "--seeds", "1", "--n-test", "10", "--output", str(out)])
-    assert args.func is run_train
+    assert args.func is train.run
     assert args.func(args) == 0
     rows = [json.loads(s) for s in out.read_text().splitlines()]
     assert rows[-1]["summary"] and rows[0]["step"] == 0 and rows[-2]["step"] == 3

@@ -20,11 +20,16 @@ weighted least squares (weights ``1/stderr²``): ``a`` should be 0 within its er
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from asymptotics.channels.base import Channel
+from asymptotics.executors import Executor
 from asymptotics.state_evolution import SESettings, run_state_evolution, sqrt_psd
+from simulators.amp import AMPConfig
+from simulators.sweeps import iter_amp_rows
 
 Z_SCORE = 3.0
 FINITE_SIZE_C = 2.0
@@ -148,3 +153,29 @@ def finite_size_fits(per_dim: list[tuple[int, dict]], se: dict) -> dict:
             fit["stderr"] = errs
             out[f"{key}_{k}"] = fit
     return out
+
+
+def iter_amp_rows_against_se(channel: Channel, config: AMPConfig, seeds, dims=None, *,
+                             se_settings: SESettings | None = None, summary_only: bool = False,
+                             executor: Executor | None = None) -> Iterator[dict]:
+    """The rows of :func:`simulators.sweeps.iter_amp_rows`, preceded by one ``"se": true``
+    row (:func:`se_prediction`, the SE fixed point from the uninformed start) and with
+    ``se_comparison`` (:func:`compare`) in each summary row; the last summary row holds
+    ``finite_size_fit`` (:func:`finite_size_fits`) when there are several dimensions."""
+    t0 = time.perf_counter()
+    se = se_prediction(channel, config.alpha, se_settings)
+    se["wall_s"] = time.perf_counter() - t0
+    yield {"model": channel.name, "channel": channel.describe(), "alpha": config.alpha,
+           "device": config.device, **se}
+    per_dim, pending = [], None
+    for row in iter_amp_rows(channel, config, seeds, dims, summary_only=summary_only,
+                             executor=executor):
+        if row.get("summary") is True and row["m_mean"] is not None:
+            row["se_comparison"] = compare(row, se, row["dim"])
+            per_dim.append((row["dim"], row))
+        if pending is not None:
+            yield pending
+        pending = row
+    if len(per_dim) >= 2 and pending.get("summary") is True:
+        pending["finite_size_fit"] = finite_size_fits(per_dim, se)
+    yield pending

@@ -24,7 +24,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asymptotics.channels.attention_map import Architecture
+from asymptotics.channels.closed_form import (
+    LinearChannel,
+    PhaseRetrievalChannel,
+    SignChannel,
+    SignProductChannel,
+)
+from asymptotics.channels.registry import make_channel
+from asymptotics.curves import locate_transitions, sweep
+from asymptotics.executors import default_workers, make_executor
+from asymptotics.priors import GaussianPrior, RademacherPrior
+from asymptotics.staircase import StaircaseSettings, staircase_thresholds
+from asymptotics.state_evolution import (
+    SESettings,
+    StateEvolution,
+    linear_channel_fixed_point,
+    run_state_evolution,
+)
+from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
+from simulators.amp import AMPConfig, run_amp, summarise
+from simulators.attention_training import TrainConfig
+from simulators.sweeps import default_lr, training_rows
+
 from . import published
+from .amp_vs_se import compare, se_prediction
+from .plots import make_plot
 
 JENSEN = "E‖E[z zᵀ|y] − I‖² ≤ E‖z zᵀ − I‖² = L(L+1)"
 
@@ -103,16 +128,6 @@ class Battery:
     # ------------------------------------------------------------------ closed forms
 
     def closed_forms(self):
-        from asymptotics.channels.closed_form import (
-            LinearChannel,
-            PhaseRetrievalChannel,
-            SignChannel,
-            SignProductChannel,
-        )
-        from asymptotics.curves import locate_transitions, sweep
-        from asymptotics.priors import RademacherPrior
-        from asymptotics.state_evolution import linear_channel_fixed_point, run_state_evolution
-        from asymptotics.thresholds import weak_recovery_thresholds
 
         S = "Closed forms"
         d = weak_recovery_thresholds(PhaseRetrievalChannel()).directions[0]
@@ -164,9 +179,6 @@ class Battery:
     # -------------------------------------------------------------------- identities
 
     def identities(self):
-        from asymptotics.channels.closed_form import LinearChannel, SignChannel
-        from asymptotics.priors import GaussianPrior
-        from asymptotics.state_evolution import StateEvolution, run_state_evolution
 
         S = "Identities"
         for ch, alpha, label in ((SignChannel(), 1.2, "sign, α = 1.2"),
@@ -202,8 +214,6 @@ class Battery:
         self.add(S, "Jensen bound, layer 1 (depth 2, L = 2)",
                  f"smallest α_c = {lay1:.6f}", f"≥ {bound:.6f}", lay1 >= bound)
         if self.b.jensen_mc:
-            from asymptotics.channels.registry import make_channel
-            from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
 
             for depth, seq_len in ((2, 3), (3, 2)):
                 res = weak_recovery_thresholds(
@@ -217,8 +227,6 @@ class Battery:
 
     def q0_thresholds(self) -> list[dict]:
         if "q0" not in self.cache:
-            from asymptotics.channels.registry import make_channel
-            from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
 
             st = ThresholdSettings(resolution=self.b.threshold_resolution)
             rows = []
@@ -233,8 +241,6 @@ class Battery:
     # ---------------------------------------------------------------- published data
 
     def published_data(self):
-        from asymptotics.channels.registry import make_channel
-        from asymptotics.staircase import StaircaseSettings, staircase_thresholds
 
         S = "Published data"
         pub = {round(r["skip"], 6): r for r in published.alpha_critical()}
@@ -326,7 +332,6 @@ class Battery:
         self.phase_figure()
 
     def phase_figure(self):
-        from .plots import make_plot
 
         rows = [dict(r) for r in self.q0_thresholds()]
         stairs = dict(self.cache.get("staircase", []))
@@ -351,11 +356,7 @@ class Battery:
     # ------------------------------------------------------------------ SE vs AMP
 
     def se_vs_amp(self):
-        from asymptotics.state_evolution import SESettings
-        from simulators.amp import AMPConfig, run_amp, summarise
-        from simulators.amp import make_channel as amp_channel
 
-        from .amp_vs_se import compare, se_prediction
 
         S = "SE against AMP"
         lin = dict(noise=0.1)
@@ -372,7 +373,7 @@ class Battery:
         summaries = []
         for model, kw, alpha, dim, seeds in cases:
             t0 = time.perf_counter()
-            ch = amp_channel(model, **kw)
+            ch = make_channel(model, **kw)
             if model == "attention":  # seconds per SE step: a looser fixed point
                 se = se_prediction(ch, alpha, SESettings(sobol_log2=10), tol=1e-4, max_iter=100)
             else:
@@ -401,11 +402,7 @@ class Battery:
         self.overlap_figures(summaries)
 
     def overlap_figures(self, amp_summaries):
-        from asymptotics.channels.closed_form import PhaseRetrievalChannel
-        from asymptotics.curves import sweep
-        from asymptotics.thresholds import weak_recovery_thresholds
 
-        from .plots import make_plot
 
         curve = self.path("curve_phase_retrieval.jsonl")
         rows = sweep(PhaseRetrievalChannel(), [round(0.1 * k, 2) for k in range(2, 17)],
@@ -431,9 +428,7 @@ class Battery:
     # ------------------------------------------------------------- SE vs training
 
     def se_vs_training(self):
-        from simulators.train_cli import main as train_main
 
-        from .plots import make_plot
 
         S = "SE against training"
         rows = {r["direction"]: r for r in self.q0_thresholds() if r["skip"] == 1.0}
@@ -444,19 +439,18 @@ class Battery:
         alphas = [low, high] + ([15.0] if self.b.train_long else [])
         out = self.path("train.jsonl")
         t0 = time.perf_counter()
-        code = train_main(["--depth", "2", "--alphas", ",".join(map(str, alphas)),
-                           "--dim", str(self.b.train_dim), "--seeds", str(self.b.train_seeds),
-                           "--steps", str(self.b.train_steps), "--optimizer", "adam",
-                           "--log-points", "25", "--output", out])
+        cfg = TrainConfig(arch=Architecture(depth=2), dim=self.b.train_dim,
+                          steps=self.b.train_steps, log_points=25)
+        seeds = range(self.b.train_seeds)
+        with make_executor(workers=default_workers(len(alphas) * len(seeds))) as ex:
+            rows = training_rows(cfg, seeds, alphas,
+                                 [("adam", default_lr("adam", self.b.train_dim))], executor=ex)
+        with open(out, "w") as fh:  # the dynamics figure reads the rows from this file
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
         self.log(f"  training: {time.perf_counter() - t0:.1f} s")
-        summ = {}
-        with open(out) as fh:
-            for line in fh:
-                r = json.loads(line)
-                if r.get("summary"):
-                    summ[r["alpha"]] = r
-        if code != 0 or not summ:
-            self.add(S, "training run", f"exit {code}", "runs", False)
+        summ = {r["alpha"]: r for r in rows if r.get("summary")}
+        if not summ:
+            self.add(S, "training run", "no summary rows", "runs", False)
             return
         tau_lo = 3 / math.sqrt(self.b.train_dim)
         c = summ[low]["cosine_mean"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from simulators.amp_cli import add_amp_parser
-from simulators.train_cli import add_train_parser
-
 from ..options import Parser
+from . import add_command, amp, train
 
 NAME = "simulate"
 HELP = "finite-size simulations (AMP, training)"
 DESCRIPTION = "Finite-size simulations: Bayes-AMP at dimension D, training of the network."
+COMMANDS = (train, amp)
 
 
 def add_arguments(p) -> None:
     simsub = p.add_subparsers(dest="simulation", required=True, parser_class=Parser)
-    add_train_parser(simsub)
-    add_amp_parser(simsub)
+    for command in COMMANDS:
+        add_command(simsub, command)

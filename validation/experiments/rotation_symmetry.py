@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulators.attention_training import (
-    AttentionModel,
+    Architecture,
     Problem,
     TrainConfig,
     make_problem,
@@ -99,8 +99,8 @@ def run(budget="quick", output_dir=".", seed=0) -> dict:
     check_budget(budget)
     timer = Timer()
     st = settings(budget)
-    model = AttentionModel(depth=2, rank=1, skip=1.0, beta=1.0)
-    base = TrainConfig(model=model, seq_len=2, dim=st["dim"], alpha=st["alpha"],
+    arch = Architecture(depth=2, seq_len=2, skip=1.0, beta=1.0, rank=1)
+    base = TrainConfig(arch=arch, dim=st["dim"], alpha=st["alpha"],
                        steps=st["steps"], n_test=st["n_test"], log_points=40)
     problem = make_problem(base, seed)
     R = haar_orthogonal(np.random.default_rng([seed, 7]), st["dim"])

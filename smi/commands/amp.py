@@ -1,0 +1,146 @@
+"""``smi simulate amp``: finite-size Bayes-AMP (GAMP) for SMI models, optionally against SE.
+
+The sweep is :func:`simulators.sweeps.iter_amp_rows`; this command parses, calls it and
+writes its rows as JSON lines:
+- with ``--compare-se``, first one ``"se": true`` row: the SE fixed point from the
+  uninformed start (``Q``, its error, the plug-in error at that ``Q``);
+- one row per (dimension, seed, iteration) (unless ``--summary-only``) with ``seed, dim,
+  iteration, M, Q, M_raw, m, q, gen_error, V, delta, psd_projected, g_rel_quad_error``
+  (``M`` in the per-layer sign gauge: ``diag M = |M_kk|``; iteration 0 is the start);
+- one ``"final": true`` row per (dimension, seed) with its status and final numbers, and
+  the mean and std of ``m``, ``q`` over its last 20 iterations (``*_tail20_*``);
+- one ``"summary": true`` row per dimension with ``*_mean``, ``*_std`` (ddof=1) and
+  ``*_stderr`` over seeds of ``M, Q, m, q, gen_error, iterations``, ``n_converged``,
+  ``n_failed``; with ``--compare-se`` it holds ``se_comparison``
+  (:mod:`validation.amp_vs_se`), and the last one, when ``--dims`` lists several
+  dimensions, holds ``finite_size_fit`` (discrepancy against 1/D).
+"""
+
+from __future__ import annotations
+
+from asymptotics.channels.registry import MODELS, make_channel
+from asymptotics.executors import make_executor
+from asymptotics.state_evolution import SESettings
+from simulators.amp import AMPConfig
+from simulators.sweeps import iter_amp_rows
+from validation.amp_vs_se import iter_amp_rows_against_se
+
+from ..options import (
+    add_executor_arguments,
+    add_model_arguments,
+    check_device,
+    executor_options,
+    fail,
+    integer,
+    integers,
+    number,
+    open_output,
+    write_rows,
+)
+
+NAME = "amp"
+HELP = "finite-size Bayes-AMP (GAMP) on teacher data, optionally against SE"
+DESCRIPTION = ("Run Bayes-optimal GAMP (THEORY §3) on data of dimension D labelled by a "
+               "planted teacher through the model's channel; log overlaps and the plug-in "
+               "generalisation error per iteration (JSON lines).")
+PROG = "smi simulate amp"
+
+
+def add_arguments(p) -> None:
+    a = p.add_argument
+    add_model_arguments(p, MODELS, several=False)
+    a("--inner-resolution", default="0",
+      help="attention: resolution of the posterior's inner rule (each step doubles the "
+           "nodes per axis, cost x4 at depth 2) [0]")
+    a("--alpha", default="1.2", help="sample ratio N/D (> 0) [1.2]")
+    a("--dim", default="1000", help="input dimension D (>= 2) [1000]")
+    a("--dims", default=None, help="comma list of dimensions (overrides --dim), e.g. "
+                                   "250,500,1000: with --compare-se, fit the discrepancy "
+                                   "against 1/D")
+    a("--seeds", default="8", help="number of seeds (>= 1) [8]")
+    a("--seed", default="0", help="first seed; seeds are seed, seed+1, ... [0]")
+    a("--max-iter", default="50", help="GAMP iterations at most (>= 1) [50]")
+    a("--damping", default="0.5", help="η in (0, 1] on g and A; 1 = undamped [0.5]")
+    a("--tol", default="1e-5", help="stop when the RMS change of the entries of Ŵ < tol [1e-5]")
+    a("--init-scale", default="1e-3", help="variance of the entries of the start Ŵ_0 [1e-3]")
+    a("--n-test", default="2000", help="fresh test sequences for the generalisation error "
+                                       "[2000]")
+    a("--psd-projection", action="store_true",
+      help="project A on the PSD cone when it has a negative eigenvalue (logged per "
+           "iteration); without it a non-positive-definite I + A stops the run")
+    a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
+    a("--compare-se", action="store_true",
+      help="run SE from the uninformed start at the same alpha and compare")
+    a("--se-sobol-log2", default=str(SESettings.sobol_log2),
+      help=f"SE outer Sobol' points 2^k (Monte Carlo SE) [{SESettings.sobol_log2}]")
+    a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
+    a("--summary-only", action="store_true", help="write only se, final and summary rows")
+    add_executor_arguments(p)
+
+
+def parse(args) -> dict:
+    """Checked values of every option, before any work (usage errors name the option)."""
+    v = {}
+    v["depth"] = integer(args.depth, "--depth", 1, PROG)
+    v["seq_len"] = integer(args.seq_len, "--seq-len", 2, PROG)
+    v["skip"] = number(args.skip, "--skip", PROG)
+    if v["skip"] < 0:
+        raise fail("--skip", f"must be >= 0, got {v['skip']}", PROG)
+    v["beta"] = number(args.beta, "--beta", PROG)
+    if v["beta"] <= 0:
+        raise fail("--beta", f"must be > 0, got {v['beta']}", PROG)
+    v["noise"] = number(args.noise, "--noise", PROG)
+    if v["noise"] < 0:
+        raise fail("--noise", f"must be >= 0, got {v['noise']}", PROG)
+    v["inner_resolution"] = integer(args.inner_resolution, "--inner-resolution", 0, PROG)
+    v["alpha"] = number(args.alpha, "--alpha", PROG)
+    if v["alpha"] <= 0:
+        raise fail("--alpha", f"must be > 0, got {v['alpha']}", PROG)
+    if args.dims is not None:
+        if not str(args.dims).strip(", "):
+            raise fail("--dims", "empty list", PROG)
+        v["dims"] = integers(args.dims, "--dims", 2, PROG)
+    else:
+        v["dims"] = [integer(args.dim, "--dim", 2, PROG)]
+    for d in v["dims"]:
+        if round(v["alpha"] * d) < 1:
+            opt = "--dims" if args.dims is not None else "--dim"
+            raise fail(opt, f"alpha*D = {v['alpha'] * d} gives no samples", PROG)
+    v["seeds"] = integer(args.seeds, "--seeds", 1, PROG)
+    v["seed"] = integer(args.seed, "--seed", 0, PROG)
+    v["max_iter"] = integer(args.max_iter, "--max-iter", 1, PROG)
+    v["damping"] = number(args.damping, "--damping", PROG)
+    if not 0 < v["damping"] <= 1:
+        raise fail("--damping", f"must be in (0, 1] (1 = undamped), got {v['damping']}", PROG)
+    v["tol"] = number(args.tol, "--tol", PROG)
+    if v["tol"] <= 0:
+        raise fail("--tol", f"must be > 0, got {v['tol']}", PROG)
+    v["init_scale"] = number(args.init_scale, "--init-scale", PROG)
+    if v["init_scale"] < 0:
+        raise fail("--init-scale", f"must be >= 0, got {v['init_scale']}", PROG)
+    v["n_test"] = integer(args.n_test, "--n-test", 1, PROG)
+    v["se_sobol_log2"] = integer(args.se_sobol_log2, "--se-sobol-log2", 4, PROG)
+    v["device"] = check_device(args.device, PROG)
+    v["channel"] = make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
+                                skip=v["skip"], beta=v["beta"], noise=v["noise"],
+                                inner_resolution=v["inner_resolution"])
+    return v
+
+
+def run(args) -> int:
+    v = parse(args)
+    opts = executor_options(args, v["seeds"] * len(v["dims"]), PROG)
+    cfg = AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
+                    damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
+                    n_test=v["n_test"], device=v["device"], psd_projection=args.psd_projection)
+    seeds = [v["seed"] + i for i in range(v["seeds"])]
+    with make_executor(**opts) as executor, open_output(args.output, PROG) as out:
+        kw = dict(summary_only=args.summary_only, executor=executor)
+        if args.compare_se:
+            se = SESettings(sobol_log2=v["se_sobol_log2"])
+            rows = iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
+                                            se_settings=se, **kw)
+        else:
+            rows = iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
+        write_rows(out, rows)
+    return 0
