@@ -229,6 +229,25 @@ def test_noiseless_attention_reaches_perfect_recovery_above_the_counting_bound()
     assert below.status == "converged" and below.Q[1, 1] < 0.95
 
 
+def test_discrete_prior_reaching_perfect_recovery_is_a_solver_status():
+    """Rademacher prior, sign channel, α = 2.5 (past both transitions, IT 1.249 and AMP
+    1.493): the informed iteration reaches Q = I, reported by the fixed-point solver as
+    the status ``perfect-recovery`` (converged), which run_state_evolution turns into
+    ``Q = I``, ``Q̂ = ∞``."""
+    from asymptotics.priors import RademacherPrior
+    from asymptotics.state_evolution import _solve, initial_overlap
+
+    se = StateEvolution(SignChannel(), 2.5, prior=RademacherPrior())
+    res = _solve(se, initial_overlap(1, "informed"), damping=0.5, tol=1e-8, max_iter=500,
+                 acceleration="anderson")
+    assert res.converged and res.status == "perfect-recovery"
+    assert 1.0 - res.x[0, 0] < 1e-10 and res.evaluations == res.iterations
+    full = run_state_evolution(SignChannel(), 2.5, "informed", prior=RademacherPrior())
+    assert full.status == "perfect-recovery" and full.converged
+    np.testing.assert_array_equal(full.Q, np.eye(1))
+    assert np.isinf(full.Qhat[0, 0])
+
+
 @pytest.mark.parametrize("depth,L,Q", [(2, 2, [0.3, 0.6]), (3, 2, [0.2, 0.3, 0.5]),
                                        (2, 3, [0.1, 0.4])])
 def test_attention_qhat_on_the_array_namespace_matches_the_numba_kernels(depth, L, Q):
