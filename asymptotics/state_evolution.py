@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .channels.base import INNER_PATHS, Channel, check_device
+from .channels.base import INNER_PATHS, Channel, MomentSets, check_device
 from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
 from .solver import SolveResult, solve_fixed_point
@@ -84,6 +84,37 @@ def check_overlap(Q: np.ndarray, p: int) -> np.ndarray:
     return Q
 
 
+def outer_moments(
+    channel: Channel, xi: np.ndarray, u: np.ndarray, Q: np.ndarray,
+    noise: np.ndarray | None = None, *, second: bool = False, inner_error: bool = True,
+    inner_path: str = "auto", device: str = "cpu", cpu_kernel: str = "numba",
+) -> tuple[np.ndarray, MomentSets]:
+    """Posterior moments at the outer nodes of the SE map (THEORY §3), ``V = I - Q``:
+
+        ω = Q^{1/2} ξ,   Z* = ω + V^{1/2} u,   moments of Z | obs(Z*), ω, V
+
+    per token, on every inner weight set (:meth:`Channel.posterior_sets`, whose options the
+    keywords are).  ``xi``, ``u``: ``(n, L, p)``.  ``Q`` is a ``(p, p)`` overlap (symmetric
+    square roots), or the diagonal ``(p,)`` of a diagonal one (square roots per entry).
+    Returns ``(ω, moments)``.
+    """
+    Q = np.asarray(Q, dtype=float)
+    if Q.ndim == 1:
+        omega = np.sqrt(Q) * xi
+        v = 1.0 - Q
+        zstar = omega + np.sqrt(v) * u
+        V = np.diag(v)
+    else:
+        V = np.eye(Q.shape[0]) - Q
+        omega = xi @ sqrt_psd(Q).T
+        zstar = omega + u @ sqrt_psd(V).T
+    obs = channel.observe(zstar, noise)
+    moments = channel.posterior_sets(obs, omega, V, device=device, cpu_kernel=cpu_kernel,
+                                     second=second, inner_error=inner_error,
+                                     inner_path=inner_path)
+    return omega, moments
+
+
 class StateEvolution:
     """The SE map of one channel at one sample ratio ``alpha`` (Gaussian prior)."""
 
@@ -148,11 +179,10 @@ class StateEvolution:
         L, p = ch.seq_len, ch.dim
         Q, V, rule = self._prepare(Q)
         Vinv = np.linalg.inv(V)
-        sq = sqrt_psd(Q)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
-        omega = xi @ sq.T
         if self.discrete:
+            omega = xi @ sqrt_psd(Q).T
             ys = ch.discrete_outputs
             terms, logz = [], []
             for y in ys:
@@ -166,12 +196,11 @@ class StateEvolution:
         else:
             u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
             noise = pts[:, 2 * L * p :] if ch.noise_dim else None
-            Zstar = omega + u @ sqrt_psd(V).T
-            obs = ch.observe(Zstar, noise)
             self.inner_path = ch.keep_inner_path(self.inner_path, V)
-            fm = ch.posterior_sets(obs, omega, V, device=self.settings.device,
-                                   cpu_kernel=self.settings.cpu_kernel, second=False,
-                                   inner_error=inner_error, inner_path=self.inner_path)
+            omega, fm = outer_moments(ch, xi, u, Q, noise, second=False,
+                                      inner_error=inner_error, inner_path=self.inner_path,
+                                      device=self.settings.device,
+                                      cpu_kernel=self.settings.cpu_kernel)
             means = fm.mean
             logz_node = fm.log_norm[0]
             g = (means - omega[None]) @ Vinv.T
@@ -599,6 +628,7 @@ __all__ = [
     "StateEvolution",
     "SEResult",
     "run_state_evolution",
+    "outer_moments",
     "initial_overlap",
     "linear_channel_fixed_point",
 ]
