@@ -148,14 +148,23 @@ def sobol(d: int, log2_n: int, seed: int = 0) -> Rule:
     sequence (itself a Sobol' net), so the error estimate is ``|F(n) - F(n/2)|``.
     """
     n = 2**log2_n
-    u = qmc.Sobol(d, scramble=True, seed=np.random.default_rng(seed)).random_base2(log2_n)
-    pts = ndtri(u)
+    (pts,) = sobol_nets(d, log2_n, 1, np.random.default_rng(seed))
     w = np.full(n, 1.0 / n)
     w_c = np.zeros(n)
     w_c[: n // 2] = 2.0 / n
     return Rule(
         pts, w, w_c[None, :], "embedded", "sobol", f"scrambled Sobol' 2^{log2_n} (seed {seed})"
     )
+
+
+def sobol_nets(d: int, log2_n: int, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` independently scrambled Sobol' nets of ``2^log2_n`` points in ``d``
+    dimensions, mapped to ``N(0, I_d)`` by the inverse normal CDF: ``(2^log2_n, d)`` each.
+
+    The scrambles are drawn in order from ``rng``, which advances: successive calls on one
+    generator give further independent nets (common random numbers for a fixed seed)."""
+    return [ndtri(qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2_n))
+            for _ in range(count)]
 
 
 def monte_carlo(d: int, n: int, seed: int = 0, batches: int = 16) -> Rule:
@@ -235,9 +244,7 @@ def sobol_replicates(d: int, log2_n: int, replicates: int = 8, seed: int = 0) ->
     if replicates < 2:
         raise ValueError("sobol_replicates needs at least 2 replicates")
     n = 2**log2_n
-    rng = np.random.default_rng(seed)
-    nets = [qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2_n) for _ in range(replicates)]
-    pts = ndtri(np.vstack(nets))
+    pts = np.vstack(sobol_nets(d, log2_n, replicates, np.random.default_rng(seed)))
     total = n * replicates
     w = np.full(total, 1.0 / total)
     alt = np.zeros((replicates, total))

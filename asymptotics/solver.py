@@ -1,31 +1,80 @@
-"""A damped fixed-point solver that owns stopping, rollback and history.
+"""The package's solvers, each returning one :class:`SolveResult`.
 
-It iterates ``x <- (1 - η) x + η T(x)`` and never returns a plausible number silently:
-the result says whether it converged, hit the iteration cap, or stalled after rollbacks.
+* :func:`solve_fixed_point`: damped iteration ``x <- (1 - η) x + η T(x)`` with rollback,
+  Aitken/escape jumps or Anderson acceleration.
+* :func:`newton`: Newton's method for ``R(x) = 0`` with a Broyden-updated or fixed (chord)
+  Jacobian, started from a given or forward-difference (:func:`fd_jacobian`) one.
+* :func:`brent`: Brent's method for a scalar root in a sign-changing bracket (scipy's).
+* :func:`bisect`: the point where a predicate turns True.
+
+A solver never returns a plausible number silently, nor raises for a failed solve: the
+result's ``status`` says whether it converged and, if not, why.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from scipy.optimize import brentq
 
 
 @dataclass
-class FixedPointResult:
-    """Outcome of :func:`solve_fixed_point`."""
+class SolveResult:
+    """Outcome of a solve (in the spirit of scipy's ``OptimizeResult``).
 
-    x: np.ndarray
+    ``x``: the solution (or the last point, when not converged); ``status``: "converged"
+    or why not (each solver lists its statuses), ``message`` in words; ``iterations`` and
+    ``evaluations`` (of the function solved for); ``residual``: the solver's own measure
+    of distance from a solution at ``x``.  ``extras`` holds what only some solvers have
+    (e.g. ``history``, ``jacobian``, ``bracket``, ``aux``); they read as attributes too.
+    """
+
+    x: Any
     converged: bool
-    status: str  # "converged" | "max-iter" | "invalid-update"
-    iterations: int
-    residual: float
-    damping: float
-    history: list = field(default_factory=list)
-    rollbacks: int = 0
-    extrapolations: int = 0
-    accelerated_steps: int = 0
+    status: str
+    message: str = ""
+    iterations: int = 0
+    evaluations: int = 0
+    residual: float = math.nan
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        extras = self.__dict__.get("extras", {})
+        if name in extras:
+            return extras[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or extra {name!r}")
+
+
+class _Counted:
+    """A function with a count of its calls."""
+
+    def __init__(self, f: Callable):
+        self.f, self.calls = f, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.f(*args)
+
+
+FIXED_POINT_MESSAGES = {
+    "converged": "max|Δx| below tol",
+    "max-iter": "iteration cap reached",
+    "invalid-update": "update not finite or not valid at the smallest damping",
+}
+
+
+def _fixed_point_result(x, status, it, update, residual, eta, history, rollbacks=0,
+                        extrapolations=0, accelerated_steps=0) -> SolveResult:
+    message = FIXED_POINT_MESSAGES.get(status, f"stopped: {status}")
+    return SolveResult(
+        x, status not in ("max-iter", "invalid-update"), status, message, it, update.calls,
+        residual, {"damping": eta, "history": history, "rollbacks": rollbacks,
+                   "extrapolations": extrapolations, "accelerated_steps": accelerated_steps},
+    )
 
 
 def solve_fixed_point(
@@ -41,8 +90,15 @@ def solve_fixed_point(
     extrapolate: bool = False,
     confirm: int = 3,
     anderson: int = 0,
-) -> FixedPointResult:
+    stop: Callable[[np.ndarray], str | None] | None = None,
+) -> SolveResult:
     """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``.
+
+    Statuses: ``converged``, ``max-iter``, ``invalid-update`` (see below), or the one that
+    ``stop`` returns: called on every value ``T(x)`` of the update, a string ends the solve
+    there (``x = T(x)``, converged) with that status, e.g. a limit point that the caller
+    recognises.  Extras: ``damping`` (the final η), ``history``, ``rollbacks``,
+    ``extrapolations`` (Aitken or escape jumps), ``accelerated_steps`` (Anderson).
 
     ``η`` is the damping (1 = undamped).  An update that is not finite or fails
     ``is_valid`` is rolled back and retried with half the damping, down to ``min_damping``
@@ -79,10 +135,11 @@ def solve_fixed_point(
     ``ESCAPE_GROWTH`` (fewer if that point is invalid), in the direction the plain
     iteration itself goes.
     """
+    update = _Counted(update)
     if anderson:
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
                                is_valid=is_valid, min_damping=min_damping,
-                               keep_history=keep_history, memory=int(anderson))
+                               keep_history=keep_history, memory=int(anderson), stop=stop)
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
     if tol <= 0 or max_iter < 1:
@@ -97,6 +154,9 @@ def solve_fixed_point(
     jumps = 0
     for it in range(1, max_iter + 1):
         tx = np.asarray(update(x), dtype=float)
+        if stop is not None and (halt := stop(tx)):
+            return _fixed_point_result(tx, halt, it, update, residual, eta, history, rollbacks,
+                                       jumps)
         while True:
             new = (1.0 - eta) * x + eta * tx
             ok = np.all(np.isfinite(new)) and (is_valid is None or is_valid(new))
@@ -105,9 +165,8 @@ def solve_fixed_point(
             rollbacks += 1
             eta *= 0.5
             if eta < min_damping or not np.all(np.isfinite(tx)):
-                return FixedPointResult(
-                    x, False, "invalid-update", it, residual, eta, history, rollbacks
-                )
+                return _fixed_point_result(x, "invalid-update", it, update, residual, eta,
+                                           history, rollbacks)
         residual = float(np.max(np.abs(new - x)))
         steps = (steps + [new - x])[-3:]
         x = new
@@ -115,23 +174,24 @@ def solve_fixed_point(
         if keep_history:
             history.append(x.copy())
         if residual < tol and since_jump >= confirm:
-            return FixedPointResult(
-                x, True, "converged", it, residual, eta, history, rollbacks, jumps
-            )
+            return _fixed_point_result(x, "converged", it, update, residual, eta, history,
+                                       rollbacks, jumps)
         if extrapolate and len(steps) == 3 and residual >= tol:
             candidate = _aitken(x, steps, is_valid)
             steps = []
             if candidate is not None:
                 # keep the jump only if the plain step there is shorter than the last one
                 t_c = np.asarray(update(candidate), dtype=float)
+                if stop is not None and (halt := stop(t_c)):
+                    return _fixed_point_result(t_c, halt, it, update, residual, eta, history,
+                                               rollbacks, jumps)
                 if np.all(np.isfinite(t_c)) and float(np.max(np.abs(t_c - candidate))) < residual:
                     x, since_jump = candidate, 0
                     jumps += 1
                     if keep_history:
                         history.append(x.copy())
-    return FixedPointResult(
-        x, False, "max-iter", max_iter, residual, eta, history, rollbacks, jumps
-    )
+    return _fixed_point_result(x, "max-iter", max_iter, update, residual, eta, history,
+                               rollbacks, jumps)
 
 
 def _geometric_ratio(steps) -> float | None:
@@ -161,7 +221,7 @@ def _aitken(x, steps, is_valid):
 
 
 def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping,
-                    keep_history, memory):
+                    keep_history, memory, stop=None):
     """Plain damped steps until they contract, then Anderson type-II steps (see above)."""
     if memory < 1:
         raise ValueError(f"anderson memory must be >= 1, got {memory}")
@@ -181,10 +241,13 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
     fallback = None  # the last plain iterate, while x is an accelerated or escape point
     for it in range(1, max_iter + 1):
         tx = np.asarray(update(x), dtype=float)
+        if stop is not None and (halt := stop(tx)):
+            return _fixed_point_result(tx, halt, it, update, residual, eta, history, rollbacks,
+                                       escapes, accelerated)
         if not np.all(np.isfinite(tx)):
             if fallback is None:
-                return FixedPointResult(x, False, "invalid-update", it, residual, eta,
-                                        history, rollbacks, escapes, accelerated)
+                return _fixed_point_result(x, "invalid-update", it, update, residual, eta,
+                                           history, rollbacks, escapes, accelerated)
             # an accelerated step left the map's domain: back to the last plain iterate
             x, fallback, mode_aa, X, F, norms, steps = fallback, None, False, [], [], [], []
             rollbacks, last_aa = rollbacks + 1, False
@@ -198,8 +261,8 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             x_out = plain if ok else x
             if keep_history:
                 history.append(x_out.copy())
-            return FixedPointResult(x_out, True, "converged", it, residual, eta, history,
-                                    rollbacks, escapes, accelerated)
+            return _fixed_point_result(x_out, "converged", it, update, residual, eta, history,
+                                       rollbacks, escapes, accelerated)
         if mode_aa and residual < best[0]:
             best = (residual, x.copy())
         if mode_aa and residual > 2.0 * best[0]:
@@ -242,16 +305,16 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             rollbacks += 1
             eta *= 0.5
             if eta < min_damping:
-                return FixedPointResult(x, False, "invalid-update", it, residual, eta,
-                                        history, rollbacks, escapes, accelerated)
+                return _fixed_point_result(x, "invalid-update", it, update, residual, eta,
+                                           history, rollbacks, escapes, accelerated)
             new = x + 0.5 * (new - x)
             X, F = [], []
         fallback = plain if new is not plain and _finite_valid(plain, is_valid) else None
         x = new
         if keep_history:
             history.append(x.copy())
-    return FixedPointResult(x, False, "max-iter", max_iter, residual, eta, history, rollbacks,
-                            escapes, accelerated)
+    return _fixed_point_result(x, "max-iter", max_iter, update, residual, eta, history,
+                               rollbacks, escapes, accelerated)
 
 
 ANDERSON_TRUST_START = 16.0  # an Anderson move is at most this many plain steps long ...
@@ -286,3 +349,178 @@ def _escape_jump(x, steps, is_valid):
             return cand
         k //= 2
     return None
+
+
+# ------------------------------------------------------------------------- root finding
+
+FD_STEP = 1e-6  # relative forward-difference step of fd_jacobian
+
+
+def fd_jacobian(residual: Callable[[np.ndarray], np.ndarray], x: np.ndarray, r0: np.ndarray,
+                step: float = FD_STEP) -> np.ndarray:
+    """Forward-difference Jacobian ``J[:, i] = (R(x + h_i e_i) - r0) / h_i`` of ``residual``
+    at ``x`` (``r0 = R(x)``), ``h_i = step · max(1, |x_i|)``."""
+    J = np.empty((len(r0), len(x)))
+    for i in range(len(x)):
+        h = step * max(1.0, abs(x[i]))
+        xh = x.copy()
+        xh[i] += h
+        J[:, i] = (residual(xh) - r0) / h
+    return J
+
+
+NEWTON_METHODS = ("broyden", "chord")
+NEWTON_MESSAGES = {
+    "converged": "Newton step below tol",
+    "max-iter": "iteration cap reached",
+    "invalid-residual": "residual not finite",
+    "invalid-jacobian": "forward-difference Jacobian not finite",
+    "singular-jacobian": "Jacobian singular",
+    "left-domain": "iterate left the domain",
+}
+
+
+def newton(
+    residual: Callable[[np.ndarray], Any],
+    x0: np.ndarray,
+    *,
+    tol: float,
+    max_iter: int,
+    jacobian: np.ndarray | None = None,
+    method: str = "broyden",
+    refresh: bool = False,
+    in_domain: Callable[[np.ndarray], bool] | None = None,
+    aux: bool = False,
+    fd_step: float = FD_STEP,
+) -> SolveResult:
+    """Newton steps ``x <- x - J⁻¹ R(x)`` for ``R(x) = 0`` until ``max|step| < tol``.
+
+    ``J`` starts as ``jacobian``, else as :func:`fd_jacobian` at ``x0``; ``method``
+    "broyden" applies Broyden's rank-one update ``J += (ΔR - J Δx) Δxᵀ / |Δx|²`` after
+    every step, "chord" keeps ``J`` fixed.  ``refresh=True`` replaces a Broyden update by a
+    fresh forward-difference ``J`` when the residual did not decrease (not twice in a
+    row).  With ``aux=True`` the residual returns ``(R, aux)``.
+
+    ``x`` is the evaluated point whose next step is below ``tol`` (the root is the
+    residual's own; ``J`` only steers).  Statuses: ``converged``, ``max-iter``,
+    ``invalid-residual``, ``invalid-jacobian``, ``singular-jacobian``, ``left-domain``
+    (``in_domain`` false at a new iterate).  ``residual``: ``max|R(x)|``.  Extras:
+    ``jacobian`` (the last ``J``), ``aux`` (at ``x``; None if never evaluated).
+    """
+    if method not in NEWTON_METHODS:
+        raise ValueError(f"method must be one of {NEWTON_METHODS}, got {method!r}")
+    if tol <= 0 or max_iter < 1:
+        raise ValueError("tol must be > 0 and max_iter >= 1")
+    calls = _Counted(residual)
+
+    def R(x):
+        out = calls(x)
+        return (np.asarray(out[0], dtype=float), out[1]) if aux else \
+            (np.asarray(out, dtype=float), None)
+
+    def fd(x, r):
+        return fd_jacobian(lambda xh: R(xh)[0], x, r, fd_step)
+
+    x = np.array(x0, dtype=float)
+    J = None if jacobian is None else np.array(jacobian, dtype=float)
+    prev, fresh, a, res_norm = None, False, None, math.nan
+
+    def result(status, it, point):
+        return SolveResult(point, status == "converged", status, NEWTON_MESSAGES[status], it,
+                           calls.calls, res_norm, {"jacobian": J, "aux": a})
+
+    for it in range(1, max_iter + 1):
+        r, a = R(x)
+        res_norm = float(np.max(np.abs(r))) if r.size else 0.0
+        if not np.all(np.isfinite(r)):
+            return result("invalid-residual", it, x)
+        if prev is not None:
+            if refresh and np.max(np.abs(r)) >= np.max(np.abs(prev[1])) and not fresh:
+                J, fresh = fd(x, r), True
+            else:
+                if method == "broyden":
+                    dx, dr = x - prev[0], r - prev[1]
+                    J = J + np.outer(dr - J @ dx, dx) / (dx @ dx)
+                fresh = False
+        if J is None:
+            J, fresh = fd(x, r), True
+        if not np.all(np.isfinite(J)):
+            return result("invalid-jacobian", it, x)
+        try:
+            step = -np.linalg.solve(J, r)
+        except np.linalg.LinAlgError:
+            return result("singular-jacobian", it, x)
+        if step.size == 0 or np.max(np.abs(step)) < tol:
+            return result("converged", it, x)
+        prev = (x, r)
+        x = x + step
+        if in_domain is not None and not in_domain(x):
+            return result("left-domain", it, x)
+    return result("max-iter", max_iter, x)
+
+
+class _NotFinite(Exception):
+    """Internal to :func:`brent`: the function returned a non-finite value."""
+
+
+def brent(f: Callable[..., float], a: float, b: float, *, args: tuple = (),
+          xtol: float = 2e-12, rtol: float = 4 * np.finfo(float).eps,
+          maxiter: int = 100) -> SolveResult:
+    """Root of ``f`` in ``[a, b]`` where it changes sign, by ``scipy.optimize.brentq``.
+
+    Statuses: ``converged``, ``max-iter``, ``not-bracketed`` (``f(a)``, ``f(b)`` of one
+    sign), ``invalid-value`` (``f`` not finite at some point; the search stops there).
+    ``residual``: ``|f(x)|``.  Extras: ``bracket``.
+    """
+    values: dict[float, float] = {}
+
+    def g(x, *fargs):
+        y = f(x, *fargs)
+        values[x] = y
+        if not math.isfinite(y):
+            raise _NotFinite(x)
+        return y
+
+    try:
+        root, info = brentq(g, a, b, args=args, xtol=xtol, rtol=rtol, maxiter=maxiter,
+                            full_output=True, disp=False)
+    except _NotFinite as bad:
+        return SolveResult(bad.args[0], False, "invalid-value",
+                           f"f not finite at {bad.args[0]!r}", 0, len(values), math.nan,
+                           {"bracket": (a, b)})
+    except ValueError:
+        fa, fb = values.get(a), values.get(b)
+        if fa is None or fb is None or np.sign(fa) * np.sign(fb) <= 0:
+            raise
+        return SolveResult(a, False, "not-bracketed", f"f({a}) and f({b}) have one sign", 0,
+                           len(values), math.nan, {"bracket": (a, b)})
+    status = "converged" if info.converged else "max-iter"
+    return SolveResult(root, info.converged, status, info.flag, info.iterations,
+                       info.function_calls, abs(values.get(root, math.nan)),
+                       {"bracket": (a, b)})
+
+
+def bisect(predicate: Callable[[float], bool], lo: float, hi: float, tol: float
+           ) -> SolveResult:
+    """The point where ``predicate`` turns True (False at ``lo``, True at ``hi``): the
+    bracket is halved until ``hi - lo <= 2 tol``.
+
+    ``x``: the final bracket's midpoint, ``residual``: its half-width.  Statuses:
+    ``converged``, ``not-bracketed`` (``predicate(lo)`` True or ``predicate(hi)`` False).
+    Extras: ``bracket``.
+    """
+    calls = _Counted(predicate)
+    if calls(lo) or not calls(hi):
+        return SolveResult(0.5 * (lo + hi), False, "not-bracketed",
+                           f"no transition bracketed in [{lo}, {hi}]", 0, calls.calls,
+                           0.5 * (hi - lo), {"bracket": (lo, hi)})
+    it = 0
+    while hi - lo > 2 * tol:
+        mid = 0.5 * (lo + hi)
+        it += 1
+        if calls(mid):
+            hi = mid
+        else:
+            lo = mid
+    return SolveResult(0.5 * (lo + hi), True, "converged", "bracket below 2 tol", it,
+                       calls.calls, 0.5 * (hi - lo), {"bracket": (lo, hi)})

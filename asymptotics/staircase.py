@@ -22,11 +22,12 @@ The branch ``Q_S*(α)`` is followed in ``s = q_j``, where it is regular (it star
 
     α(s) = s / ((1 − s) m_j(q)),   y_i = log(α(s) m_i(q)),  y_i = logit q_i,  i ∈ S∖{j},
 
-the second a Broyden–Newton solve warm-started along ``s`` (a solve that does not converge
-gives status ``not-converged``, never a number).  The threshold is the first sign change of
-``H_k(s) = α(s) λ_k(q(s)) − 1`` on a grid of ``s``, refined by Newton's method on the
-joint system ``(y − log(α m_rest), H_k) = 0`` in ``(s, y)`` inside that bracket (Brent's
-method on ``H_k(s)`` if Newton leaves it); ``α(s)`` must
+the second a Broyden–Newton solve (:func:`~asymptotics.solver.newton`) warm-started
+along ``s`` (a solve that does not converge gives status ``not-converged``, never a
+number).  The threshold is the first sign change of ``H_k(s) = α(s) λ_k(q(s)) − 1`` on a
+grid of ``s``, refined by Newton's method on the joint system
+``(y − log(α m_rest), H_k) = 0`` in ``(s, y)`` inside that bracket (Brent's method,
+:func:`~asymptotics.solver.brent`, on ``H_k(s)`` if Newton leaves it); ``α(s)`` must
 increase on the bracket (the AMP branch), else the status is ``non-monotone``.  For
 ``S = {last}`` no solve is needed (``s = q_last``): ``H_k(q) = q λ_k(q) − (1 − q) m(q)``,
 evaluated with the unlearned layers' mixers precomputed.
@@ -34,11 +35,11 @@ evaluated with the unlearned layers' mixers precomputed.
 Errors: the outer expectation is split into ``groups`` independent scrambled Sobol' nets
 (common random numbers: the same nets at every α); each net follows the whole staircase,
 the value is the mean over nets with their standard error, combined with the inner-rule
-error: the same threshold with the embedded coarser inner weights (a chord-Newton solve
-of the joint system ``(y, H_k) = 0`` in ``(s, y)`` from the primary root at a general
-stage).  Thresholds of two candidates within twice their combined error of each other make
-the placed layer ``simultaneous``; one unstable as soon as ``S`` is learned (``H_k ≥ 0`` at
-the first grid point) is ``at-previous`` with threshold ``α_S``.
+error: the same threshold with the embedded coarser inner weights (a Broyden–Newton solve
+of the joint system ``(y, H_k) = 0`` in ``(s, y)`` from the primary root and its Jacobian
+at a general stage).  Thresholds of two candidates within twice their combined error of
+each other make the placed layer ``simultaneous``; one unstable as soon as ``S`` is
+learned (``H_k ≥ 0`` at the first grid point) is ``at-previous`` with threshold ``α_S``.
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.special import expit, logit, ndtri
-from scipy.stats import qmc
+from scipy.special import expit, logit
 
-from .channels.attention import AttentionChannel, default_inner_rule
+from .channels.base import Channel
+from .integrate import sobol_nets
+from .solver import SolveResult, brent, fd_jacobian, newton
+from .state_evolution import outer_moments
 from .thresholds import ThresholdResult, ThresholdSettings, weak_recovery_thresholds
 
 
@@ -96,15 +98,15 @@ STATUSES = ("learned-first", "finite", "simultaneous", "at-previous", "non-monot
 class _RestrictedProblem:
     """m(q) and λ_k(q) on one outer net, for both inner weight sets."""
 
-    def __init__(self, channel: AttentionChannel, points: np.ndarray):
+    def __init__(self, channel: Channel, points: np.ndarray):
         self.ch = channel
-        L, depth = channel.seq_len, channel.depth
+        L, depth = channel.seq_len, channel.dim
         self.xi = points[:, :L]
         self.u = points[:, L:].reshape(-1, L, depth)
 
     def evaluate(self, q: float):
         ch = self.ch
-        L, depth = ch.seq_len, ch.depth
+        L, depth = ch.seq_len, ch.dim
         omega = math.sqrt(q) * self.xi
         v = 1.0 - q
         Z = self.u.copy()
@@ -165,8 +167,10 @@ def _locate(ev: _Evaluations, k: int, s: int, settings: StaircaseSettings):
             seen = [x for x in qs[: i + 1] if x >= MONOTONE_FROM_Q]
             alphas = np.array([alpha_of(x) for x in seen])
             status = "finite" if np.all(np.diff(alphas) > 0) else "non-monotone"
-            root = brentq(H, prev, q, xtol=settings.q_tol, rtol=1e-13)
-            return alpha_of(root), root, status
+            root = brent(H, prev, q, xtol=settings.q_tol, rtol=1e-13)
+            if not root.converged:
+                return math.nan, math.nan, "not-converged"
+            return alpha_of(root.x), root.x, status
         prev = q
     return math.inf, qs[-1], "no-crossing"
 
@@ -180,32 +184,13 @@ SCAN_SIGN_MARGIN = 1e-3  # |H| below which a scan point is solved to newton_tol
 FD_STEP = 1e-6  # finite-difference step in logit q and s (the map is smooth: fixed nodes)
 
 
-def _newton_jacobian(residual, x: np.ndarray, r0: np.ndarray) -> np.ndarray:
-    """Forward-difference Jacobian of ``residual`` at ``x`` (``r0 = residual(x)``).
-
-    It only steers the (chord-)Newton iterations: the roots are defined by the residuals
-    alone, which are exact functions of the fixed nodes, so its error changes the number
-    of steps, never the thresholds."""
-    J = np.empty((len(r0), len(x)))
-    for i in range(len(x)):
-        h = FD_STEP * max(1.0, abs(x[i]))
-        xh = x.copy()
-        xh[i] += h
-        J[:, i] = (residual(xh) - r0) / h
-    return J
-
-
-class _SolveFailed(Exception):
-    """A restricted fixed point (or its coarse-rule counterpart) did not converge."""
-
-
 class _OuterNet:
     """One outer net at a general diagonal ``q`` (unlearned entries exactly 0):
-    ``ω = sqrt(q) ξ``, ``Z* = ω + sqrt(1 - q) u``; returns ``m_i(q)`` and ``λ_i(q)`` on
-    both inner weight sets, cached per ``q``."""
+    ``ω = sqrt(q) ξ``, ``Z* = ω + sqrt(1 - q) u`` (:func:`outer_moments`, the SE map's);
+    returns ``m_i(q)`` and ``λ_i(q)`` on both inner weight sets, cached per ``q``."""
 
-    def __init__(self, channel: AttentionChannel, points: np.ndarray, extra: np.ndarray):
-        L, depth = channel.seq_len, channel.depth
+    def __init__(self, channel: Channel, points: np.ndarray, extra: np.ndarray):
+        L, depth = channel.seq_len, channel.dim
         self.ch = channel
         self.xi = np.concatenate([extra.reshape(-1, L, depth - 1), points[:, :L, None]], axis=-1)
         self.u = points[:, L:].reshape(-1, L, depth)
@@ -214,11 +199,9 @@ class _OuterNet:
     def moments(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = q.tobytes()
         if key not in self.cache:
-            L, depth = self.ch.seq_len, self.ch.depth
-            omega = np.sqrt(q) * self.xi
+            L, depth = self.ch.seq_len, self.ch.dim
+            omega, fm = outer_moments(self.ch, self.xi, self.u, q, second=True)
             v = 1.0 - q
-            a = self.ch.observe(omega + np.sqrt(v) * self.u)
-            fm = self.ch.fibre_moments(a, omega, np.diag(v), second=True)
             g = (fm.mean - omega[None]) / v
             m = np.mean(np.sum(g**2, axis=2), axis=1)  # (S, depth)
             blocks = np.stack([fm.second[:, :, :, i, :, i] for i in range(depth)], axis=2)
@@ -234,12 +217,13 @@ class _Branch:
     def __init__(self, net: _OuterNet, learned: list[int], q_start: np.ndarray,
                  settings: StaircaseSettings):
         self.net, self.settings = net, settings
-        self.depth = net.ch.depth
+        self.depth = net.ch.dim
         self.j, self.rest = learned[-1], np.array(learned[:-1], dtype=int)
         self.y_start = logit(q_start[self.rest])
-        self.J: np.ndarray | None = None
-        self.solved: dict[float, tuple[np.ndarray, float, np.ndarray, np.ndarray]] = {}
+        self.J: np.ndarray | None = None  # Broyden Jacobian, carried from solve to solve
+        self.solved: dict[float, SolveResult] = {}  # converged solves
         self.tol_of: dict[float, float] = {}
+        self.failure: SolveResult | None = None  # the last solve that did not converge
 
     def q_of(self, s: float, y: np.ndarray) -> np.ndarray:
         """Full diagonal of Q: ``s`` on the newest layer, ``expit(y)`` on the others
@@ -250,71 +234,81 @@ class _Branch:
         return q
 
     def residual(self, s: float, y: np.ndarray, w: int = 0):
-        """``(E, α, λ, q)`` on inner weight set ``w``: ``E = y - log(α m_rest)``."""
+        """``(E, α, λ, q)`` on inner weight set ``w``: ``E = y - log(α m_rest)``; ``E`` and
+        ``α`` are NaN where the restricted map is invalid (``α`` not finite and > 0, or
+        ``E`` not finite)."""
         q = self.q_of(s, y)
         m, lam = self.net.moments(q)
         alpha = s / ((1.0 - s) * m[w, self.j])
         with np.errstate(divide="ignore", invalid="ignore"):
             E = y - np.log(alpha * m[w, self.rest])
         if not (np.isfinite(alpha) and alpha > 0 and np.all(np.isfinite(E))):
-            raise _SolveFailed(f"invalid restricted map at q = {q}")
+            return np.full_like(E, np.nan), math.nan, lam[w], q
         return E, alpha, lam[w], q
-
-    def _fd_jacobian(self, s: float, y: np.ndarray, E: np.ndarray) -> np.ndarray:
-        return _newton_jacobian(lambda yh: self.residual(s, yh)[0], y, E)
 
     def _predict(self, s: float) -> np.ndarray:
         known = sorted(self.solved, key=lambda x: abs(x - s))[:2]
         if not known:
             return self.y_start.copy()
         if len(known) == 1:
-            return self.solved[known[0]][0].copy()
-        (s0, s1), (y0, y1) = known, (self.solved[known[0]][0], self.solved[known[1]][0])
+            return self.solved[known[0]].x.copy()
+        (s0, s1), (y0, y1) = known, (self.solved[known[0]].x, self.solved[known[1]].x)
         return y0 + (y1 - y0) * (s - s0) / (s1 - s0)
 
-    def solve(self, s: float, tol: float | None = None):
-        """``(y, α, λ, q)`` at ``s``: Broyden–Newton from the predictor, converged when the
-        Newton step is below ``tol`` (default ``newton_tol``); raises
-        :class:`_SolveFailed` otherwise."""
+    def store(self, s: float, y: np.ndarray, alpha: float, lam: np.ndarray, q: np.ndarray,
+              tol: float, iterations: int = 0, evaluations: int = 0,
+              residual: float = 0.0) -> SolveResult:
+        """Record the restricted fixed point at ``s``, solved to ``tol``."""
+        res = SolveResult(y, True, "converged", f"restricted fixed point at s = {s}",
+                          iterations, evaluations, residual,
+                          {"alpha": alpha, "lam": lam, "q": q})
+        self.solved[s], self.tol_of[s] = res, tol
+        return res
+
+    def solve(self, s: float, tol: float | None = None) -> SolveResult:
+        """The restricted fixed point at ``s``: ``x = y``, extras ``alpha``, ``lam``, ``q``.
+
+        Broyden–Newton (:func:`newton`: forward-difference Jacobian refreshed where the
+        residual grows, carried between calls) from the predictor, converged when the
+        Newton step is below ``tol`` (default ``newton_tol``); otherwise the result's
+        status says why.  Converged solves are cached."""
         tol = self.settings.newton_tol if tol is None else tol
         if s in self.solved and self.tol_of[s] <= tol:
             return self.solved[s]
-        y = self.solved[s][0].copy() if s in self.solved else self._predict(s)
+        y = self.solved[s].x.copy() if s in self.solved else self._predict(s)
         if len(y) == 0:
             E, alpha, lam, q = self.residual(s, y)
-            self.solved[s], self.tol_of[s] = (y, alpha, lam, q), 0.0
-            return self.solved[s]
-        prev = None
-        fresh = False
-        for _ in range(self.settings.newton_max):
-            E, alpha, lam, q = self.residual(s, y)
-            if prev is not None:
-                dy, dE = y - prev[0], E - prev[1]
-                if np.max(np.abs(E)) >= np.max(np.abs(prev[1])) and not fresh:
-                    self.J, fresh = self._fd_jacobian(s, y, E), True
-                else:  # Broyden's rank-one update
-                    self.J = self.J + np.outer(dE - self.J @ dy, dy) / (dy @ dy)
-                    fresh = False
-            if self.J is None:
-                self.J, fresh = self._fd_jacobian(s, y, E), True
-            step = -np.linalg.solve(self.J, E)
-            if np.max(np.abs(step)) < tol:
-                self.solved[s], self.tol_of[s] = (y, alpha, lam, q), tol
-                return self.solved[s]
-            prev = (y, E)
-            y = y + step
-        raise _SolveFailed(f"restricted fixed point at s = {s} not converged in "
-                           f"{self.settings.newton_max} steps")
+            if math.isnan(alpha):
+                self.failure = SolveResult(y, False, "invalid-residual",
+                                           f"invalid restricted map at q = {q}", 0, 1)
+                return self.failure
+            return self.store(s, y, alpha, lam, q, 0.0, evaluations=1)
+        res = newton(lambda yh: self._residual_aux(s, yh), y, tol=tol,
+                     max_iter=self.settings.newton_max, jacobian=self.J, method="broyden",
+                     refresh=True, aux=True, fd_step=FD_STEP)
+        self.J = res.jacobian
+        if not res.converged:
+            res.message = f"restricted fixed point at s = {s}: {res.message}"
+            self.failure = res
+            return res
+        alpha, lam, q = res.aux
+        return self.store(s, res.x, alpha, lam, q, tol, res.iterations, res.evaluations,
+                          res.residual)
+
+    def _residual_aux(self, s: float, y: np.ndarray):
+        E, alpha, lam, q = self.residual(s, y)
+        return E, (alpha, lam, q)
 
     def H(self, s: float, k: int, tol: float | None = None) -> float:
-        _, alpha, lam, _ = self.solve(s, tol)
-        return alpha * lam[k] - 1.0
+        """``α λ_k - 1`` at the restricted fixed point; NaN where its solve fails."""
+        res = self.solve(s, tol)
+        return res.alpha * res.lam[k] - 1.0 if res.converged else math.nan
 
     def scan_H(self, s: float, k: int) -> float:
         """``H_k(s)`` for the scan: solved to ``SCAN_TOL``, which decides its sign unless
-        ``|H_k| < SCAN_SIGN_MARGIN`` (then solved to ``newton_tol``)."""
+        ``|H_k| < SCAN_SIGN_MARGIN`` (then solved to ``newton_tol``); NaN on failure."""
         h = self.H(s, k, SCAN_TOL)
-        return h if abs(h) >= SCAN_SIGN_MARGIN else self.H(s, k)
+        return h if math.isnan(h) or abs(h) >= SCAN_SIGN_MARGIN else self.H(s, k)
 
     def joint_residual(self, z: np.ndarray, k: int, w: int = 0):
         """``R(s, y) = (E, α λ_k - 1)`` on inner weight set ``w``, and ``(α, λ, q)``."""
@@ -322,27 +316,17 @@ class _Branch:
         return np.concatenate([E, [alpha * lam[k] - 1.0]]), (alpha, lam, q)
 
     def joint_jacobian(self, z: np.ndarray, k: int, R0: np.ndarray) -> np.ndarray:
-        return _newton_jacobian(lambda zh: self.joint_residual(zh, k)[0], z, R0)
+        """Forward-difference Jacobian of the joint residual (primary weights) at ``z``."""
+        return fd_jacobian(lambda zh: self.joint_residual(zh, k)[0], z, R0, FD_STEP)
 
-
-def _newton(R, z: np.ndarray, J: np.ndarray, tol: float, max_iter: int, broyden: bool):
-    """Newton steps ``z -= J⁻¹ R(z)`` (Broyden-updated ``J``, or the chord method with
-    ``J`` fixed) until the step is below ``tol``: ``(z, extra, J)`` at the evaluated point
-    whose next step is that small; raises :class:`_SolveFailed` after ``max_iter``."""
-    prev = None
-    for _ in range(max_iter):
-        Rz, extra = R(z)
-        if prev is not None and broyden:
-            dz, dR = z - prev[0], Rz - prev[1]
-            J = J + np.outer(dR - J @ dz, dz) / (dz @ dz)
-        step = -np.linalg.solve(J, Rz)
-        if np.max(np.abs(step)) < tol:
-            return z, extra, J
-        prev = (z, Rz)
-        z = z + step
-        if not 0.0 < z[0] < 1.0:
-            break
-    raise _SolveFailed("joint threshold system not converged")
+    def joint_solve(self, z0: np.ndarray, k: int, jacobian: np.ndarray | None = None,
+                    w: int = 0) -> SolveResult:
+        """Broyden–Newton on ``R(s, y) = 0`` (inner weight set ``w``) from ``z0``, with
+        ``s`` kept in (0, 1); extras ``aux = (α, λ, q)`` and ``jacobian``."""
+        return newton(lambda z: self.joint_residual(z, k, w), z0,
+                      tol=self.settings.newton_tol, max_iter=self.settings.newton_max,
+                      jacobian=jacobian, method="broyden",
+                      in_domain=lambda z: 0.0 < z[0] < 1.0, aux=True, fd_step=FD_STEP)
 
 
 @dataclass
@@ -351,60 +335,73 @@ class _Located:
     coarse: float
     status: str
     q: np.ndarray  # diag Q at the threshold
+    message: str = ""
+
+    @classmethod
+    def failed(cls, depth: int, message: str) -> _Located:
+        return cls(math.nan, math.nan, "not-converged", np.full(depth, math.nan), message)
 
 
 def _bracketed_root(branch: _Branch, k: int, s_a: float, s_b: float,
-                    settings: StaircaseSettings) -> tuple[float, np.ndarray]:
-    """Root of ``H_k`` on the branch in ``[s_a, s_b]`` (a sign change) and the Jacobian of
-    the joint system there.  Newton on ``R(s, y) = 0`` from the secant point; if it does not
-    converge inside the bracket, Brent's method on ``H_k(s)`` (each value a restricted
-    solve), then the Jacobian at its root."""
+                    settings: StaircaseSettings) -> SolveResult:
+    """Root of ``H_k`` on the branch in ``[s_a, s_b]`` (a sign change), with the Jacobian
+    of the joint system there (extra ``jacobian``).  Newton on ``R(s, y) = 0`` from the
+    secant point; if it does not converge inside the bracket, Brent's method on ``H_k(s)``
+    (each value a restricted solve), then the Jacobian at its root."""
     h_a, h_b = branch.scan_H(s_a, k), branch.scan_H(s_b, k)
     s0 = s_a - h_a * (s_b - s_a) / (h_b - h_a)
     z0 = np.concatenate([[s0], branch._predict(s0)])
-    R0 = branch.joint_residual(z0, k)[0]
-    try:
-        z, (alpha, lam, q), J = _newton(
-            lambda z: branch.joint_residual(z, k), z0, branch.joint_jacobian(z0, k, R0),
-            settings.newton_tol, settings.newton_max, broyden=True)
-        if s_a <= z[0] <= s_b:
-            branch.solved[float(z[0])] = (z[1:], alpha, lam, q)
-            branch.tol_of[float(z[0])] = settings.newton_tol
-            return float(z[0]), J
-    except _SolveFailed:
-        pass  # Brent's method below
-    root = brentq(branch.H, s_a, s_b, args=(k,), xtol=settings.q_tol, rtol=1e-13)
-    z = np.concatenate([[root], branch.solve(root)[0]])
-    return root, branch.joint_jacobian(z, k, branch.joint_residual(z, k)[0])
+    res = branch.joint_solve(z0, k)
+    if res.converged and s_a <= res.x[0] <= s_b:
+        z = res.x
+        alpha, lam, q = res.aux
+        branch.store(float(z[0]), z[1:], alpha, lam, q, settings.newton_tol, res.iterations,
+                     res.evaluations, res.residual)
+        res.x = float(z[0])
+        return res
+    root = brent(branch.H, s_a, s_b, args=(k,), xtol=settings.q_tol, rtol=1e-13)
+    if not root.converged:
+        return root
+    z = np.concatenate([[root.x], branch.solve(root.x).x])
+    J = branch.joint_jacobian(z, k, branch.joint_residual(z, k)[0])
+    if not np.all(np.isfinite(J)):
+        return SolveResult(root.x, False, "invalid-jacobian",
+                           "joint Jacobian not finite at Brent's root", root.iterations,
+                           root.evaluations, root.residual, {"jacobian": J})
+    root.extras["jacobian"] = J
+    return root
 
 
 def _locate_general(branch: _Branch, k: int, alpha_prev: float,
                     settings: StaircaseSettings) -> _Located:
     """First sign change of ``H_k(s)`` on ``S_GRID``, refined by :func:`_bracketed_root`;
-    the coarse-rule threshold by the chord method from the root."""
+    the coarse-rule threshold by Broyden–Newton from the root and its Jacobian."""
     prev = None
     alphas = []
     for s in S_GRID:
         h = branch.scan_H(s, k)
+        if s not in branch.solved:  # the restricted solve failed
+            return _Located.failed(branch.depth, branch.failure.message)
         if s >= MONOTONE_FROM_S:
-            alphas.append(branch.solved[s][1])
+            alphas.append(branch.solved[s].alpha)
         if h >= 0:
             if prev is None:  # unstable as soon as the newest layer is learned
                 q = branch.q_of(0.0, branch.y_start)
                 return _Located(alpha_prev, alpha_prev, "at-previous", q)
-            root, J = _bracketed_root(branch, k, prev, s, settings)
-            _, alpha, _, q = branch.solve(root)
+            located = _bracketed_root(branch, k, prev, s, settings)
+            if not located.converged:
+                return _Located.failed(branch.depth, located.message)
+            root = located.x
+            sol = branch.solve(root)
+            if not sol.converged:
+                return _Located.failed(branch.depth, sol.message)
             status = "finite" if np.all(np.diff(alphas) > 0) else "non-monotone"
-            try:
-                _, (coarse, _, _), _ = _newton(
-                    lambda z: branch.joint_residual(z, k, 1),
-                    np.concatenate([[root], branch.solve(root)[0]]), J,
-                    settings.newton_tol, settings.newton_max, broyden=True)
-            except _SolveFailed:
-                coarse = math.nan
-            return _Located(alpha, coarse, status, q)
+            coarse = branch.joint_solve(np.concatenate([[root], sol.x]), k, located.jacobian,
+                                        w=1)
+            return _Located(sol.alpha, coarse.aux[0] if coarse.converged else math.nan,
+                            status, sol.q)
         prev = s
-    return _Located(math.inf, math.inf, "no-crossing", branch.solved[S_GRID[-1]][3])
+    return _Located(math.inf, math.inf, "no-crossing", branch.solved[S_GRID[-1]].q)
 
 
 def _locate_explicit(ev: _Evaluations, k: int, depth: int,
@@ -446,7 +443,7 @@ def _tie(a: float, ea: float, b: float, eb: float) -> bool:
 
 
 def staircase_thresholds(
-    channel: AttentionChannel, settings: StaircaseSettings | None = None,
+    channel: Channel, settings: StaircaseSettings | None = None,
     threshold_settings: ThresholdSettings | None = None, q0: ThresholdResult | None = None,
 ) -> list[StaircaseThreshold]:
     """The sequential staircase: one entry per layer (sorted by layer), with its stage
@@ -457,23 +454,19 @@ def staircase_thresholds(
     last-layer computation.  Depth 1 has no staircase: ``[]``.
     """
     settings = settings or StaircaseSettings()
-    if not isinstance(channel, AttentionChannel):
-        raise TypeError("staircase thresholds are defined for the attention channel")
+    if not channel.capabilities.staircase:
+        raise TypeError(f"staircase thresholds need a channel with the staircase capability "
+                        f"(restricted moments), not {type(channel).__name__}")
     if settings.groups < 2:
         raise ValueError("staircase needs at least 2 groups for a standard error")
-    depth, L = channel.depth, channel.seq_len
+    depth, L = channel.dim, channel.seq_len  # one direction per layer
     if depth == 1:
         return []
     q0 = q0 or weak_recovery_thresholds(channel, threshold_settings)
-    inner = default_inner_rule(depth, L, settings.resolution, settings.seed, channel.skip,
-                               channel.beta)
-    ch = channel.with_inner_rule(inner)
-    rng = np.random.default_rng(settings.seed)
-    d = L + L * depth
-    points = [ndtri(qmc.Sobol(d, scramble=True, seed=rng).random_base2(settings.log2_points))
-              for _ in range(settings.groups)]
-    extra = [ndtri(qmc.Sobol(L * (depth - 1), scramble=True, seed=rng).random_base2(
-        settings.log2_points)) for _ in range(settings.groups)]
+    ch = channel.refined(settings.resolution, settings.seed)
+    rng = np.random.default_rng(settings.seed)  # one stream: the (ξ_last, u) nets, then ξ_U
+    points = sobol_nets(L + L * depth, settings.log2_points, settings.groups, rng)
+    extra = sobol_nets(L * (depth - 1), settings.log2_points, settings.groups, rng)
     explicit = [_Evaluations(_RestrictedProblem(ch, p)) for p in points]
     nets = [_OuterNet(ch, p, x) for p, x in zip(points, extra, strict=True)]
 
@@ -498,11 +491,7 @@ def staircase_thresholds(
                 if branches is None:
                     located.append(_locate_explicit(explicit[g], k, depth, settings))
                     continue
-                try:
-                    located.append(_locate_general(branches[g], k, alpha_prev[g], settings))
-                except _SolveFailed:
-                    located.append(_Located(math.nan, math.nan, "not-converged",
-                                            np.full(depth, math.nan)))
+                located.append(_locate_general(branches[g], k, alpha_prev[g], settings))
             found[k] = (_aggregate(k, located, learned), located)
         finite = [k for k, (t, _) in found.items() if math.isfinite(t.alpha)]
         if not finite:  # the staircase ends: the rest are not placed (order 0)
@@ -523,7 +512,7 @@ def staircase_thresholds(
     return sorted(out, key=lambda t: t.layer)
 
 
-def staircase_table(channel: AttentionChannel, settings: StaircaseSettings | None = None,
+def staircase_table(channel: Channel, settings: StaircaseSettings | None = None,
                     threshold_settings: ThresholdSettings | None = None) -> list[dict]:
     """Q = 0 thresholds and the sequential staircase side by side, one row per layer."""
     q0 = weak_recovery_thresholds(channel, threshold_settings)

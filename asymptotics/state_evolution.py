@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .channels.base import INNER_PATHS, Channel, check_device
+from .channels.base import INNER_PATHS, Channel, MomentSets, check_device
 from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
-from .solver import solve_fixed_point
+from .solver import SolveResult, solve_fixed_point
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,37 @@ def check_overlap(Q: np.ndarray, p: int) -> np.ndarray:
     if w.min() < -1e-12 or w.max() >= 1.0:
         raise ValueError(f"Q must satisfy 0 <= Q < I, eigenvalues {w}")
     return Q
+
+
+def outer_moments(
+    channel: Channel, xi: np.ndarray, u: np.ndarray, Q: np.ndarray,
+    noise: np.ndarray | None = None, *, second: bool = False, inner_error: bool = True,
+    inner_path: str = "auto", device: str = "cpu", cpu_kernel: str = "numba",
+) -> tuple[np.ndarray, MomentSets]:
+    """Posterior moments at the outer nodes of the SE map (THEORY §3), ``V = I - Q``:
+
+        ω = Q^{1/2} ξ,   Z* = ω + V^{1/2} u,   moments of Z | obs(Z*), ω, V
+
+    per token, on every inner weight set (:meth:`Channel.posterior_sets`, whose options the
+    keywords are).  ``xi``, ``u``: ``(n, L, p)``.  ``Q`` is a ``(p, p)`` overlap (symmetric
+    square roots), or the diagonal ``(p,)`` of a diagonal one (square roots per entry).
+    Returns ``(ω, moments)``.
+    """
+    Q = np.asarray(Q, dtype=float)
+    if Q.ndim == 1:
+        omega = np.sqrt(Q) * xi
+        v = 1.0 - Q
+        zstar = omega + np.sqrt(v) * u
+        V = np.diag(v)
+    else:
+        V = np.eye(Q.shape[0]) - Q
+        omega = xi @ sqrt_psd(Q).T
+        zstar = omega + u @ sqrt_psd(V).T
+    obs = channel.observe(zstar, noise)
+    moments = channel.posterior_sets(obs, omega, V, device=device, cpu_kernel=cpu_kernel,
+                                     second=second, inner_error=inner_error,
+                                     inner_path=inner_path)
+    return omega, moments
 
 
 class StateEvolution:
@@ -148,11 +179,10 @@ class StateEvolution:
         L, p = ch.seq_len, ch.dim
         Q, V, rule = self._prepare(Q)
         Vinv = np.linalg.inv(V)
-        sq = sqrt_psd(Q)
         pts = rule.points
         xi = pts[:, : L * p].reshape(-1, L, p)
-        omega = xi @ sq.T
         if self.discrete:
+            omega = xi @ sqrt_psd(Q).T
             ys = ch.discrete_outputs
             terms, logz = [], []
             for y in ys:
@@ -166,12 +196,11 @@ class StateEvolution:
         else:
             u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
             noise = pts[:, 2 * L * p :] if ch.noise_dim else None
-            Zstar = omega + u @ sqrt_psd(V).T
-            obs = ch.observe(Zstar, noise)
             self.inner_path = ch.keep_inner_path(self.inner_path, V)
-            fm = ch.posterior_sets(obs, omega, V, device=self.settings.device,
-                                   cpu_kernel=self.settings.cpu_kernel, second=False,
-                                   inner_error=inner_error, inner_path=self.inner_path)
+            omega, fm = outer_moments(ch, xi, u, Q, noise, second=False,
+                                      inner_error=inner_error, inner_path=self.inner_path,
+                                      device=self.settings.device,
+                                      cpu_kernel=self.settings.cpu_kernel)
             means = fm.mean
             logz_node = fm.log_norm[0]
             g = (means - omega[None]) @ Vinv.T
@@ -314,15 +343,6 @@ ACCELERATIONS = ("anderson", "aitken", "none")
 ANDERSON_MEMORY = 3
 
 
-class _PerfectRecovery(Exception):
-    """Raised when the iteration reaches (discrete prior) or provably heads to ``Q = I``;
-    ``approach`` is the last iterate below ``I`` on a geometric approach, if any."""
-
-    def __init__(self, approach: np.ndarray | None = None):
-        super().__init__()
-        self.approach = approach
-
-
 def initial_overlap(p: int, start: str, eps: float = START_EPS) -> np.ndarray:
     """``ε I`` (uninformed: the AMP branch) or ``(1 - ε) I`` (informed)."""
     if start == "uninformed":
@@ -344,19 +364,20 @@ def overlap_error(Qhat: np.ndarray, Qhat_err: np.ndarray) -> np.ndarray:
     return np.abs(Qhat_err) / np.outer(d, d)
 
 
-def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration):
+def _reached_perfect_recovery(Q: np.ndarray) -> str | None:
+    """The solver's stop test of a discrete prior: ``Q = I`` reached in every direction."""
+    return "perfect-recovery" if np.all(1.0 - np.diag(Q) < PERFECT_RECOVERY_GAP) else None
+
+
+def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration) -> SolveResult:
+    """The SE fixed point from ``Q0``; status ``perfect-recovery`` where a discrete prior's
+    iteration reaches ``Q = I``."""
     se.lock_inner_path(Q0)
-    update = se.update
-    if se.prior.discrete:
-        def update(Q):
-            new = se.update(Q)
-            if np.all(1.0 - np.diag(new) < PERFECT_RECOVERY_GAP):
-                raise _PerfectRecovery
-            return new
     return solve_fixed_point(
-        update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
+        se.update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
         extrapolate=acceleration == "aitken",
         anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
+        stop=_reached_perfect_recovery if se.prior.discrete else None,
     )
 
 
@@ -402,32 +423,37 @@ def run_state_evolution(
     replicated = se.rule.error_kind == "replicates"
     kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
     coarse_its = 0
-    try:
-        approach = _heads_to_perfect_recovery(se, Q0)  # a start next to I (continuation)
-        if approach is not None:
-            raise _PerfectRecovery(approach)
-        if replicated and multi_fidelity and se.settings.sobol_log2 >= 9:
-            coarse = StateEvolution(
-                channel, alpha, replace(se.settings, sobol_log2=se.settings.sobol_log2 - 3),
-                se.prior,
-            )
-            pre = _solve(coarse, Q0, tol=max(tol, 1e-5), **kw)
-            coarse_its = pre.iterations
-            if pre.status != "invalid-update":
-                Q0 = pre.x
-            approach = _heads_to_perfect_recovery(se, pre.x) if pre.converged else None
-            if approach is not None:
-                raise _PerfectRecovery(approach)
-        res = _solve(se, Q0, tol=tol, **kw)
-        if res.converged and acceleration == "anderson":
-            kick = _unstable_vanishing_direction(se, res.x)
-            if kick is not None:  # an accelerated step landed on an unstable Q_kk = 0
-                res = _solve(se, kick, tol=tol, **kw)
-    except _PerfectRecovery as pr:
+
+    def perfect_recovery(approach: np.ndarray | None = None) -> SEResult:
         inf = np.full((p, p), np.inf)
         return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
                         "perfect-recovery", 0, 0.0, [], se.rule.description,
-                        Q_stderr=np.zeros((p, p)), approach=pr.approach)
+                        Q_stderr=np.zeros((p, p)), approach=approach)
+
+    approach = _heads_to_perfect_recovery(se, Q0)  # a start next to I (continuation)
+    if approach is not None:
+        return perfect_recovery(approach)
+    if replicated and multi_fidelity and se.settings.sobol_log2 >= 9:
+        coarse = StateEvolution(
+            channel, alpha, replace(se.settings, sobol_log2=se.settings.sobol_log2 - 3),
+            se.prior,
+        )
+        pre = _solve(coarse, Q0, tol=max(tol, 1e-5), **kw)
+        if pre.status == "perfect-recovery":
+            return perfect_recovery()
+        coarse_its = pre.iterations
+        if pre.status != "invalid-update":
+            Q0 = pre.x
+        approach = _heads_to_perfect_recovery(se, pre.x) if pre.converged else None
+        if approach is not None:
+            return perfect_recovery(approach)
+    res = _solve(se, Q0, tol=tol, **kw)
+    if res.converged and acceleration == "anderson" and res.status != "perfect-recovery":
+        kick = _unstable_vanishing_direction(se, res.x)
+        if kick is not None:  # an accelerated step landed on an unstable Q_kk = 0
+            res = _solve(se, kick, tol=tol, **kw)
+    if res.status == "perfect-recovery":
+        return perfect_recovery()
     est = se.qhat(res.x)
     Q_stderr = overlap_error(est.Qhat, est.error)
     if not res.converged:  # not a fixed point: its error as one is unknown
@@ -574,9 +600,8 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     rep_tol = max(tol, REPLICATE_TOL_FRACTION * float(spread.min())) if spread.size else tol
     fixed, its = [], 0
     for rep in reps:
-        try:
-            res = _solve(rep, Q, tol=rep_tol, **kw)
-        except _PerfectRecovery:
+        res = _solve(rep, Q, tol=rep_tol, **kw)
+        if res.status == "perfect-recovery":
             fixed.append(np.eye(Q.shape[0]))
             continue
         its += res.iterations
@@ -603,6 +628,7 @@ __all__ = [
     "StateEvolution",
     "SEResult",
     "run_state_evolution",
+    "outer_moments",
     "initial_overlap",
     "linear_channel_fixed_point",
 ]

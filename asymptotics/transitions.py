@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .channels.base import Channel
+from .solver import SolveResult, bisect
 from .state_evolution import SESettings, StateEvolution, run_state_evolution
 
 
@@ -50,19 +51,11 @@ def fixed_point_free_entropy(channel: Channel, alpha: float, start: str, prior,
     return phi, err, res
 
 
-def _bisect(predicate, lo: float, hi: float, tol: float) -> tuple[float, float, int]:
-    """Bisection for the point where ``predicate`` turns True (False at lo, True at hi)."""
-    if predicate(lo) or not predicate(hi):
-        raise ValueError(f"no transition bracketed in [{lo}, {hi}]")
-    n = 2
-    while hi - lo > 2 * tol:
-        mid = 0.5 * (lo + hi)
-        n += 1
-        if predicate(mid):
-            hi = mid
-        else:
-            lo = mid
-    return lo, hi, n
+def _bracketed(res: SolveResult) -> tuple[float, float]:
+    """The final bracket of a bisection; ValueError if the sweep's bracket was not one."""
+    if not res.converged:
+        raise ValueError(res.message)
+    return res.bracket
 
 
 def amp_spinodal(channel: Channel, prior, lo: float, hi: float, *, tol: float = 2e-3,
@@ -75,8 +68,9 @@ def amp_spinodal(channel: Channel, prior, lo: float, hi: float, *, tol: float = 
                                   settings=settings, tol=1e-10, max_iter=max_iter)
         return bool(np.all(np.diag(res.Q) > jump_overlap))
 
-    a, b, n = _bisect(jumped, lo, hi, tol)
-    return Transition("amp-spinodal", 0.5 * (a + b), 0.5 * (b - a), (a, b), n)
+    res = bisect(jumped, lo, hi, tol)
+    a, b = _bracketed(res)
+    return Transition("amp-spinodal", 0.5 * (a + b), 0.5 * (b - a), (a, b), res.evaluations)
 
 
 def it_threshold(channel: Channel, prior, lo: float, hi: float, *, tol: float = 2e-3,
@@ -94,5 +88,7 @@ def it_threshold(channel: Channel, prior, lo: float, hi: float, *, tol: float = 
             reliable = False
         return f_i > f_u
 
-    a, b, n = _bisect(informed_wins, lo, hi, tol)
-    return Transition("it-threshold", 0.5 * (a + b), 0.5 * (b - a), (a, b), n, reliable)
+    res = bisect(informed_wins, lo, hi, tol)
+    a, b = _bracketed(res)
+    return Transition("it-threshold", 0.5 * (a + b), 0.5 * (b - a), (a, b), res.evaluations,
+                      reliable)

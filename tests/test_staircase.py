@@ -125,30 +125,23 @@ def test_first_layer_grows_only_past_the_staircase(default_staircase, offset, gr
 # ------------------------------------------------------------------ sequential staircase
 
 def _nets(depth, log2, seed=0):
-    from scipy.special import ndtri
+    """One (ξ_last, u) net and one ξ_U net, drawn as staircase_thresholds draws them."""
+    from asymptotics.integrate import sobol_nets
 
     rng = np.random.default_rng(seed)
     L = 2
-    pts = ndtri(qmc_sobol(L + L * depth, rng, log2))
-    extra = ndtri(qmc_sobol(L * (depth - 1), rng, log2))
+    (pts,) = sobol_nets(L + L * depth, log2, 1, rng)
+    (extra,) = sobol_nets(L * (depth - 1), log2, 1, rng)
     return pts, extra
-
-
-def qmc_sobol(d, rng, log2):
-    from scipy.stats import qmc
-
-    return qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2)
 
 
 @pytest.mark.parametrize("depth", [2, 3])
 def test_general_branch_reproduces_the_explicit_last_layer_stage(depth):
     """With only the last layer learned the general machinery (fibre_moments, s = q_last)
     gives the explicit method's H_k(q) = α(q) λ_k(q) - 1 to rounding."""
-    from asymptotics.channels.attention import default_inner_rule
     from asymptotics.staircase import _Branch, _OuterNet, _RestrictedProblem
 
-    ch = AttentionChannel(depth=depth)
-    ch = ch.with_inner_rule(default_inner_rule(depth, 2))
+    ch = AttentionChannel(depth=depth).refined(0)
     pts, extra = _nets(depth, 6)
     branch = _Branch(_OuterNet(ch, pts, extra), [depth - 1], np.zeros(depth), StaircaseSettings())
     explicit = _RestrictedProblem(ch, pts)
@@ -163,21 +156,56 @@ def test_restricted_fixed_point_pins_the_unlearned_layer():
     """Depth 3 with layers 3 and 1 learned: the branch point solves q_i/(1-q_i) = α m_i on
     the learned layers and keeps Q_22 exactly 0, although the numerical (Sobol' inner
     rule) map would move it: its m_2 there is not 0."""
-    from asymptotics.channels.attention import default_inner_rule
     from asymptotics.staircase import _Branch, _OuterNet
 
-    ch = AttentionChannel(depth=3)
-    ch = ch.with_inner_rule(default_inner_rule(3, 2))
+    ch = AttentionChannel(depth=3).refined(0)
     pts, extra = _nets(3, 6)
     net = _OuterNet(ch, pts, extra)
     branch = _Branch(net, [2, 0], np.array([0.0, 0.0, 0.97]), StaircaseSettings())
-    y, alpha, lam, q = branch.solve(0.3)
+    res = branch.solve(0.3)
+    assert res.converged and res.status == "converged"
+    alpha, lam, q = res.alpha, res.lam, res.q
     assert q[1] == 0.0 and q[0] == 0.3
     m, _ = net.moments(q)
     assert q[2] / (1 - q[2]) == pytest.approx(alpha * m[0, 2], rel=1e-7)
     assert 0.3 / 0.7 == pytest.approx(alpha * m[0, 0], rel=1e-12)
     assert m[0, 1] > 1e-6  # the unpinned map would give Q̂_22 = α m_2 > 0
     assert 0.5 < alpha < 3 and lam[1] > 0
+
+
+def test_failed_restricted_solve_is_a_status_not_an_exception():
+    """A restricted solve capped at one Newton step cannot converge: the branch reports
+    ``max-iter`` (and caches nothing), the threshold search ``not-converged``, no number."""
+    from asymptotics.staircase import _Branch, _locate_general, _OuterNet
+
+    ch = AttentionChannel(depth=3).refined(0)
+    pts, extra = _nets(3, 6)
+    capped = StaircaseSettings(newton_max=1)
+    branch = _Branch(_OuterNet(ch, pts, extra), [2, 0], np.array([0.0, 0.0, 0.97]), capped)
+    res = branch.solve(0.3)
+    assert not res.converged and res.status == "max-iter" and res.iterations == 1
+    assert "s = 0.3" in res.message and 0.3 not in branch.solved
+    assert np.isnan(branch.H(0.3, 1))
+    located = _locate_general(branch, 1, 0.9, capped)
+    assert located.status == "not-converged" and np.isnan(located.alpha)
+    assert np.all(np.isnan(located.q)) and "iteration cap" in located.message
+
+
+def test_outer_net_moments_are_the_se_maps_outer_moments():
+    """The staircase's m_i(q) from the SE map's outer moments: ``outer_moments`` with the
+    diagonal ``q`` (the staircase's form) and with the matrix ``diag(q)`` (the SE map's)
+    agree on the same nodes."""
+    from asymptotics.staircase import _OuterNet
+    from asymptotics.state_evolution import outer_moments
+
+    ch = AttentionChannel(depth=3).refined(0)
+    pts, extra = _nets(3, 5)
+    net = _OuterNet(ch, pts, extra)
+    q = np.array([0.2, 0.0, 0.9])
+    m, _ = net.moments(q)
+    omega, fm = outer_moments(ch, net.xi, net.u, np.diag(q), second=False, inner_error=False)
+    g = (fm.mean[0] - omega) / (1.0 - q)
+    np.testing.assert_allclose(np.mean(np.sum(g**2, axis=1), axis=0), m[0], rtol=1e-10)
 
 
 @pytest.fixture(scope="module")

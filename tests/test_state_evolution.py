@@ -229,6 +229,42 @@ def test_noiseless_attention_reaches_perfect_recovery_above_the_counting_bound()
     assert below.status == "converged" and below.Q[1, 1] < 0.95
 
 
+def test_discrete_prior_reaching_perfect_recovery_is_a_solver_status():
+    """Rademacher prior, sign channel, α = 2.5 (past both transitions, IT 1.249 and AMP
+    1.493): the informed iteration reaches Q = I, reported by the fixed-point solver as
+    the status ``perfect-recovery`` (converged), which run_state_evolution turns into
+    ``Q = I``, ``Q̂ = ∞``."""
+    from asymptotics.priors import RademacherPrior
+    from asymptotics.state_evolution import _solve, initial_overlap
+
+    se = StateEvolution(SignChannel(), 2.5, prior=RademacherPrior())
+    res = _solve(se, initial_overlap(1, "informed"), damping=0.5, tol=1e-8, max_iter=500,
+                 acceleration="anderson")
+    assert res.converged and res.status == "perfect-recovery"
+    assert 1.0 - res.x[0, 0] < 1e-10 and res.evaluations == res.iterations
+    full = run_state_evolution(SignChannel(), 2.5, "informed", prior=RademacherPrior())
+    assert full.status == "perfect-recovery" and full.converged
+    np.testing.assert_array_equal(full.Q, np.eye(1))
+    assert np.isinf(full.Qhat[0, 0])
+
+
+def test_outer_moments_take_a_diagonal_or_a_matrix_overlap():
+    """ω = Q^{1/2} ξ, Z* = ω + V^{1/2} u: per entry for a diagonal ``q``, by the symmetric
+    square roots for a matrix; the same nodes and moments for ``Q = diag(q)``."""
+    from asymptotics.state_evolution import outer_moments
+
+    ch = AttentionChannel(inner_rule=gauss_hermite(2, 12))
+    rng = np.random.default_rng(0)
+    xi, u = rng.standard_normal((2, 50, 2, 2))
+    q = np.array([0.3, 0.8])
+    om_d, fm_d = outer_moments(ch, xi, u, q)
+    om_m, fm_m = outer_moments(ch, xi, u, np.diag(q))
+    np.testing.assert_allclose(om_d, np.sqrt(q) * xi, rtol=1e-15)
+    np.testing.assert_allclose(om_m, om_d, rtol=1e-14)
+    np.testing.assert_allclose(fm_m.mean, fm_d.mean, rtol=1e-10, atol=1e-12)
+    assert fm_d.mean.shape == (2, 50, 2, 2)  # primary and embedded inner weight sets
+
+
 @pytest.mark.parametrize("depth,L,Q", [(2, 2, [0.3, 0.6]), (3, 2, [0.2, 0.3, 0.5]),
                                        (2, 3, [0.1, 0.4])])
 def test_attention_qhat_on_the_array_namespace_matches_the_numba_kernels(depth, L, Q):

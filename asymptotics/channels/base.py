@@ -62,7 +62,10 @@ class Capabilities:
     symmetry), so only the diagonal of ``Q̂`` is integrated.
     ``inner_paths``: the fibre integral has several node placements (:data:`INNER_PATHS`);
     a solve locks one with :meth:`Channel.choose_inner_path`.
-    ``staircase``: restricted moments for the sequential staircase (``staircase.py``).
+    ``staircase``: restricted moments for the sequential staircase (``staircase.py``):
+    the ``dim`` directions are layers, the last one observed; besides ``posterior_sets``
+    with second moments (via ``state_evolution.outer_moments``) the staircase calls
+    ``unlearned_inner_moments(obs, omega_last, v_last)`` (first layers unlearned).
     ``inner_rule``: the posterior integrates over an inner rule whose alternative weight
     sets give its error; :meth:`Channel.refined` refines it.
     """

@@ -1,0 +1,106 @@
+"""The solvers of asymptotics.solver on problems with known answers; failures are statuses."""
+
+import math
+
+import numpy as np
+import pytest
+
+from asymptotics.solver import SolveResult, bisect, brent, fd_jacobian, newton, solve_fixed_point
+
+
+def circle_and_diagonal(x):
+    """x0² + x1² = 4 and x0 = x1: the root (√2, √2) from a start in the first quadrant."""
+    return np.array([x[0] ** 2 + x[1] ** 2 - 4.0, x[0] - x[1]])
+
+
+def test_solve_result_reads_extras_as_attributes():
+    res = SolveResult(np.zeros(1), True, "converged", extras={"bracket": (0.0, 1.0)})
+    assert res.bracket == (0.0, 1.0) and math.isnan(res.residual) and res.evaluations == 0
+    with pytest.raises(AttributeError):
+        res.jacobian  # noqa: B018
+
+
+def test_fd_jacobian_matches_the_analytic_one():
+    x = np.array([0.7, -1.3])
+    J = fd_jacobian(circle_and_diagonal, x, circle_and_diagonal(x))
+    exact = np.array([[2 * x[0], 2 * x[1]], [1.0, -1.0]])
+    np.testing.assert_allclose(J, exact, atol=2e-6)
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_broyden_newton_finds_the_known_root(refresh):
+    res = newton(circle_and_diagonal, np.array([1.0, 0.5]), tol=1e-12, max_iter=50,
+                 refresh=refresh)
+    assert res.converged and res.status == "converged"
+    np.testing.assert_allclose(res.x, [math.sqrt(2), math.sqrt(2)], atol=1e-11)
+    assert res.residual < 1e-10
+    # one forward-difference Jacobian (2 evaluations) plus one evaluation per iteration
+    assert res.iterations < 15 and res.evaluations >= res.iterations + 2
+    # Broyden's J need not approach the true Jacobian, only steer: its exact row stays
+    np.testing.assert_allclose(res.jacobian[1], [1, -1], atol=1e-6)
+
+
+def test_chord_newton_with_the_jacobian_at_the_root_converges_with_its_aux():
+    root = np.array([math.sqrt(2), math.sqrt(2)])
+    J = np.array([[2 * root[0], 2 * root[1]], [1.0, -1.0]])
+    res = newton(lambda x: (circle_and_diagonal(x), x.sum()), np.array([1.3, 1.5]),
+                 tol=1e-12, max_iter=50, jacobian=J, method="chord", aux=True)
+    assert res.converged and res.aux == pytest.approx(2 * math.sqrt(2), abs=1e-11)
+    np.testing.assert_allclose(res.x, root, atol=1e-11)
+    np.testing.assert_array_equal(res.jacobian, J)  # the chord method keeps J
+    assert res.evaluations == res.iterations  # no forward differences
+
+
+def test_newton_without_a_root_returns_a_status_not_an_exception():
+    res = newton(lambda x: x**2 + 1.0, np.array([0.5]), tol=1e-12, max_iter=20)
+    assert not res.converged and res.status == "max-iter" and res.iterations == 20
+    assert res.residual >= 1.0  # x² + 1 >= 1 everywhere
+    left = newton(lambda x: x - 3.0, np.array([0.5]), tol=1e-12, max_iter=20,
+                  in_domain=lambda x: 0 < x[0] < 1)
+    assert not left.converged and left.status == "left-domain" and left.x[0] == pytest.approx(3)
+    with np.errstate(invalid="ignore"):
+        nan = newton(lambda x: np.sqrt(x) - 2.0, np.array([-1.0]), tol=1e-12, max_iter=20)
+    assert not nan.converged and nan.status == "invalid-residual"
+    singular = newton(lambda x: x - 1.0, np.array([0.0, 0.0]), tol=1e-12, max_iter=5,
+                      jacobian=np.zeros((2, 2)))
+    assert singular.status == "singular-jacobian"
+    with pytest.raises(ValueError):
+        newton(lambda x: x, np.array([0.0]), tol=1e-12, max_iter=5, method="secant")
+
+
+def test_brent_finds_pi_over_two_and_reports_failures():
+    res = brent(np.cos, 0.0, 2.0, xtol=1e-14, rtol=1e-14)
+    assert res.converged and res.x == pytest.approx(math.pi / 2, abs=1e-13)
+    assert res.residual < 1e-13 and res.evaluations >= 3 and res.bracket == (0.0, 2.0)
+    shifted = brent(lambda x, c: x**3 - c, 0.0, 2.0, args=(2.0,), xtol=1e-14)
+    assert shifted.x == pytest.approx(2 ** (1 / 3), abs=1e-13)
+    same_sign = brent(np.cos, 0.0, 1.0)
+    assert not same_sign.converged and same_sign.status == "not-bracketed"
+    bad = brent(lambda x: math.nan if x > 1.5 else x - 1.7, 0.0, 2.0)
+    assert not bad.converged and bad.status == "invalid-value"
+
+
+def test_bisect_brackets_the_switch_point():
+    res = bisect(lambda x: x > 0.3, 0.0, 1.0, 1e-6)
+    lo, hi = res.bracket
+    assert res.converged and lo <= 0.3 < hi and hi - lo <= 2e-6
+    assert res.x == 0.5 * (lo + hi) and res.residual == 0.5 * (hi - lo)
+    assert res.iterations == 19  # 2^-19 <= 2e-6 < 2^-18
+    assert res.evaluations == 2 + res.iterations
+    wrong = bisect(lambda x: x > 0.3, 0.5, 1.0, 1e-6)
+    assert not wrong.converged and wrong.status == "not-bracketed"
+    assert "no transition bracketed" in wrong.message
+
+
+@pytest.mark.parametrize("anderson", [0, 3])
+def test_fixed_point_stop_test_ends_the_solve_with_its_status(anderson):
+    """x -> 0.5 + 0.5 x converges to 1; a stop test at 0.9 ends it there, converged."""
+    res = solve_fixed_point(lambda x: 0.5 + 0.5 * x, np.array([0.0]), damping=1.0,
+                            tol=1e-12, max_iter=100, anderson=anderson,
+                            stop=lambda t: "reached" if t[0] > 0.9 else None)
+    assert res.converged and res.status == "reached" and res.x[0] > 0.9
+    plain = solve_fixed_point(lambda x: 0.5 + 0.5 * x, np.array([0.0]), damping=1.0,
+                              tol=1e-12, max_iter=100, anderson=anderson)
+    assert plain.converged and plain.status == "converged" and abs(plain.x[0] - 1) < 1e-11
+    assert plain.evaluations >= plain.iterations and "tol" in plain.message
+    assert isinstance(plain.history, list) and plain.damping == 1.0
