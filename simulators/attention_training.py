@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from asymptotics.backend import namespace_of, to_numpy
 from asymptotics.channels.attention_map import Architecture, attention_forward
+from asymptotics.channels.base import Channel
+from asymptotics.channels.registry import channel_for
 
 from .data import (
     TeacherData,
@@ -51,9 +52,7 @@ from .data import (
     seed_streams,
     teacher_data,
 )
-
-if TYPE_CHECKING:
-    from asymptotics.channels.attention import AttentionChannel
+from .optimizers import make_optimizer
 
 __all__ = [
     "Architecture",
@@ -115,13 +114,12 @@ class NetworkTeacher:
         return self.forward(Z)
 
 
-def teacher_labels(arch: Architecture) -> AttentionChannel | NetworkTeacher:
+def teacher_labels(arch: Architecture) -> Channel | NetworkTeacher:
     """What labels the data of ``arch``: the attention channel for rank 1
-    (:meth:`AttentionChannel.from_architecture`), the shared forward map for rank > 1."""
+    (:func:`asymptotics.channels.registry.channel_for`), the shared forward map for
+    rank > 1."""
     if arch.rank == 1:
-        from asymptotics.channels.attention import AttentionChannel  # its kernels: on use
-
-        return AttentionChannel.from_architecture(arch)
+        return channel_for(arch)
     return NetworkTeacher(arch)
 
 
@@ -366,8 +364,6 @@ def train_run(cfg: TrainConfig, seed: int, xp=np, problem: Problem | None = None
 
 
 def _train_run(cfg, seed, xp, problem, batch_rng):
-    from .optimizers import make_optimizer
-
     if problem is None:
         problem = make_problem(cfg, seed, xp)
     if batch_rng is None:

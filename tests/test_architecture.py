@@ -8,6 +8,7 @@ attention channel's class (algorithms ask the channel for capabilities).
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
 import sys
 
@@ -86,3 +87,10 @@ def test_sys_exit_only_in_the_command_layer():
                         and isinstance(node.value, ast.Name) and node.value.id == "sys"):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+@pytest.mark.parametrize("package", ["asymptotics", "simulators", "validation"])
+def test_every_exported_name_resolves(package):
+    module = importlib.import_module(package)
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == [] and len(module.__all__) >= 8

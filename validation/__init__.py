@@ -1,1 +1,21 @@
-"""Validation of the theory against closed forms, published curves and simulation."""
+"""Theory against closed forms, published data and simulation: checks, figures, the
+validation report and the optimizer-claim experiments.
+
+Public names (loaded on first use): :func:`run_validation`, :func:`make_plot`,
+:func:`load_results`, :func:`se_prediction`, :func:`compare`,
+:func:`iter_amp_rows_against_se`, :func:`alpha_critical`.
+"""
+
+from __future__ import annotations
+
+from asymptotics._lazy import lazy_exports
+
+_EXPORTS = {
+    "run_validation": "report",
+    "make_plot": "plots", "load_results": "plots", "PlotInputError": "plots",
+    "se_prediction": "amp_vs_se", "compare": "amp_vs_se", "finite_size_fits": "amp_vs_se",
+    "iter_amp_rows_against_se": "amp_vs_se",
+    "alpha_critical": "published",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

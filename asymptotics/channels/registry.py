@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .attention import AttentionChannel, default_inner_rule
+from .attention_map import Architecture
 from .base import Channel
 from .closed_form import (
     LinearChannel,
@@ -42,3 +43,9 @@ def make_channel(
     if model == "product":
         return ProductChannel()
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+
+
+def channel_for(arch: Architecture) -> Channel:
+    """The channel of a rank-1 attention network: the network and its channel share
+    ``arch`` (rank > 1 has no channel here: ValueError)."""
+    return AttentionChannel.from_architecture(arch)
