@@ -281,7 +281,7 @@ def _approach_restart(approach: np.ndarray, gap: float = 1e-3) -> np.ndarray:
     ``gap``.  Its direction is the one the gaps close along, so the next α past the
     transition is recognised at once; its size keeps a start from passing for a fixed
     point (a start within 1e-6 of ``I`` moves by less than the tolerance even where ``I``
-    is unstable: α = 1.0 of the default curve did)."""
+    is unstable)."""
     w, U = np.linalg.eigh(np.eye(len(approach)) - 0.5 * (approach + approach.T))
     w = np.clip(w, 0.0, None)
     return np.eye(len(w)) - (U * (gap * w / w.max())) @ U.T

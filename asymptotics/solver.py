@@ -119,8 +119,7 @@ def solve_fixed_point(
     unstable fixed point).  An Anderson move is limited to a trust region of
     ``ANDERSON_TRUST_START`` plain steps, doubled after every step that lowers the
     residual: near a maximum of ``|T(x) - x|`` the secant slope is nearly flat and an
-    unlimited move overshoots (α = 0.2 of the attention curve jumped 4x past the fixed
-    point, again after every restart).  An Anderson step that is invalid falls back to
+    unlimited move overshoots.  An Anderson step that is invalid falls back to
     the plain step; one whose residual grows beyond twice the best seen restarts from the
     best point with plain steps and a 4x smaller trust region; one at which the update is
     not finite (a point beyond the map's domain, e.g. an overlap so close to 1 that the
@@ -335,8 +334,7 @@ def _escape_jump(x, steps, is_valid):
 
     Only near the unstable point: the distance ``|d| / (r - 1)`` it implies must be below
     ``ESCAPE_MAX_DISTANCE``.  Further out the map is not linear, and steady growing
-    steps are just a slow start between two fixed points (seen at α = 0.9 of the
-    attention curve, where a jump from Q₁₁ = 0.45 overshot the fixed point 0.54 by far)."""
+    steps are just a slow start between two fixed points."""
     r2 = _geometric_ratio(steps)
     if r2 is None or not 1.0 < r2 < 2.0:
         return None

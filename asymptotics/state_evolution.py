@@ -31,8 +31,7 @@ class SESettings:
     ``gh_nodes`` per axis when its dimension is at most ``gh_max_dim``, else randomised QMC:
     8 independently scrambled Sobol' nets of ``2^(sobol_log2 - 3)`` points (seed ``seed``),
     fixed for all iterations (common random numbers); the error is the standard error
-    across nets.  (A single net's embedded half-net difference underestimated the spread
-    of the attention Q̂ by up to 3x, so it is not used here.)
+    across nets (not a single net's embedded half-net difference, which underestimates it).
     Discrete outputs are summed exactly, and their outer integral over ξ (at most two
     dimensions) uses a sinh-mapped trapezoid of ``discrete_nodes`` per axis with scale
     ``sqrt((1 - q_k)/q_k)`` per direction, adapted to Q: near perfect recovery the
@@ -152,9 +151,9 @@ class StateEvolution:
     def lock_inner_path(self, Q: np.ndarray) -> None:
         """Fix the attention fibre kernel for the iterations that start at ``Q``.
 
-        A fixed-point iteration needs one map: choosing the kernel per call made the map
-        jump by up to 3e-4 where the choice changes, and an iteration whose fixed point sat
-        there oscillated across it without converging (α = 0.95, 500 steps).  The shared
+        A fixed-point iteration needs one map: choosing the kernel per call makes the map
+        jump (by up to 3e-4) where the choice changes, and an iteration whose fixed point
+        sits there oscillates across it.  The shared
         nodes, once locked, are kept while every variance stays within
         ``SHARED_HYSTERESIS`` of their bounds; below that the map switches once, for good,
         to the general kernel (:meth:`qhat`).  No effect once locked, or on a channel with
@@ -495,8 +494,7 @@ def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
     ``Q_kk = 0`` is invariant for sign-symmetric directions, and near ``Q = I`` the damped
     steps of a noiseless channel are below the tolerance, so an accelerated (secant) step
     that lands on either stays; one extra evaluation per such direction keeps the branch
-    the one the plain iteration follows (at α = 1.0 of the default curve, ``I`` is
-    unstable by 1 % per step and Anderson had converged to it from above)."""
+    the one the plain iteration follows."""
     for k in np.flatnonzero(np.diag(Q) < VANISHING_OVERLAP):
         kick = Q.copy()
         kick[k, k] = START_EPS

@@ -11,9 +11,7 @@ and the posterior moments of ``Z = [z_U, ±x]`` are weight-averaged.  Accumulati
 running maximum of ``log w`` (log-sum-exp), so tiny ``v_c`` cannot underflow.
 
 The rescaling loops and the two-token softmax are written out in each kernel on purpose:
-array-level ``acc *= f`` in the ``prange`` bodies made the shared-node kernel 1.75x and the
-general one 1.45x slower, and a shared softmax helper in :func:`mixer_into` 14 % slower
-(same numbers, 2^12 outer points, session 3).
+the shared forms measured 1.45-1.75x slower (BENCHMARKS.md, "Why the code is as it is").
 """
 
 from __future__ import annotations
