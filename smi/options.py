@@ -40,14 +40,20 @@ class Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- numbers
 
 
-def number(text, option: str, prog: str = "smi") -> float:
-    """A finite float, or a usage error naming ``option``."""
+def number(text, option: str, prog: str = "smi", *, minimum: float | None = None,
+           above: float | None = None, below: float | None = None) -> float:
+    """A finite float (``>= minimum``, ``> above``, ``< below`` where given), or a usage
+    error naming ``option``."""
     try:
         x = float(text)
     except (TypeError, ValueError):
         raise fail(option, f"expected a number, got {text!r}", prog) from None
     if not math.isfinite(x):
         raise fail(option, f"must be finite, got {text!r}", prog)
+    for bound, bad, words in ((minimum, lambda b: x < b, ">="), (above, lambda b: x <= b, ">"),
+                              (below, lambda b: x >= b, "<")):
+        if bound is not None and bad(bound):
+            raise fail(option, f"must be {words} {bound:g}, got {x:g}", prog)
     return x
 
 

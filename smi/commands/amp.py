@@ -83,19 +83,11 @@ def parse(args) -> dict:
     v = {}
     v["depth"] = integer(args.depth, "--depth", 1, PROG)
     v["seq_len"] = integer(args.seq_len, "--seq-len", 2, PROG)
-    v["skip"] = number(args.skip, "--skip", PROG)
-    if v["skip"] < 0:
-        raise fail("--skip", f"must be >= 0, got {v['skip']}", PROG)
-    v["beta"] = number(args.beta, "--beta", PROG)
-    if v["beta"] <= 0:
-        raise fail("--beta", f"must be > 0, got {v['beta']}", PROG)
-    v["noise"] = number(args.noise, "--noise", PROG)
-    if v["noise"] < 0:
-        raise fail("--noise", f"must be >= 0, got {v['noise']}", PROG)
+    v["skip"] = number(args.skip, "--skip", PROG, minimum=0)
+    v["beta"] = number(args.beta, "--beta", PROG, above=0)
+    v["noise"] = number(args.noise, "--noise", PROG, minimum=0)
     v["inner_resolution"] = integer(args.inner_resolution, "--inner-resolution", 0, PROG)
-    v["alpha"] = number(args.alpha, "--alpha", PROG)
-    if v["alpha"] <= 0:
-        raise fail("--alpha", f"must be > 0, got {v['alpha']}", PROG)
+    v["alpha"] = number(args.alpha, "--alpha", PROG, above=0)
     if args.dims is not None:
         if not str(args.dims).strip(", "):
             raise fail("--dims", "empty list", PROG)
@@ -109,15 +101,11 @@ def parse(args) -> dict:
     v["seeds"] = integer(args.seeds, "--seeds", 1, PROG)
     v["seed"] = integer(args.seed, "--seed", 0, PROG)
     v["max_iter"] = integer(args.max_iter, "--max-iter", 1, PROG)
-    v["damping"] = number(args.damping, "--damping", PROG)
-    if not 0 < v["damping"] <= 1:
+    v["damping"] = number(args.damping, "--damping", PROG, above=0)
+    if v["damping"] > 1:
         raise fail("--damping", f"must be in (0, 1] (1 = undamped), got {v['damping']}", PROG)
-    v["tol"] = number(args.tol, "--tol", PROG)
-    if v["tol"] <= 0:
-        raise fail("--tol", f"must be > 0, got {v['tol']}", PROG)
-    v["init_scale"] = number(args.init_scale, "--init-scale", PROG)
-    if v["init_scale"] < 0:
-        raise fail("--init-scale", f"must be >= 0, got {v['init_scale']}", PROG)
+    v["tol"] = number(args.tol, "--tol", PROG, above=0)
+    v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
     v["n_test"] = integer(args.n_test, "--n-test", 1, PROG)
     v["se_sobol_log2"] = integer(args.se_sobol_log2, "--se-sobol-log2", 4, PROG)
     v["device"] = check_device(args.device, PROG)

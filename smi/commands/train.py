@@ -77,27 +77,21 @@ def add_arguments(p) -> None:
     add_executor_arguments(p)
 
 
-def _positive(value: float, option: str, strict: bool = True) -> float:
-    if value <= 0 if strict else value < 0:
-        raise fail(option, f"must be {'>' if strict else '>='} 0, got {value}", PROG)
-    return value
-
-
 def parse(args) -> dict:
     """Checked values of every option, before any work (usage errors name the option)."""
     v = {}
     v["dim"] = integer(args.dim, "--dim", 2, PROG)
-    skip = _positive(number(args.skip, "--skip", PROG), "--skip", strict=False)
-    beta = _positive(number(args.beta, "--beta", PROG), "--beta")
+    skip = number(args.skip, "--skip", PROG, minimum=0)
+    beta = number(args.beta, "--beta", PROG, above=0)
     v["arch"] = Architecture(integer(args.depth, "--depth", 1, PROG),
                              integer(args.seq_len, "--seq-len", 2, PROG), skip, beta,
                              integer(args.rank, "--rank", 1, PROG))
     if args.alphas is not None:
         v["alphas"] = values(args.alphas, "--alphas", PROG)
-        for a in v["alphas"]:
-            _positive(a, "--alphas")
+        if min(v["alphas"]) <= 0:
+            raise fail("--alphas", f"every alpha must be > 0, got {args.alphas!r}", PROG)
     else:
-        v["alphas"] = [_positive(number(args.alpha, "--alpha", PROG), "--alpha")]
+        v["alphas"] = [number(args.alpha, "--alpha", PROG, above=0)]
     names = [s.strip().lower() for s in str(args.optimizer).split(",") if s.strip()]
     if not names:
         raise fail("--optimizer", "empty", PROG)
@@ -110,12 +104,12 @@ def parse(args) -> dict:
     if args.lr is None:
         lrs = [default_lr(nm, v["dim"]) for nm in names]
     else:
-        lrs = [number(s, "--lr", PROG) for s in str(args.lr).split(",")]
+        lrs = [number(s, "--lr", PROG, above=0) for s in str(args.lr).split(",")]
         if len(lrs) == 1:
             lrs = lrs * len(names)
         if len(lrs) != len(names):
             raise fail("--lr", f"{len(lrs)} values for {len(names)} optimizers", PROG)
-    v["lrs"] = [_positive(lr, "--lr") for lr in lrs]
+    v["lrs"] = lrs
     v["steps"] = integer(args.steps, "--steps", 0, PROG)
     n_min = min(max(1, int(round(a * v["dim"]))) for a in v["alphas"])
     if str(args.batch).strip().lower() == "full":
@@ -128,19 +122,15 @@ def parse(args) -> dict:
         v["batch"] = b
     v["momentum"] = None
     if args.momentum is not None:
-        v["momentum"] = number(args.momentum, "--momentum", PROG)
-        if not 0 <= v["momentum"] < 1:
-            raise fail("--momentum", f"must be in [0, 1), got {v['momentum']}", PROG)
-    v["weight_decay"] = _positive(number(args.weight_decay, "--weight-decay", PROG),
-                                  "--weight-decay", strict=False)
-    v["rho"] = _positive(number(args.rho, "--rho", PROG), "--rho", strict=False)
-    v["init_scale"] = _positive(number(args.init_scale, "--init-scale", PROG),
-                                "--init-scale", strict=False)
+        v["momentum"] = number(args.momentum, "--momentum", PROG, minimum=0, below=1)
+    v["weight_decay"] = number(args.weight_decay, "--weight-decay", PROG, minimum=0)
+    v["rho"] = number(args.rho, "--rho", PROG, minimum=0)
+    v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
     v["n_test"] = integer(args.n_test, "--n-test", 1, PROG)
     v["seeds"] = integer(args.seeds, "--seeds", 1, PROG)
     v["seed"] = integer(args.seed, "--seed", 0, PROG)
     v["log_points"] = integer(args.log_points, "--log-points", 2, PROG)
-    v["diverge_q"] = _positive(number(args.diverge_q, "--diverge-q", PROG), "--diverge-q")
+    v["diverge_q"] = number(args.diverge_q, "--diverge-q", PROG, above=0)
     if args.dtype not in ("float64", "float32"):
         raise fail("--dtype", f"expected float64 or float32, got {args.dtype!r}", PROG)
     v["dtype"] = args.dtype
