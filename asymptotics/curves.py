@@ -47,23 +47,18 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
                               max_iter=max_iter, settings=settings, prior=prior)
     Q = res.Q
     if res.status == "perfect-recovery":
-        psi = channel.perfect_recovery_psi_out()
-        phi_in = prior.perfect_recovery_free_entropy(channel.dim)
-        if math.isinf(phi_in):
-            phi = phi_in
-        else:
-            phi = math.nan if psi is None else phi_in + alpha * psi
+        phi, _ = res.free_entropy()
         zero = {k: 0.0 for k in ("gen_error_plugin", "gen_error_plugin_stderr",
                                  "gen_error_bayes", "gen_error_bayes_stderr")}
         return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),
                 "Q_stderr": np.zeros_like(Q).tolist(), "free_entropy": phi,
                 "free_entropy_stderr": 0.0, **zero, "converged": True,
                 "status": res.status, "iterations": int(res.iterations)}, res.approach
-    se = StateEvolution(channel, alpha, settings, prior, inner_path=res.inner_path)
-    phi, phi_err = se.free_entropy(Q, res.estimate)
-    errors = se.generalisation_errors(Q)
+    phi, phi_err = res.free_entropy()
+    errors = res.generalisation_errors()
     if res.replicate_Q is not None:
-        phi_err, errors = _fixed_point_spreads(se, res.replicate_Q, phi_err, errors)
+        phi_err, errors = _fixed_point_spreads(res.solved_map, res.replicate_Q, phi_err,
+                                               errors)
     return {
         "alpha": float(alpha),
         "branch": label,

@@ -13,6 +13,7 @@ when ``Q`` is diagonal (THEORY §2), so only the diagonal is integrated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -334,6 +335,33 @@ class SEResult:
     replicate_Q: np.ndarray | None = None  # (R, p, p) fixed points of the replicate maps
     inner_path: str = "auto"  # attention fibre kernel of the final map (lock_inner_path)
     approach: np.ndarray | None = None  # perfect recovery: last iterate on the way to I
+    #: the SE map the fixed point was solved with (its rule and locked inner path)
+    solved_map: StateEvolution | None = field(default=None, repr=False, compare=False)
+
+    def free_entropy(self) -> tuple[float, float]:
+        """``Φ(Q)`` and its error (:meth:`StateEvolution.free_entropy`), evaluated with the
+        very map the fixed point solves, from the ``Q̂`` already computed at it.
+
+        At perfect recovery: ``ψ_in(I) + α lim E log Z_out`` for a discrete prior (NaN when
+        the channel's limit is not finite), ``+∞`` for a continuous one (THEORY §7)."""
+        se = self._map()
+        if self.status != "perfect-recovery":
+            return se.free_entropy(self.Q, self.estimate)
+        phi_in = se.prior.perfect_recovery_free_entropy(se.channel.dim)
+        if math.isinf(phi_in):
+            return phi_in, 0.0
+        psi = se.channel.perfect_recovery_psi_out()
+        return (math.nan, math.nan) if psi is None else (phi_in + se.alpha * psi, 0.0)
+
+    def generalisation_errors(self) -> dict:
+        """Plug-in and Bayes-optimal errors (:meth:`StateEvolution.generalisation_errors`)
+        at the fixed point, with the map it was solved with."""
+        return self._map().generalisation_errors(self.Q)
+
+    def _map(self) -> StateEvolution:
+        if self.solved_map is None:
+            raise ValueError(f"no SE map to evaluate at a {self.status!r} result")
+        return self.solved_map
 
 
 START_EPS = 1e-3
@@ -427,7 +455,7 @@ def run_state_evolution(
         inf = np.full((p, p), np.inf)
         return SEResult(se.alpha, label, np.eye(p), inf, np.zeros((p, p)), True,
                         "perfect-recovery", 0, 0.0, [], se.rule.description,
-                        Q_stderr=np.zeros((p, p)), approach=approach)
+                        Q_stderr=np.zeros((p, p)), approach=approach, solved_map=se)
 
     approach = _heads_to_perfect_recovery(se, Q0)  # a start next to I (continuation)
     if approach is not None:
@@ -478,6 +506,7 @@ def run_state_evolution(
         rep_its,
         rep_Q,
         se.inner_path,
+        solved_map=se,
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .channels.base import Channel
 from .solver import SolveResult, bisect
-from .state_evolution import SESettings, StateEvolution, run_state_evolution
+from .state_evolution import SESettings, run_state_evolution
 
 
 @dataclass
@@ -41,13 +41,7 @@ def fixed_point_free_entropy(channel: Channel, alpha: float, start: str, prior,
     if not res.converged:
         raise RuntimeError(f"SE from the {start} start did not converge at α={alpha}: "
                            f"{res.status}")
-    if res.status == "perfect-recovery":
-        psi = channel.perfect_recovery_psi_out()
-        if psi is None:
-            return math.nan, math.nan, res
-        return prior.perfect_recovery_free_entropy(channel.dim) + alpha * psi, 0.0, res
-    se = StateEvolution(channel, alpha, settings, prior)
-    phi, err = se.free_entropy(res.Q)
+    phi, err = res.free_entropy()
     return phi, err, res
 
 

@@ -402,3 +402,27 @@ def test_a_fixed_point_at_an_unstable_q_equal_identity_is_kicked_back(rate, kick
         np.testing.assert_allclose(np.diag(kick), 1 - START_EPS)
     else:
         assert kick is None
+
+
+def test_a_result_evaluates_with_the_map_it_was_solved_with():
+    """Φ and the errors of an SEResult come from its own map: equal to a fresh map's at the
+    same Q (same rule), and the attention kernel path is the one the solve locked."""
+    import math
+
+    from asymptotics.priors import RademacherPrior
+    from asymptotics.state_evolution import SESettings
+
+    ch = LinearChannel(0.2)
+    res = run_state_evolution(ch, 1.0, tol=1e-12, max_iter=5000)
+    fresh = StateEvolution(ch, 1.0)
+    assert res.free_entropy()[0] == fresh.free_entropy(res.Q)[0]
+    assert res.generalisation_errors() == fresh.generalisation_errors(res.Q)
+    att = run_state_evolution(AttentionChannel(), 0.5, settings=SESettings(sobol_log2=6),
+                              tol=1e-6)
+    assert att.solved_map.inner_path == att.inner_path in ("shared", "general")
+    assert math.isfinite(att.free_entropy()[0])
+    # perfect recovery of the Rademacher sign perceptron: Φ = -log 2 (its entropy), ψ_out = 0
+    pr = run_state_evolution(SignChannel(), 2.5, prior=RademacherPrior(), tol=1e-10,
+                             max_iter=5000)
+    assert pr.status == "perfect-recovery"
+    assert pr.free_entropy() == (-math.log(2.0), 0.0)
