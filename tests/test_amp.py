@@ -288,3 +288,17 @@ def test_numpy_and_cupy_paths_agree(model):
         np.testing.assert_allclose(ra["M_raw"], rb["M_raw"], atol=1e-7)
         np.testing.assert_allclose(ra["Q"], rb["Q"], atol=1e-7)
         assert ra["gen_error"] == pytest.approx(rb["gen_error"], abs=1e-7)
+
+
+def test_compare_widens_the_tolerance_for_few_seeds():
+    """The standard error of n seeds is uncertain: the tolerance uses the Student-t
+    quantile of n - 1 degrees of freedom at the confidence of 3 normal deviations."""
+    se = {"q": [1.0], "q_error": [0.0], "gen_error": 0.0, "gen_error_stderr": 0.0}
+
+    def summary(n):
+        return {"n_seeds": n, "n_failed": 0, "m_mean": [0.9], "m_stderr": [0.02],
+                "gen_error_mean": 0.0, "gen_error_stderr": 0.0}
+
+    few, many = compare(summary(4), se, 10**6), compare(summary(1000), se, 10**6)
+    assert few["t"] == pytest.approx(9.219, abs=1e-3) and few["agree"]  # 5 stderr off
+    assert many["t"] == pytest.approx(3.0, abs=0.03) and not many["agree"]
