@@ -159,6 +159,32 @@ def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = T
                    help=f"linear: noise variance Δ (>= 0){grid} [0.1]")
 
 
+# ------------------------------------------------------------------ simulation options
+
+
+def add_simulation_arguments(p: argparse.ArgumentParser, summary_help: str) -> None:
+    """What every simulation takes: ``--seeds``, ``--seed``, ``--n-test``, ``--device``,
+    ``--output`` (JSON lines) and ``--summary-only``, then the executor options."""
+    a = p.add_argument
+    a("--seeds", default="8", help="number of seeds (>= 1) [8]")
+    a("--seed", default="0", help="first seed; seeds are seed, seed+1, ... [0]")
+    a("--n-test", default="2000", help="fresh test sequences for the generalisation error "
+                                       "[2000]")
+    a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
+    a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
+    a("--summary-only", action="store_true", help=summary_help)
+    add_executor_arguments(p)
+
+
+def simulation_values(args, prog: str) -> dict:
+    """Checked ``seeds`` (the list), ``n_test`` and ``device`` of
+    :func:`add_simulation_arguments`."""
+    first = integer(args.seed, "--seed", 0, prog)
+    return {"seeds": [first + i for i in range(integer(args.seeds, "--seeds", 1, prog))],
+            "n_test": integer(args.n_test, "--n-test", 1, prog),
+            "device": check_device(args.device, prog)}
+
+
 # --------------------------------------------------------------------------- executors
 
 

@@ -26,15 +26,15 @@ from simulators.sweeps import iter_amp_rows
 from validation.amp_vs_se import iter_amp_rows_against_se
 
 from ..options import (
-    add_executor_arguments,
     add_model_arguments,
-    check_device,
+    add_simulation_arguments,
     executor_options,
     fail,
     integer,
     integers,
     number,
     open_output,
+    simulation_values,
     write_rows,
 )
 
@@ -57,30 +57,23 @@ def add_arguments(p) -> None:
     a("--dims", default=None, help="comma list of dimensions (overrides --dim), e.g. "
                                    "250,500,1000: with --compare-se, fit the discrepancy "
                                    "against 1/D")
-    a("--seeds", default="8", help="number of seeds (>= 1) [8]")
-    a("--seed", default="0", help="first seed; seeds are seed, seed+1, ... [0]")
     a("--max-iter", default="50", help="GAMP iterations at most (>= 1) [50]")
     a("--damping", default="0.5", help="η in (0, 1] on g and A; 1 = undamped [0.5]")
     a("--tol", default="1e-5", help="stop when the RMS change of the entries of Ŵ < tol [1e-5]")
     a("--init-scale", default="1e-3", help="variance of the entries of the start Ŵ_0 [1e-3]")
-    a("--n-test", default="2000", help="fresh test sequences for the generalisation error "
-                                       "[2000]")
     a("--psd-projection", action="store_true",
       help="project A on the PSD cone when it has a negative eigenvalue (logged per "
            "iteration); without it a non-positive-definite I + A stops the run")
-    a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
     a("--compare-se", action="store_true",
       help="run SE from the uninformed start at the same alpha and compare")
     a("--se-sobol-log2", default=str(SESettings.sobol_log2),
       help=f"SE outer Sobol' points 2^k (Monte Carlo SE) [{SESettings.sobol_log2}]")
-    a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
-    a("--summary-only", action="store_true", help="write only se, final and summary rows")
-    add_executor_arguments(p)
+    add_simulation_arguments(p, "write only se, final and summary rows")
 
 
 def parse(args) -> dict:
     """Checked values of every option, before any work (usage errors name the option)."""
-    v = {}
+    v = simulation_values(args, PROG)
     v["depth"] = integer(args.depth, "--depth", 1, PROG)
     v["seq_len"] = integer(args.seq_len, "--seq-len", 2, PROG)
     v["skip"] = number(args.skip, "--skip", PROG, minimum=0)
@@ -98,17 +91,13 @@ def parse(args) -> dict:
         if round(v["alpha"] * d) < 1:
             opt = "--dims" if args.dims is not None else "--dim"
             raise fail(opt, f"alpha*D = {v['alpha'] * d} gives no samples", PROG)
-    v["seeds"] = integer(args.seeds, "--seeds", 1, PROG)
-    v["seed"] = integer(args.seed, "--seed", 0, PROG)
     v["max_iter"] = integer(args.max_iter, "--max-iter", 1, PROG)
     v["damping"] = number(args.damping, "--damping", PROG, above=0)
     if v["damping"] > 1:
         raise fail("--damping", f"must be in (0, 1] (1 = undamped), got {v['damping']}", PROG)
     v["tol"] = number(args.tol, "--tol", PROG, above=0)
     v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
-    v["n_test"] = integer(args.n_test, "--n-test", 1, PROG)
     v["se_sobol_log2"] = integer(args.se_sobol_log2, "--se-sobol-log2", 4, PROG)
-    v["device"] = check_device(args.device, PROG)
     v["channel"] = make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
                                 skip=v["skip"], beta=v["beta"], noise=v["noise"],
                                 inner_resolution=v["inner_resolution"])
@@ -117,11 +106,11 @@ def parse(args) -> dict:
 
 def run(args) -> int:
     v = parse(args)
-    opts = executor_options(args, v["seeds"] * len(v["dims"]), PROG)
+    opts = executor_options(args, len(v["seeds"]) * len(v["dims"]), PROG)
     cfg = AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
                     damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
                     n_test=v["n_test"], device=v["device"], psd_projection=args.psd_projection)
-    seeds = [v["seed"] + i for i in range(v["seeds"])]
+    seeds = v["seeds"]
     with make_executor(**opts) as executor, open_output(args.output, PROG) as out:
         kw = dict(summary_only=args.summary_only, executor=executor)
         if args.compare_se:

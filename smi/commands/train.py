@@ -19,13 +19,13 @@ from simulators.optimizers import parse_optimizer_name
 from simulators.sweeps import default_lr, iter_training_rows
 
 from ..options import (
-    add_executor_arguments,
-    check_device,
+    add_simulation_arguments,
     executor_options,
     fail,
     integer,
     number,
     open_output,
+    simulation_values,
     values,
     write_rows,
 )
@@ -64,22 +64,16 @@ def add_arguments(p) -> None:
     a("--weight-decay", default="0", help="weight decay (AdamW: decoupled) [0]")
     a("--rho", default="0.05", help="SAM/FSAM perturbation radius (global norm) [0.05]")
     a("--init-scale", default="0.1", help="student init: iid N(0, s^2) entries [0.1]")
-    a("--n-test", default="2000", help="fresh test sequences [2000]")
-    a("--seeds", default="8", help="number of seeds [8]")
-    a("--seed", default="0", help="first seed; seeds are seed, seed+1, ... [0]")
-    a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
     a("--dtype", default="float64", help="float64 or float32 [float64]")
     a("--log-points", default="50", help="log-spaced logged steps (>= 2) [50]")
     a("--diverge-q", default="1e8",
       help="declare divergence when some q_k = |w_k|^2/D exceeds this [1e8]")
-    a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
-    a("--summary-only", action="store_true", help="write only the summary rows")
-    add_executor_arguments(p)
+    add_simulation_arguments(p, "write only the summary rows")
 
 
 def parse(args) -> dict:
     """Checked values of every option, before any work (usage errors name the option)."""
-    v = {}
+    v = simulation_values(args, PROG)
     v["dim"] = integer(args.dim, "--dim", 2, PROG)
     skip = number(args.skip, "--skip", PROG, minimum=0)
     beta = number(args.beta, "--beta", PROG, above=0)
@@ -126,28 +120,24 @@ def parse(args) -> dict:
     v["weight_decay"] = number(args.weight_decay, "--weight-decay", PROG, minimum=0)
     v["rho"] = number(args.rho, "--rho", PROG, minimum=0)
     v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
-    v["n_test"] = integer(args.n_test, "--n-test", 1, PROG)
-    v["seeds"] = integer(args.seeds, "--seeds", 1, PROG)
-    v["seed"] = integer(args.seed, "--seed", 0, PROG)
     v["log_points"] = integer(args.log_points, "--log-points", 2, PROG)
     v["diverge_q"] = number(args.diverge_q, "--diverge-q", PROG, above=0)
     if args.dtype not in ("float64", "float32"):
         raise fail("--dtype", f"expected float64 or float32, got {args.dtype!r}", PROG)
     v["dtype"] = args.dtype
-    v["device"] = check_device(args.device, PROG)
     return v
 
 
 def run(args) -> int:
     v = parse(args)
-    opts = executor_options(args, v["seeds"] * len(v["alphas"]), PROG)
+    opts = executor_options(args, len(v["seeds"]) * len(v["alphas"]), PROG)
     config = TrainConfig(
         arch=v["arch"], dim=v["dim"], steps=v["steps"], batch=v["batch"],
         momentum=v["momentum"], weight_decay=v["weight_decay"], rho=v["rho"],
         init_scale=v["init_scale"], n_test=v["n_test"], log_points=v["log_points"],
         diverge_q=v["diverge_q"], dtype=v["dtype"],
     )
-    seeds = [v["seed"] + i for i in range(v["seeds"])]
+    seeds = v["seeds"]
     runs = list(zip(v["optimizers"], v["lrs"], strict=True))
     with make_executor(**opts) as executor, open_output(args.output, PROG) as out:
         write_rows(out, iter_training_rows(config, seeds, v["alphas"], runs,
