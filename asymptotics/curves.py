@@ -20,6 +20,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .channels.base import Channel
 from .channels.registry import make_channel
 from .executors import Executor, SerialExecutor, Task, report_partial
 from .priors import GaussianPrior, Prior, make_prior
-from .results import plain, to_json_lines
+from .results import make_header, plain
 from .state_evolution import (
     SESettings,
     StateEvolution,
@@ -162,6 +163,7 @@ def sweep_settings(
     progress: Callable[[int, int, float], None] | None = None,
     prior: Prior | None = None,
     executor: Executor | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
     keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
@@ -185,7 +187,10 @@ def sweep_settings(
     tag_keys = sorted({k for tag, _ in settings_list for k in tag})
     journal = None
     if output:
-        journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False)
+        header = make_header("curve", curve_settings(settings_list, alphas, branch, settings,
+                                                     damping, tol, max_iter, prior))
+        journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False,
+                          header=header, overwrite=overwrite)
     done = journal.by_task() if journal is not None else {}
     labels = ["amp"] + (["informed"] if branch in ("bayes", "both") else [])
     tasks, chains = [], []
@@ -240,8 +245,22 @@ def sweep_settings(
         hidden = [r for r in ordered if id(r) not in shown]
         rest = [r for r in journal.rows if r.get("branch") in ("amp", "informed")
                 and _chain_of(r, tag_keys) not in chain_keys]
-        journal.finish(to_json_lines(out + hidden + rest))
+        journal.finish_rows(out + hidden + rest)
     return out
+
+
+def curve_settings(settings_list, alphas, branch, settings: SESettings, damping: float,
+                   tol: float, max_iter: int, prior: Prior) -> dict:
+    """Everything that makes the rows of a sweep: the channels (parameters and inner
+    rule), α, branch, prior and the numerical settings (header of its result file)."""
+    channels = []
+    for tag, channel in settings_list:
+        ch = make_channel(**channel) if isinstance(channel, dict) else channel
+        channels.append({"tag": tag, "model": ch.name, **ch.params(),
+                         "inner_rule": ch.inner_description})
+    return {"channels": channels, "alphas": list(alphas), "branch": branch,
+            "prior": prior.name, "damping": damping, "tol": tol, "max_iter": max_iter,
+            **asdict(settings)}
 
 
 def _select(rows: list[dict], branch: str) -> list[dict]:

@@ -9,7 +9,11 @@ writes or reads rows goes through this module:
   (strict JSON has no literal for them) and read back as floats;
 - CSV cells are typed back by key (:data:`INT_KEYS`, :data:`FLOAT_KEYS`, ...), so a row
   read from a file equals the row that was written, and formats again to the same bytes;
-- :func:`row_kind` tells the kind of a row from its keys.
+- :func:`row_kind` tells the kind of a row from its keys;
+- a file may begin with a *header*: what made it (``kind``, ``settings``, the package and
+  numerics versions).  In JSON lines it is the first line, ``{"header": {...}}``; in CSV a
+  first comment line ``# {"header": {...}}``.  A resume compares it with the settings at
+  hand (:func:`settings_differences`) and refuses to mix results of different settings.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,8 +51,48 @@ JSON_KEYS = {"Q", "Q_stderr"}  # nested values: JSON text inside a CSV cell
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
+NUMERICS_VERSION = "1"  # bumped whenever a change moves computed numbers beyond their error
+
+
 class ResultFileError(ValueError):
     """A result file that cannot be read as rows."""
+
+
+@dataclass
+class ResultFile:
+    """A result file read back: its header (None if it has none), its complete rows, and
+    whether its last line was cut (by an interruption)."""
+
+    header: dict | None
+    rows: list[dict] = field(default_factory=list)
+    torn: bool = False
+
+
+def make_header(kind: str, settings: dict) -> dict:
+    """The header of a result file of ``kind`` made with ``settings`` (plain JSON values)."""
+    from . import __version__
+
+    return {"kind": kind, "settings": encode(settings), "package_version": __version__,
+            "numerics_version": NUMERICS_VERSION}
+
+
+def settings_differences(header: dict | None, kind: str, settings: dict) -> list[str]:
+    """What differs between a file's header and (``kind``, ``settings``): one entry per
+    differing setting, ``"name: FILE_VALUE in the file, VALUE now"``; the kind and numerics
+    version are compared too.  A file without a header differs in everything."""
+    if header is None:
+        return ["the file holds no settings record"]
+    out = []
+    if header.get("kind") != kind:
+        out.append(f"kind: {header.get('kind')!r} in the file, {kind!r} now")
+    if header.get("numerics_version") != NUMERICS_VERSION:
+        out.append(f"numerics version: {header.get('numerics_version')!r} in the file, "
+                   f"{NUMERICS_VERSION!r} now")
+    old, new = header.get("settings") or {}, encode(settings)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key)!r} in the file, {new.get(key)!r} now")
+    return out
 
 
 # ------------------------------------------------------------------------------ values
@@ -123,8 +168,10 @@ def json_line(row: dict) -> str:
     return json.dumps(encode(row)) + "\n"
 
 
-def to_json_lines(rows: Iterable[dict]) -> str:
-    return "".join(json_line(r) for r in rows)
+def to_json_lines(rows: Iterable[dict], header: dict | None = None) -> str:
+    """Rows as JSON lines, after the header line when given."""
+    head = json.dumps({"header": encode(header)}) + "\n" if header is not None else ""
+    return head + "".join(json_line(r) for r in rows)
 
 
 def to_json(rows: Iterable[dict], keys: list[str] | None = None) -> str:
@@ -133,9 +180,12 @@ def to_json(rows: Iterable[dict], keys: list[str] | None = None) -> str:
     return json.dumps(encode(rows), indent=1) + "\n"
 
 
-def to_csv(rows: Iterable[dict], keys: list[str]) -> str:
-    """CSV with a header of ``keys``; nested values (``Q``) as JSON text, None empty."""
+def to_csv(rows: Iterable[dict], keys: list[str], header: dict | None = None) -> str:
+    """CSV with a header of ``keys``; nested values (``Q``) as JSON text, None empty; the
+    file header, when given, as a first comment line."""
     buf = io.StringIO()
+    if header is not None:
+        buf.write("# " + json.dumps({"header": encode(header)}) + "\n")
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in rows:
@@ -155,16 +205,17 @@ def threshold_columns(rows: list[dict]) -> list[str]:
 # -------------------------------------------------------------------------- reading
 
 
-def parse_rows(text: str, source: str = "text") -> tuple[list[dict], bool]:
-    """Rows of a JSON array, JSON lines or CSV text, and whether its last line was torn.
+def parse_result_text(text: str, source: str = "text") -> ResultFile:
+    """Header and rows of a JSON array, JSON lines or CSV text.
 
-    JSON lines: a last line without its newline, or a line that is not JSON, was cut by an
-    interruption; the rows before it are returned with ``torn = True``.  Raises
-    :class:`ResultFileError` when the text is none of the three formats.
+    JSON lines: a last line without its newline, or that is not JSON, was cut by an
+    interruption; the rows before it are returned with ``torn = True``.  A damaged line
+    that is *not* the last one, a line that is not a row, or text in none of the three
+    formats raise :class:`ResultFileError`.
     """
     stripped = text.lstrip()
     if not stripped:
-        return [], False
+        return ResultFile(None)
     if stripped.startswith("["):
         try:
             data = json.loads(text)
@@ -172,44 +223,73 @@ def parse_rows(text: str, source: str = "text") -> tuple[list[dict], bool]:
             raise ResultFileError(f"{source}: not a complete JSON array of rows") from None
         if not all(isinstance(r, dict) for r in data):
             raise ResultFileError(f"{source}: a JSON array whose items are not rows")
-        return [decode(r) for r in data], False
+        return ResultFile(None, [decode(r) for r in data])
     if stripped.startswith("{"):
-        lines = text.split("\n")
-        torn = lines[-1].strip() != ""  # the final newline never came
-        rows = []
-        for line in lines[:-1]:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                torn = True
-                break  # a damaged line: keep what precedes it
-            if not isinstance(row, dict):
-                raise ResultFileError(f"{source}: a JSON line that is not a row")
-            rows.append(decode(row))
-        return rows, torn
+        return _parse_json_lines(text, source)
+    header = None
+    if stripped.startswith("#"):
+        first, _, text = stripped.partition("\n")
+        try:
+            header = json.loads(first[1:])["header"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ResultFileError(f"{source}: its first line is a comment but not a "
+                                  "settings record") from None
     try:
         reader = csv.DictReader(io.StringIO(text))
         rows = [{k: _typed_cell(k, v) for k, v in r.items() if k is not None}
                 for r in reader if None not in r.values()]
     except (csv.Error, ValueError) as exc:
         raise ResultFileError(f"{source}: not JSON, JSON lines or CSV ({exc})") from None
-    if not rows or reader.fieldnames is None or len(reader.fieldnames) < 2:
+    if reader.fieldnames is None or len(reader.fieldnames) < 2 or (not rows and not header):
         raise ResultFileError(f"{source}: not JSON, JSON lines or CSV")
-    return rows, False
+    return ResultFile(header, rows)
 
 
-def read_rows(path: str | os.PathLike) -> tuple[list[dict], bool]:
-    """:func:`parse_rows` of a file (missing file: no rows)."""
+def _parse_json_lines(text: str, source: str) -> ResultFile:
+    lines = text.split("\n")
+    torn = lines[-1].strip() != ""  # the final newline never came
+    body = [(n, line) for n, line in enumerate(lines[:-1], 1) if line.strip()]
+    header, rows = None, []
+    for i, (n, line) in enumerate(body):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(body) - 1 and not torn:
+                torn = True  # the last line, cut inside (its newline written early)
+                break
+            raise ResultFileError(f"{source}: line {n} is damaged (only a cut last line "
+                                  "can be repaired)") from None
+        if not isinstance(row, dict):
+            raise ResultFileError(f"{source}: line {n} is not a row")
+        if n == body[0][0] and set(row) == {"header"}:
+            header = row["header"]
+            continue
+        rows.append(decode(row))
+    return ResultFile(header, rows, torn)
+
+
+def parse_rows(text: str, source: str = "text") -> tuple[list[dict], bool]:
+    """Rows of a text (:func:`parse_result_text` without its header) and whether torn."""
+    f = parse_result_text(text, source)
+    return f.rows, f.torn
+
+
+def read_result_file(path: str | os.PathLike) -> ResultFile:
+    """:func:`parse_result_text` of a file (a missing file: no header, no rows)."""
     if not os.path.exists(path):
-        return [], False
+        return ResultFile(None)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultFileError(f"{path}: cannot read ({exc})") from None
-    return parse_rows(text, str(path))
+    return parse_result_text(text, str(path))
+
+
+def read_rows(path: str | os.PathLike) -> tuple[list[dict], bool]:
+    """The rows of a file and whether its last line was torn (:func:`read_result_file`)."""
+    f = read_result_file(path)
+    return f.rows, f.torn
 
 
 def row_kind(row) -> str | None:
@@ -231,6 +311,8 @@ def row_kind(row) -> str | None:
     return None
 
 
-__all__ = ["CURVE_KEYS", "THRESHOLD_EXTRA_KEYS", "THRESHOLD_KEYS", "ResultFileError", "decode",
-           "encode", "json_line", "parse_rows", "plain", "read_rows", "row_kind",
-           "threshold_columns", "to_csv", "to_json", "to_json_lines"]
+__all__ = ["CURVE_KEYS", "NUMERICS_VERSION", "THRESHOLD_EXTRA_KEYS", "THRESHOLD_KEYS",
+           "ResultFile", "ResultFileError", "decode", "encode", "json_line", "make_header",
+           "parse_result_text", "parse_rows", "plain", "read_result_file", "read_rows",
+           "row_kind", "settings_differences", "threshold_columns", "to_csv", "to_json",
+           "to_json_lines"]

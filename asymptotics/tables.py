@@ -56,6 +56,18 @@ def threshold_table(jobs: list[dict], settings: ThresholdSettings,
     return [r for job in jobs for r in threshold_rows(job, settings, staircase, alpha)]
 
 
+def table_settings(jobs: list[dict], settings: ThresholdSettings,
+                   staircase: StaircaseSettings | None = None,
+                   alpha: float | None = None) -> dict:
+    """Everything that makes the rows of a table (the header of its result file): the
+    grid of settings, the numerical settings, the staircase's and the α of
+    ``learnable_at_alpha``."""
+    out = {"grid": jobs, **asdict(settings), "staircase": staircase is not None, "alpha": alpha}
+    if staircase is not None:
+        out.update({f"staircase_{k}": v for k, v in asdict(staircase).items()})
+    return out
+
+
 def threshold_task_key(row_or_job: dict) -> str:
     """The grid point a threshold row (or job) belongs to."""
     if row_or_job.get("model") != "attention":
@@ -87,5 +99,5 @@ def threshold_task(params: dict) -> list[dict]:
     return plain(threshold_rows(params["job"], settings, stair, params.get("alpha")))
 
 
-__all__ = ["threshold_jobs", "threshold_rows", "threshold_table", "threshold_task",
-           "threshold_task_key", "threshold_tasks"]
+__all__ = ["table_settings", "threshold_jobs", "threshold_rows", "threshold_table",
+           "threshold_task", "threshold_task_key", "threshold_tasks"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
@@ -173,6 +174,7 @@ def add_simulation_arguments(p: argparse.ArgumentParser, summary_help: str) -> N
     a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
     a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
     a("--summary-only", action="store_true", help=summary_help)
+    add_overwrite_argument(p)
     add_executor_arguments(p)
 
 
@@ -216,6 +218,45 @@ def executor_options(args, n_tasks: int, prog: str = "smi") -> dict:
     return {"kind": "process" if workers > 1 else "serial", "workers": workers}
 
 
+# ----------------------------------------------------------------------- result files
+
+_SETTING_OPTIONS = {
+    "grid": "the grid (--model, --depth, --seq-len, --skip, --beta, --noise)",
+    "channels": "the models (--model, --depth, --seq-len, --skip, --beta, --noise)",
+    "staircase_log2_points": "--staircase-points",
+    "log2_points": "--staircase-points",
+}
+
+
+def add_overwrite_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output file (without it an existing file is "
+                   "refused unless --resume continues it)")
+
+
+def option_of_setting(key: str) -> str:
+    """The option (or options) that set a recorded setting ``key``."""
+    return _SETTING_OPTIONS.get(key, "--" + key.replace("_", "-"))
+
+
+def resume_refusal(exc: Exception, prog: str = "smi") -> UsageError:
+    """The usage error of a refused resume, naming the options whose values differ."""
+    text = str(exc)
+    head, sep, diffs = text.partition(" was made with other settings: ")
+    if sep:
+        parts = []
+        for d in diffs.split("; "):
+            key, colon, rest = d.partition(": ")
+            parts.append(f"{option_of_setting(key)}: {rest}" if colon else d)
+        text = f"{head} was made with other settings: " + "; ".join(parts)
+    return UsageError(f"{prog}: error: --resume: {text}", "--resume")
+
+
+def exists_refusal(path: str, prog: str = "smi") -> UsageError:
+    return fail("--output", f"{path!r} exists: use --resume to continue it, or --overwrite "
+                "to replace it", prog)
+
+
 # ------------------------------------------------------------------- devices and files
 
 
@@ -229,11 +270,14 @@ def check_device(device: str, prog: str = "smi") -> str:
 
 
 @contextlib.contextmanager
-def open_output(path: str, prog: str = "smi") -> Iterator[TextIO]:
-    """The ``--output`` stream: stdout for ``-``, else the file, opened before any work."""
+def open_output(path: str, prog: str = "smi", overwrite: bool = False) -> Iterator[TextIO]:
+    """The ``--output`` stream: stdout for ``-``, else the file, opened before any work
+    (an existing non-empty file only with ``overwrite``)."""
     if path == "-":
         yield sys.stdout
         return
+    if not overwrite and os.path.exists(path) and os.path.getsize(path):
+        raise exists_refusal(path, prog)
     try:
         fh = open(path, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from asymptotics.results import CURVE_KEYS, threshold_columns, to_csv, to_json
 
 
-def format_thresholds(rows: list[dict], fmt: str) -> str:
+def format_thresholds(rows: list[dict], fmt: str, header: dict | None = None) -> str:
     """A threshold table as ``table``, ``csv`` or ``json`` (columns of
-    :func:`asymptotics.results.threshold_columns`, then ``status`` in csv and json)."""
+    :func:`asymptotics.results.threshold_columns`, then ``status`` in csv and json); the
+    file header, when given, heads the csv."""
     keys = threshold_columns(rows)
     if fmt == "json":
         return to_json(rows, keys + ["status"])
     if fmt == "csv":
-        return to_csv(rows, keys + ["status"])
+        return to_csv(rows, keys + ["status"], header)
     lines = []
     for r in rows:
         cells = []

@@ -60,7 +60,7 @@ def test_curve_identical_serial_pool_and_dask(cluster, capsys, tmp_path):
     text = files["serial"].read_text()
     for name in ("pool", "dask", "dask-file"):
         assert outs[name] == outs["serial"] and files[name].read_text() == text
-    assert len(text.splitlines()) == 18  # 6 alphas on each branch, and the Bayes rows
+    assert len(text.splitlines()) == 19  # the header, 6 alphas on each branch, Bayes rows
 
 
 def test_worker_killed_mid_sweep_still_completes_the_file(cluster, capsys, tmp_path):
@@ -103,7 +103,9 @@ def test_resume_computes_only_missing_points(tmp_path, capsys, monkeypatch):
     # an interrupted journal: the first grid point, and the second cut in its second row
     rows = [r for r in json.loads(_run(GRID + ["--workers", "1"], capsys))]
     lines = [json.dumps(r) for r in rows]
-    out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:25])
+    header = final.splitlines()[0][2:]  # the finished CSV's settings record, "# {...}"
+    assert json.loads(header)["header"]["kind"] == "thresholds"
+    out.write_text(header + "\n" + lines[0] + "\n" + lines[1] + "\n" + lines[2][:25])
     calls = []
     real = cli.threshold_task
     monkeypatch.setattr(cli, "threshold_task", lambda p: calls.append(p) or real(p))

@@ -111,7 +111,7 @@ def run(args) -> int:
                     damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
                     n_test=v["n_test"], device=v["device"], psd_projection=args.psd_projection)
     seeds = v["seeds"]
-    with make_executor(**opts) as executor, open_output(args.output, PROG) as out:
+    with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
         kw = dict(summary_only=args.summary_only, executor=executor)
         if args.compare_se:
             se = SESettings(sobol_log2=v["se_sobol_log2"])

@@ -10,16 +10,19 @@ from asymptotics.curves import locate_transitions, sweep_settings
 from asymptotics.executors import make_executor
 from asymptotics.priors import make_prior
 from asymptotics.state_evolution import SESettings
-from asymptotics.sweeps import ResumeError, check_writable
+from asymptotics.sweeps import OutputExistsError, ResumeError, check_writable
 
 from ..options import (
     UsageError,
     add_executor_arguments,
     add_model_arguments,
+    add_overwrite_argument,
     executor_options,
+    exists_refusal,
     fail,
     integer,
     integers,
+    resume_refusal,
     values,
 )
 from ..output import format_curve, progress_bar
@@ -54,7 +57,9 @@ def add_arguments(p) -> None:
                    help="JSON-lines file the rows are appended to as they are computed; when "
                    "done it holds the printed rows (Bayes rows included)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep from --output")
+                   help="continue an interrupted sweep from --output (refused if the file was "
+                   "made with other settings)")
+    add_overwrite_argument(p)
     add_executor_arguments(p)
 
 
@@ -88,6 +93,8 @@ def run(args) -> int:
                           cpu_kernel=args.cpu_kernel)
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
+    if args.resume and args.overwrite:
+        raise fail("--overwrite", "contradicts --resume")
     if args.model == "attention":
         grid = [dict(depth=d, seq_len=n, skip=c, beta=b)
                 for d in depths for n in seq_lens for c in skip for b in beta]
@@ -120,9 +127,12 @@ def run(args) -> int:
             rows = sweep_settings(specs, alphas, args.branch, settings=settings,
                                   damping=damping, tol=tol, max_iter=max_iter,
                                   output=args.output, resume=args.resume,
-                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex)
+                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex,
+                                  overwrite=args.overwrite)
         except ResumeError as exc:  # raised when the file is read, before any work
-            raise UsageError(f"smi: error: --resume: {exc}", "--resume") from None
+            raise resume_refusal(exc) from None
+        except OutputExistsError:
+            raise exists_refusal(args.output) from None
     sys.stdout.write(format_curve(rows, args.format, varying))
     if args.transitions:
         for tag, spec in specs:

@@ -7,20 +7,29 @@ import time
 
 from asymptotics.channels.registry import MODELS
 from asymptotics.executors import make_executor
+from asymptotics.results import make_header
 from asymptotics.staircase import StaircaseSettings
-from asymptotics.sweeps import Journal, ResumeError, check_writable
-from asymptotics.tables import threshold_jobs, threshold_task, threshold_task_key, threshold_tasks
+from asymptotics.sweeps import Journal, OutputExistsError, ResumeError, check_writable
+from asymptotics.tables import (
+    table_settings,
+    threshold_jobs,
+    threshold_task,
+    threshold_task_key,
+    threshold_tasks,
+)
 from asymptotics.thresholds import ThresholdSettings
 
 from ..options import (
-    UsageError,
     add_executor_arguments,
     add_model_arguments,
+    add_overwrite_argument,
     executor_options,
+    exists_refusal,
     fail,
     integer,
     integers,
     one_value,
+    resume_refusal,
     values,
 )
 from ..output import format_thresholds, task_progress
@@ -57,7 +66,9 @@ def add_arguments(p) -> None:
                    help="write to FILE instead of stdout; while the grid runs FILE holds JSON "
                    "lines, appended per grid point")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted grid from --output (computes missing points)")
+                   help="continue an interrupted grid from --output (computes missing points; "
+                   "refused if the file was made with other settings)")
+    add_overwrite_argument(p)
     add_executor_arguments(p)
 
 
@@ -99,8 +110,9 @@ def run(args) -> int:
     opts = executor_options(args, len(tasks))
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
+    header = make_header("thresholds", table_settings(jobs, settings, stair, alpha))
     with make_executor(**opts) as ex:  # a cluster is connected to before any file is touched
-        journal = open_journal(args, threshold_task_key)
+        journal = open_journal(args, threshold_task_key, header)
         results = journal.by_task() if journal is not None else {}
         todo = [t for t in tasks if t.key not in results]
         progress = task_progress(sys.stderr)
@@ -113,7 +125,7 @@ def run(args) -> int:
             done = sum(t.key in results for t in tasks)
             progress(done, len(tasks), job_of[key], time.perf_counter() - t0)
     rows = [dict(r) for job in jobs for r in results[threshold_task_key(job)]]
-    text = format_thresholds(rows, args.format)
+    text = format_thresholds(rows, args.format, header if journal is not None else None)
     if journal is not None:
         journal.finish(text)
     else:
@@ -121,16 +133,20 @@ def run(args) -> int:
     return 0
 
 
-def open_journal(args, task_of, whole_tasks: bool = True) -> Journal | None:
+def open_journal(args, task_of, header: dict) -> Journal | None:
     """The ``--output`` journal (read back with ``--resume``), or None without --output."""
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
+    if args.resume and args.overwrite:
+        raise fail("--overwrite", "contradicts --resume")
     if not args.output:
         return None
     why = check_writable(args.output)
     if why is not None:
         raise fail("--output", f"cannot write {args.output!r}: {why}")
     try:
-        return Journal(args.output, args.resume, task_of, whole_tasks)
+        return Journal(args.output, args.resume, task_of, True, header, args.overwrite)
+    except OutputExistsError:
+        raise exists_refusal(args.output) from None
     except ResumeError as exc:
-        raise UsageError(f"smi: error: --resume: {exc}", "--resume") from None
+        raise resume_refusal(exc) from None

@@ -139,7 +139,7 @@ def run(args) -> int:
     )
     seeds = v["seeds"]
     runs = list(zip(v["optimizers"], v["lrs"], strict=True))
-    with make_executor(**opts) as executor, open_output(args.output, PROG) as out:
+    with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
         write_rows(out, iter_training_rows(config, seeds, v["alphas"], runs,
                                            device=v["device"], summary_only=args.summary_only,
                                            executor=executor))
