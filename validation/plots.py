@@ -361,7 +361,7 @@ def plot_errors(results, ax, thresholds_skip=None):
     thresholds.
     """
     _need(results, ("curve", "amp", "train"), "errors")
-    quantities, branches, points, used_rows = {}, [], [], []
+    quantities, branches, points, used_rows, ys = {}, [], [], [], []
     qc = style.QUANTITY_COLOURS
     for b, rows in _curve_branches(results["curve"]).items():
         ls, name = _branch_style(b)
@@ -370,6 +370,7 @@ def plot_errors(results, ax, thresholds_skip=None):
                             ("gen_error_bayes", "Bayes-optimal error", qc["bayes"])):
             y = _positive([r[key] for r in rows])
             e = np.array([r.get(f"{key}_stderr") or 0.0 for r in rows], dtype=float)
+            ys += list(y)
             ax.errorbar(alphas, y, yerr=e, color=c, ls=ls, marker=".", ms=2.5)
             quantities[lab] = c
         branches.append((_key_handle(ls=ls, marker="."), name))
@@ -381,6 +382,7 @@ def plot_errors(results, ax, thresholds_skip=None):
                           yerr=[r.get("gen_error_stderr") or 0.0 for r in amp], ls="none",
                           marker=style.SOURCE_MARKERS["amp"], mfc="none", color=qc["plugin"])
         points.append((art, f"plug-in error, AMP (D = {amp[0].get('dim', '?')})"))
+        ys += [r["gen_error_mean"] for r in amp]
         used_rows += amp
     train = [r for r in results["train"] if r.get("test_loss_mean") is not None]
     train.sort(key=lambda r: r["alpha"])
@@ -391,6 +393,7 @@ def plot_errors(results, ax, thresholds_skip=None):
                           marker=style.SOURCE_MARKERS["train"], color=qc["test"])
         points.append((art, f"test error, trained network "
                             f"({train[0].get('optimizer', '?')})"))
+        ys += [r["test_loss_mean"] for r in train]
         used_rows += train
     entries = [(_key_handle(colour=c), lab) for lab, c in quantities.items()]
     entries += branches + points
@@ -399,6 +402,7 @@ def plot_errors(results, ax, thresholds_skip=None):
         _mark_thresholds(ax, thr, _x_range(results), entries)
         used_rows += thr
     ax.set_yscale("log")
+    log_ticks(ax.yaxis, ys)
     ax.set_xlabel(ALPHA_LABEL)
     ax.set_ylabel(r"generalisation error $E\|g(Z^*) - \hat g\|^2$")
     _title(ax, used_rows)
@@ -416,21 +420,23 @@ AXIS_LABEL = {"skip": "skip strength $c$", "depth": r"depth $\ell$",
               "seq_len": "sequence length $L$", "beta": r"inverse temperature $\beta$"}
 
 
-def log_ticks(ax, values) -> None:
-    """Labelled major ticks of a log y axis at 1-2-5 values (1-2-3-5 within a decade)
-    inside the data range, plain numbers (``0.2``, not ``2×10⁻¹``); minor ticks unlabelled."""
+def log_ticks(axis, values) -> None:
+    """Labelled major ticks of a log axis inside the data range, as plain numbers (``0.2``,
+    not ``2×10⁻¹``): 1-2-3-5 per decade when the data span about a decade, 1-2-5 up to
+    3.5 decades; minor ticks unlabelled.  Wider ranges keep matplotlib's decades (10ⁿ)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     v = np.asarray([x for x in values if np.isfinite(x) and x > 0], dtype=float)
     if v.size == 0:
         return
-    decades = math.log10(v.max() / v.min()) if v.min() > 0 else 0.0
-    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 2.0, 5.0) if decades < 3.5 \
-        else (1.0,)
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.4g}"))
-    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10) * 1.0))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    decades = math.log10(v.max() / v.min())
+    if decades >= 3.5:
+        return
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.2 else (1.0, 2.0, 5.0)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.4g}"))
+    axis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10) * 1.0))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
@@ -491,7 +497,7 @@ def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
         entries.append((art, f"Jensen bound 1/(L(L+1)) = 1/{L * (L + 1)}"))
         ys.append(bound)
     ax.set_yscale("log")
-    log_ticks(ax, ys)
+    log_ticks(ax.yaxis, ys)
     ax.set_xlabel(AXIS_LABEL.get(xkey, xkey))
     ax.set_ylabel(r"threshold $\alpha$")
     _title(ax, rows, omit=(xkey,))
@@ -568,9 +574,14 @@ def plot_dynamics(results, axes):
     return entries
 
 
+#: Panels side by side at most, per figure width (narrower panels crowd their labels).
+MAX_COLUMNS = {"single": 3, "double": 4}
+
+
 def _dynamics_figure(results, width):
     """Panels sorted by (optimizer, α): one row per optimizer when several, else rows of
-    at most 4; x and y shared, the y label once per row, the x label once per column."""
+    at most 3 (``single`` width) or 4 (``double``); x and y shared, the y label once per
+    row, the x label once per column."""
     keys = dynamics_panels(results)
     opts = sorted({str(k[0]) for k in keys})
     if len(opts) > 1:
@@ -578,7 +589,7 @@ def _dynamics_figure(results, width):
         pos = {k: (opts.index(str(k[0])), alphas.index(k[1])) for k in keys}
         nrows, ncols = len(opts), len(alphas)
     else:
-        ncols = min(len(keys), 4)
+        ncols = min(len(keys), MAX_COLUMNS[width])
         nrows = -(-len(keys) // ncols)
         pos = {k: divmod(i, ncols) for i, k in enumerate(keys)}
     fig, grid = style.new_figure(width, ncols=ncols, nrows=nrows, sharex=True, sharey=True)

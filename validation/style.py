@@ -113,7 +113,7 @@ def figsize(width: str = "single", ncols: int = 1, aspect: float = ASPECT,
     w = WIDTHS[width]
     if ncols == 1 and nrows == 1:
         return w, w * aspect
-    row = max(w / ncols * 0.8, 1.3)  # a panel a little wider than tall, never a strip
+    row = min(max(w / ncols * 0.8, 1.3), 2.2)  # a panel wider than tall, never a strip
     return w, row * nrows + 0.35  # + the axis labels of the bottom row
 
 
