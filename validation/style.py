@@ -2,7 +2,19 @@
 
 - no LaTeX: mathtext only, so figures render wherever matplotlib does;
 - the Okabe–Ito palette (Okabe & Ito 2008), safe for the common colour-vision deficiencies;
-  curves of different layers also differ in marker and line style;
+- one meaning per visual channel in every ``smi plot`` figure:
+
+  * **colour = layer** (:data:`LAYER_COLOURS`: layer 1 blue, layer 2 vermillion, then orange
+    and sky blue) for every per-layer quantity: overlaps, cosines, thresholds;
+  * the whole-network errors of the ``errors`` figure are not per layer and take colours no
+    layer uses (:data:`QUANTITY_COLOURS`: plug-in bluish green, Bayes-optimal black,
+    trained network's test error reddish purple);
+  * **line style = branch or quantity** (:data:`BRANCH_LINESTYLES`: Bayes-optimal solid,
+    AMP branch dashed, informed branch dotted; :data:`THRESHOLD_LINESTYLES` for the
+    vertical threshold marks);
+  * **marker = source** of simulated points: AMP open circles, trained networks filled
+    triangles; SE lines carry small dots at the computed points;
+- legends outside the data area (below the axes, one per figure);
 - widths for one-column (3.4 in) and two-column (7.0 in) papers, ``--width single|double``.
 """
 
@@ -29,6 +41,18 @@ OKABE_ITO = {
 #: Series colours (yellow last: low contrast on white).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
            "#F0E442"]
+#: Colour of layer k (k = 0, 1, ...): the same in every figure.
+LAYER_COLOURS = ["#0072B2", "#D55E00", "#E69F00", "#56B4E9"]
+#: Colours of quantities that are not per layer (never a layer colour).
+QUANTITY_COLOURS = {"plugin": "#009E73", "bayes": "#000000", "test": "#CC79A7"}
+#: Line style of each SE branch.
+BRANCH_LINESTYLES = {"bayes": "-", "amp": "--", "informed": ":"}
+#: Line style of the vertical threshold marks (weak recovery, staircase).
+THRESHOLD_LINESTYLES = {"alpha_c": "-.", "staircase": (0, (4, 1.5, 1, 1.5, 1, 1.5))}
+#: Neutral colour of legend entries that stand for a line style or marker only.
+NEUTRAL = "0.45"
+#: Markers of simulated points: AMP (open), trained networks (filled).
+SOURCE_MARKERS = {"amp": "o", "train": "^"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", "-.", ":"]
 
@@ -68,6 +92,11 @@ def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def layer_colour(k: int) -> str:
+    """Colour of layer ``k + 1`` (``k`` counts from 0)."""
+    return LAYER_COLOURS[k % len(LAYER_COLOURS)]
+
+
 def marker(i: int) -> str:
     return MARKERS[i % len(MARKERS)]
 
@@ -76,13 +105,16 @@ def linestyle(i: int) -> str:
     return LINESTYLES[i % len(LINESTYLES)]
 
 
-def figsize(width: str = "single", ncols: int = 1, aspect: float = ASPECT) -> tuple:
-    """(width, height) in inches of a figure with ``ncols`` panels side by side."""
+def figsize(width: str = "single", ncols: int = 1, aspect: float = ASPECT,
+            nrows: int = 1) -> tuple:
+    """(width, height) in inches of a figure with ``nrows`` x ``ncols`` panels."""
     if width not in WIDTHS:
         raise ValueError(f"width must be one of {', '.join(WIDTHS)}, got {width!r}")
     w = WIDTHS[width]
-    h = w * aspect if ncols == 1 else max(w / ncols * 0.9, 1.9)
-    return w, h
+    if ncols == 1 and nrows == 1:
+        return w, w * aspect
+    row = min(max(w / ncols * 0.8, 1.3), 2.2)  # a panel wider than tall, never a strip
+    return w, row * nrows + 0.35  # + the axis labels of the bottom row
 
 
 @contextmanager
@@ -92,14 +124,27 @@ def style():
         yield
 
 
-def new_figure(width: str = "single", ncols: int = 1, aspect: float = ASPECT):
-    """A styled figure with ``ncols`` panels side by side; call inside :func:`style`."""
-    fig, axes = plt.subplots(1, ncols, figsize=figsize(width, ncols, aspect), squeeze=False,
-                             layout="constrained")
-    return fig, list(axes[0])
+def new_figure(width: str = "single", ncols: int = 1, aspect: float = ASPECT,
+               nrows: int = 1, sharex: bool = False, sharey: bool = False):
+    """A styled figure with ``nrows`` x ``ncols`` panels (a flat list, row by row); call
+    inside :func:`style`."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize(width, ncols, aspect, nrows),
+                             squeeze=False, layout="constrained", sharex=sharex,
+                             sharey=sharey)
+    return fig, [ax for row in axes for ax in row]
 
 
-def save(fig, path: str) -> None:
-    """Write ``fig`` to ``path`` (PDF or PNG by extension) and close it."""
-    fig.savefig(path)
-    plt.close(fig)
+def save(fig, path: str, description: str | None = None) -> None:
+    """Write ``fig`` to ``path`` (PDF or PNG by extension) and close it.
+
+    ``description``: a caption stored in the file's metadata (PNG ``Description``, PDF
+    ``Subject``), e.g. how error bars are drawn.
+    """
+    meta = None
+    if description:
+        key = "Subject" if str(path).lower().endswith(".pdf") else "Description"
+        meta = {key: description}
+    try:
+        fig.savefig(path, metadata=meta)
+    finally:
+        plt.close(fig)
