@@ -26,6 +26,7 @@ import numpy as np
 
 from .channels.base import Channel
 from .channels.registry import make_channel
+from .checks import check_int, check_number
 from .executors import Executor, SerialExecutor, Task, report_partial
 from .priors import GaussianPrior, Prior, make_prior
 from .results import make_header, plain
@@ -177,6 +178,12 @@ def sweep_settings(
     downwards), followed by any other rows it held.  Returns the rows of every setting,
     with the Bayes choice, sorted by setting, α and branch.
     """
+    check_number("damping", damping, above=0, maximum=1)
+    check_number("tol", tol, above=0)
+    check_int("max_iter", max_iter, 1)
+    if settings is not None and not isinstance(settings, SESettings):
+        raise ValueError(f"settings must be an SESettings, got {settings!r} "
+                         f"({type(settings).__name__})")
     prior = prior or GaussianPrior()
     settings = settings or SESettings()
     if branch not in BRANCHES:

@@ -51,6 +51,7 @@ import numpy as np
 from scipy.special import expit, logit
 
 from .channels.base import Channel
+from .checks import MAX_RESOLUTION, MAX_SOBOL_LOG2, check_int, check_number
 from .integrate import sobol_nets
 from .solver import SolveResult, brent, fd_jacobian, newton
 from .state_evolution import outer_moments
@@ -61,7 +62,8 @@ from .thresholds import ThresholdResult, ThresholdSettings, weak_recovery_thresh
 class StaircaseSettings:
     """Numerical settings: ``groups`` nets of ``2^log2_points`` outer points, inner grid
     ``resolution``, thresholds located to ``q_tol`` in the branch parameter, restricted
-    fixed points solved to ``newton_tol`` in ``logit q`` within ``newton_max`` steps."""
+    fixed points solved to ``newton_tol`` in ``logit q`` within ``newton_max`` steps.
+    Every field is checked here (``ValueError`` naming it)."""
 
     groups: int = 4
     log2_points: int = 11
@@ -71,6 +73,16 @@ class StaircaseSettings:
     q_grid: int = 16
     newton_tol: float = 1e-9
     newton_max: int = 40
+
+    def __post_init__(self):
+        check_int("groups", self.groups, 2)
+        check_int("log2_points", self.log2_points, 1, MAX_SOBOL_LOG2)
+        check_int("resolution", self.resolution, 0, MAX_RESOLUTION)
+        check_int("seed", self.seed, 0)
+        check_number("q_tol", self.q_tol, above=0)
+        check_int("q_grid", self.q_grid, 2)
+        check_number("newton_tol", self.newton_tol, above=0)
+        check_int("newton_max", self.newton_max, 1)
 
 
 @dataclass

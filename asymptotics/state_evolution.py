@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .channels.base import INNER_PATHS, Channel, MomentSets, check_device
+from .checks import MAX_SOBOL_LOG2, check_int, check_number
 from .integrate import Rule, combine_error, gauss_hermite, sinh_trapezoid, sobol_replicates
 from .priors import GaussianPrior
 from .solver import SolveResult, solve_fixed_point
@@ -40,6 +41,9 @@ class SESettings:
     ``device`` ("cpu" or "gpu") runs the channel's posterior integrals; on the CPU
     ``cpu_kernel`` picks the compiled kernels ("numba", default) or the array path the GPU
     runs, on numpy ("array"); the paths agree within the inner rule's error.
+    Every field is checked here (``ValueError`` naming it); ``sobol_log2`` is at least 3
+    (8 nets of ``2^(sobol_log2 - 3)`` points) and at most
+    :data:`~asymptotics.checks.MAX_SOBOL_LOG2`.
     """
 
     gh_nodes: int = 40
@@ -51,6 +55,14 @@ class SESettings:
     cpu_kernel: str = "numba"
 
     def __post_init__(self):
+        check_int("gh_nodes", self.gh_nodes, 2)
+        check_int("gh_max_dim", self.gh_max_dim, 0)
+        check_int("discrete_nodes", self.discrete_nodes, 3)
+        if self.discrete_nodes % 2 == 0:
+            raise ValueError(f"discrete_nodes must be an odd integer >= 3, got "
+                             f"{self.discrete_nodes!r} ({type(self.discrete_nodes).__name__})")
+        check_int("sobol_log2", self.sobol_log2, 3, MAX_SOBOL_LOG2)
+        check_int("seed", self.seed, 0)
         check_device(self.device, self.cpu_kernel)
 
 
@@ -439,8 +451,16 @@ def run_state_evolution(
     full rule from there; ``fixed_point_error`` solves the fixed point of each replicate's
     map from the result, for ``Q_stderr``.
     """
+    check_number("alpha", alpha, above=0)
+    check_number("damping", damping, above=0, maximum=1)
+    check_number("tol", tol, above=0)
+    check_int("max_iter", max_iter, 1)
+    check_number("start_eps", start_eps, above=0, below=1)
     if acceleration not in ACCELERATIONS:
         raise ValueError(f"acceleration must be one of {ACCELERATIONS}, got {acceleration!r}")
+    if settings is not None and not isinstance(settings, SESettings):
+        raise ValueError(f"settings must be an SESettings, got {settings!r} "
+                         f"({type(settings).__name__})")
     se = StateEvolution(channel, alpha, settings, prior)
     p = channel.dim
     if isinstance(start, str):

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .channels.base import Channel
+from .checks import MAX_RESOLUTION, check_choice, check_int, check_number
 from .integrate import combine_error, gauss_hermite, sobol_replicates
 
 SUPPORT_FRACTION = 0.05  # an eigenvector "reaches" direction k if |M_kk| >= this · max|M_jj|
@@ -205,7 +206,9 @@ class ThresholdSettings:
     (randomised QMC on the teacher's Z* outside: ``mc_batches`` scrambled Sobol' nets of
     ``mc_samples / mc_batches`` points, error = standard error across nets; Sobol'
     inside); "auto" picks quadrature when possible.
-    ``resolution`` refines every grid by a factor 2 per unit (used to show convergence).
+    ``resolution`` refines every grid by a factor 2 per unit (used to show convergence;
+    at most :data:`~asymptotics.checks.MAX_RESOLUTION`).  Every field is checked here
+    (``ValueError`` naming it).
     """
 
     method: str = "auto"
@@ -215,6 +218,18 @@ class ThresholdSettings:
     mc_samples: int = 2**15
     mc_batches: int = 8
     seed: int = 0
+
+    def __post_init__(self):
+        check_choice("method", self.method, THRESHOLD_METHODS)
+        check_int("resolution", self.resolution, 0, MAX_RESOLUTION)
+        check_int("outer_nodes", self.outer_nodes, 0)
+        check_number("outer_half_width", self.outer_half_width, minimum=0)
+        check_int("mc_samples", self.mc_samples, 1)
+        check_int("mc_batches", self.mc_batches, 2)
+        check_int("seed", self.seed, 0)
+
+
+THRESHOLD_METHODS = ("auto", "quadrature", "mc")
 
 
 def _fibre_sets(channel: Channel, obs: np.ndarray):

@@ -69,6 +69,7 @@ import numpy as np
 
 from asymptotics.backend import get_namespace, to_numpy
 from asymptotics.channels.base import Channel, check_device
+from asymptotics.checks import check_int, check_number
 
 from .data import project, project_transpose, teacher_data
 
@@ -90,44 +91,38 @@ class AMPConfig:
     #: GPU runs, on numpy ("array": the GPU code path, testable on the CPU)
     cpu_kernel: str = "numba"
 
-    def validate(self):
-        """Raise ``ValueError`` (naming the field) on bad settings, before any work."""
-        _finite("alpha", self.alpha)
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
-        if int(self.dim) != self.dim or self.dim < 2:
-            raise ValueError(f"dim must be an integer >= 2, got {self.dim}")
-        if int(self.max_iter) != self.max_iter or self.max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter}")
-        _finite("damping", self.damping)
-        if not 0 < self.damping <= 1:
-            raise ValueError(f"damping must be in (0, 1] (1 = undamped), got {self.damping}")
-        _finite("tol", self.tol)
-        if self.tol <= 0:
-            raise ValueError(f"tol must be > 0, got {self.tol}")
-        _finite("init_scale", self.init_scale)
-        if self.init_scale < 0:
-            raise ValueError(f"init_scale must be >= 0, got {self.init_scale}")
-        if int(self.n_test) != self.n_test or self.n_test < 1:
-            raise ValueError(f"n_test must be an integer >= 1, got {self.n_test}")
+    def __post_init__(self):
+        self.check_fields()
+
+    def check_fields(self):
+        """The field checks of :meth:`validate` (every one but the device's back-end)."""
+        check_number("alpha", self.alpha, above=0)
+        check_int("dim", self.dim, 2)
+        check_int("max_iter", self.max_iter, 1)
+        check_number("damping", self.damping, above=0, maximum=1)
+        check_number("tol", self.tol, above=0)
+        check_number("init_scale", self.init_scale, minimum=0)
+        check_int("n_test", self.n_test, 1)
+        if not isinstance(self.psd_projection, (bool, np.bool_)):
+            raise ValueError(f"psd_projection must be a bool, got {self.psd_projection!r} "
+                             f"({type(self.psd_projection).__name__})")
         if self.n_samples < 1:
             raise ValueError(f"alpha*dim = {self.alpha * self.dim} gives no samples")
         check_device(self.device, self.cpu_kernel)
+        return self
+
+    def validate(self):
+        """Raise ``ValueError`` (naming the field, showing the value and its type) on bad
+        settings, before any work, including a missing GPU back-end; returns the config.
+        Construction runs the field checks; a run validates again, since the config is
+        mutable."""
+        self.check_fields()
         get_namespace(self.device)  # ValueError / BackendError before any work
         return self
 
     @property
     def n_samples(self) -> int:
         return int(round(self.alpha * self.dim))
-
-
-def _finite(name, x):
-    try:
-        ok = math.isfinite(float(x))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number, got {x!r}")
 
 
 @dataclass

@@ -43,6 +43,12 @@ from asymptotics.backend import namespace_of, to_numpy
 from asymptotics.channels.attention_map import Architecture, attention_forward
 from asymptotics.channels.base import Channel
 from asymptotics.channels.registry import channel_for
+from asymptotics.checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_optional_int,
+)
 
 from .data import (
     TeacherData,
@@ -52,7 +58,9 @@ from .data import (
     seed_streams,
     teacher_data,
 )
-from .optimizers import make_optimizer
+from .optimizers import make_optimizer, parse_optimizer_name
+
+DTYPES = ("float64", "float32")
 
 __all__ = [
     "Architecture",
@@ -294,7 +302,9 @@ def log_schedule(steps: int, points: int):
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs (validated by the CLI before any work)."""
+    """Everything one training run needs, checked at construction (``ValueError`` naming
+    the field, showing the value and its type); :meth:`validate` checks again (the config
+    is mutable) and returns it."""
 
     arch: Architecture = Architecture()
     dim: int = 500
@@ -311,6 +321,33 @@ class TrainConfig:
     log_points: int = 50
     diverge_q: float = 1e8
     dtype: str = "float64"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> TrainConfig:
+        if not isinstance(self.arch, Architecture):
+            raise ValueError(f"arch must be an Architecture, got {self.arch!r} "
+                             f"({type(self.arch).__name__})")
+        check_int("dim", self.dim, 1)
+        check_number("alpha", self.alpha, above=0)
+        if not isinstance(self.optimizer, str):
+            raise ValueError(f"optimizer must be a name, got {self.optimizer!r} "
+                             f"({type(self.optimizer).__name__})")
+        parse_optimizer_name(self.optimizer)
+        check_number("lr", self.lr, above=0)
+        check_int("steps", self.steps, 0)
+        check_optional_int("batch", self.batch, 1)
+        if self.momentum is not None:
+            check_number("momentum", self.momentum, minimum=0, below=1)
+        check_number("weight_decay", self.weight_decay, minimum=0)
+        check_number("rho", self.rho, minimum=0)
+        check_number("init_scale", self.init_scale, minimum=0)
+        check_int("n_test", self.n_test, 1)
+        check_int("log_points", self.log_points, 1)
+        check_number("diverge_q", self.diverge_q, above=0)
+        check_choice("dtype", self.dtype, DTYPES)
+        return self
 
     @property
     def n_train(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_namespace, to_numpy
+from ..checks import check_int, check_number
 from ..integrate import Rule, point_rule, sinh_trapezoid_2d, sobol, trapezoid
 from . import _attention_kernels as kern
 from .attention_map import (
@@ -44,6 +45,26 @@ MIN_SCALE = 0.02  # floor of the sinh-map scale (skip -> 0)
 SHARED_MIN_VARIANCE = 0.2  # smallest first-layer variance integrated on the shared nodes
 SHARED_MIN_LAST_VARIANCE = 0.005  # smallest last-layer variance integrated on them
 SHARED_HYSTERESIS = 2.0  # a locked shared path holds until a variance is this far below
+
+
+def check_attention_parameters(depth, seq_len, skip, beta) -> None:
+    """``ValueError`` naming the parameter unless depth >= 1 and seq_len >= 2 are integers,
+    skip >= 0 and beta > 0 finite numbers (numpy scalars accepted, bools refused)."""
+    check_int("depth", depth, 1)
+    check_int("seq_len", seq_len, 2)
+    check_number("skip", skip, minimum=0)
+    check_number("beta", beta, above=0)
+
+
+def inner_rule_size(depth: int, seq_len: int, resolution: int = 0) -> tuple[int, int]:
+    """``(points, dimension)`` of :func:`default_inner_rule`, without building it."""
+    d = (depth - 1) * seq_len
+    n = GRID_NODES * 2**resolution + 1
+    if d == 0:
+        return 1, 0
+    if d <= 2:
+        return n**d, d
+    return 2 ** (12 + 2 * resolution), d
 
 
 def default_inner_rule(
@@ -89,14 +110,10 @@ class AttentionChannel(Channel):
         beta: float = 1.0,
         inner_rule: Rule | None = None,
     ):
-        if int(depth) != depth or depth < 1:
-            raise ValueError(f"depth must be an integer >= 1, got {depth}")
-        if int(seq_len) != seq_len or seq_len < 2:
-            raise ValueError(f"seq_len must be an integer >= 2 for attention, got {seq_len}")
-        if not np.isfinite(skip) or skip < 0:
-            raise ValueError(f"skip must be finite and >= 0, got {skip}")
-        if not np.isfinite(beta) or beta <= 0:
-            raise ValueError(f"beta must be finite and > 0, got {beta}")
+        check_attention_parameters(depth, seq_len, skip, beta)
+        if inner_rule is not None and not isinstance(inner_rule, Rule):
+            raise ValueError(f"inner_rule must be a Rule or None, got {inner_rule!r} "
+                             f"({type(inner_rule).__name__})")
         self.depth = int(depth)
         self.seq_len = int(seq_len)
         self.dim = self.depth

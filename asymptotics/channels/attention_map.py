@@ -13,12 +13,10 @@ Pre-activations are passed as ``Z`` with shape ``(..., L, depth * rank)``: colum
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..backend import namespace_of
+from ..checks import check_int, check_number
 
 
 @dataclass(frozen=True)
@@ -34,18 +32,11 @@ class Architecture:
     rank: int = 1
 
     def __post_init__(self):
-        for name, minimum in (("depth", 1), ("seq_len", 2), ("rank", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r} "
-                                 f"({type(v).__name__})")
-        for name, ok, what in (("skip", lambda v: v >= 0, ">= 0"),
-                               ("beta", lambda v: v > 0, "> 0")):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
-                    or not math.isfinite(v) or not ok(v):
-                raise ValueError(f"{name} must be a finite number {what}, got {v!r} "
-                                 f"({type(v).__name__})")
+        check_int("depth", self.depth, 1)
+        check_int("seq_len", self.seq_len, 2)
+        check_int("rank", self.rank, 1)
+        check_number("skip", self.skip, minimum=0)
+        check_number("beta", self.beta, above=0)
 
 
 def softmax_rows(scores, xp=None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr, ndtr
 
+from ..checks import check_int, check_number
 from .base import LOG_2PI, Channel, Posterior, check_variance, second_from_token_moments
 
 
@@ -36,8 +37,7 @@ class LinearChannel(Channel):
     noise_dim = 1
 
     def __init__(self, noise: float = 0.1):
-        if not np.isfinite(noise) or noise < 0:
-            raise ValueError(f"noise Δ must be finite and >= 0, got {noise}")
+        check_number("noise", noise, minimum=0)
         self.noise = float(noise)
 
     def forward(self, Z, noise=None):
@@ -132,6 +132,7 @@ class SignProductChannel(Channel):
     discrete_outputs = np.array([-1.0, 1.0])
 
     def __init__(self, nodes: int = 96):
+        check_int("nodes", nodes, 2)
         self.nodes = int(nodes)
 
     def perfect_recovery_psi_out(self):
@@ -196,6 +197,7 @@ class ProductChannel(Channel):
     sign_symmetric = True
 
     def __init__(self, nodes: int = 401):
+        check_int("nodes", nodes, 3)
         if nodes % 2 == 0:
             nodes += 1
         self.nodes = int(nodes)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .attention import AttentionChannel, default_inner_rule
+from ..checks import MAX_RESOLUTION, check_choice, check_int
+from .attention import AttentionChannel, check_attention_parameters, default_inner_rule
 from .attention_map import Architecture
 from .base import Channel
 from .closed_form import (
@@ -25,8 +26,20 @@ def make_channel(
     inner_resolution: int = 0,
 ) -> Channel:
     """The channel of ``model``; attention uses depth, seq_len, skip and beta, and
-    ``inner_resolution`` refines its default inner rule (each step doubles the nodes)."""
+    ``inner_resolution`` refines its default inner rule (each step doubles the nodes; at
+    most :data:`~asymptotics.checks.MAX_RESOLUTION`).
+
+    Every parameter the model uses is checked first (``ValueError`` naming it); for
+    attention the inner rule's memory as well (:func:`asymptotics.resources.check_memory`,
+    ``ResourceError``), before it is built.  Callers that want to refuse a whole task
+    first use :mod:`asymptotics.resources` with these keyword arguments."""
+    check_choice("model", model, MODELS)
     if model == "attention":
+        check_attention_parameters(depth, seq_len, skip, beta)
+        check_int("inner_resolution", inner_resolution, 0, MAX_RESOLUTION)
+        from ..resources import check_inner_rule
+
+        check_inner_rule(depth, seq_len, inner_resolution)
         rule = None
         if inner_resolution:
             rule = default_inner_rule(depth, seq_len, resolution=inner_resolution, skip=skip,
