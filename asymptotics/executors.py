@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import queue as queue_mod
 import re
+import signal
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -122,6 +123,7 @@ _WORKER_QUEUE = None
 def _worker_init(q, threads: int) -> None:
     global _WORKER_QUEUE
     _WORKER_QUEUE = q
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if threads > 0:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
@@ -205,8 +207,11 @@ class ProcessExecutor(Executor):
                 for fut in futures:
                     fut.cancel()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, kill: bool = False) -> None:
         if self._pool is not None:
+            if kill:  # interrupted: running tasks are not waited for
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    proc.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._queue is not None:
@@ -215,6 +220,9 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         self._shutdown()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._shutdown(kill=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
 
 
 # ----------------------------------------------------------------------------- dask

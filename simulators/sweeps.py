@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -62,9 +61,7 @@ def amp_task(params: dict) -> dict:
         if not params["summary_only"]:
             rows.append({**tag, **rec})
 
-    t0 = time.perf_counter()
     res = run_amp(ch, cfg, seed, callback=cb)
-    wall = time.perf_counter() - t0
     last = res.final
     if last.get("failed"):
         rows.append({**tag, **last})  # the failure record (not passed to cb)
@@ -73,7 +70,7 @@ def amp_task(params: dict) -> dict:
         tails[f"{key}_tail20_mean"], tails[f"{key}_tail20_std"] = res.tail(key)
     rows.append({"final": True, **tag, "status": res.status, "converged": res.converged,
                  "iterations": res.iterations, "psd_projections": res.psd_projections,
-                 "wall_s": wall, **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error",
+                 **{k: last.get(k) for k in ("M", "Q", "m", "q", "gen_error",
                                                             "delta", "g_rel_quad_error")},
                  **tails})
     result = {"seed": res.seed, "status": res.status, "converged": res.converged,
@@ -172,9 +169,7 @@ def train_task(params: dict) -> dict:
     rows, finals = [], []
     for nm, lr in params["optimizers"]:
         cfg = dataclasses.replace(base, alpha=a, optimizer=nm, lr=lr)
-        t0 = time.perf_counter()
         records, res = train_run(cfg, seed, xp, problem=prob)
-        wall = time.perf_counter() - t0
         tag = {"seed": seed, "optimizer": nm, "alpha": a, "lr": lr}
         if not params["summary_only"] or res["diverged"]:
             for r in records:
@@ -186,7 +181,7 @@ def train_task(params: dict) -> dict:
             last = records[-1]
             ms, qs = layer_overlaps(np.asarray(last["M"]), np.asarray(last["Q"]),
                                     base.arch.depth, base.arch.rank)
-            final = {**last, "m": ms, "q": qs, "wall_s": wall}
+            final = {**last, "m": ms, "q": qs}
         finals.append(final)
     return plain({"rows": rows, "finals": finals})
 

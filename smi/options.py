@@ -32,10 +32,40 @@ def fail(option: str, message: str, prog: str = "smi") -> UsageError:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors raised as :class:`UsageError` (one line, exit 2)."""
+    """argparse with errors raised as :class:`UsageError` (one line, exit 2) and no
+    abbreviated options (an option a user typed is the option a check names)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         raise UsageError(f"{self.prog}: error: {message}")
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The long options present on a command line (``--name`` or ``--name=value``)."""
+    return {tok.split("=", 1)[0] for tok in argv if tok.startswith("--")}
+
+
+def refuse_inapplicable(args, options, applies: bool, where: str, prog: str = "smi") -> None:
+    """A usage error for the first of ``options`` the user gave where it does not apply
+    (``where`` says where it does), e.g. ``--depth applies to --model attention only``."""
+    if applies:
+        return
+    for option in options:
+        if option in getattr(args, "given", ()):
+            raise fail(option, f"applies to {where} only", prog)
+
+
+@contextlib.contextmanager
+def refused_as(option: str, prog: str = "smi") -> Iterator[None]:
+    """Turn a library's ValueError (a setting out of range, a size beyond memory) raised
+    inside into a usage error naming ``option``."""
+    try:
+        yield
+    except ValueError as exc:
+        raise fail(option, str(exc).splitlines()[0], prog) from None
 
 
 # --------------------------------------------------------------------------- numbers

@@ -124,3 +124,11 @@ def test_training_rows_reject_bad_settings_before_work(kwargs, match):
     args = {"seeds": [0], **kwargs}
     with pytest.raises(ValueError, match=match):
         training_rows(cfg, **args)
+
+
+def test_simulation_rows_carry_no_timings():
+    """Identical runs give identical bytes: no wall-clock time goes into a row."""
+    cfg = amp.AMPConfig(alpha=1.5, max_iter=3, n_test=20)
+    rows = amp_rows(LinearChannel(0.1), cfg, [0], [30])
+    assert rows and not any("wall_s" in r for r in rows)
+    assert rows == amp_rows(LinearChannel(0.1), cfg, [0], [30])

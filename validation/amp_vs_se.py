@@ -20,7 +20,6 @@ weighted least squares (weights ``1/stderr²``): ``a`` should be 0 within its er
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -172,9 +171,7 @@ def iter_amp_rows_against_se(channel: Channel, config: AMPConfig, seeds, dims=No
     row (:func:`se_prediction`, the SE fixed point from the uninformed start) and with
     ``se_comparison`` (:func:`compare`) in each summary row; the last summary row holds
     ``finite_size_fit`` (:func:`finite_size_fits`) when there are several dimensions."""
-    t0 = time.perf_counter()
     se = se_prediction(channel, config.alpha, se_settings)
-    se["wall_s"] = time.perf_counter() - t0
     yield {"model": channel.name, "channel": channel.describe(), "alpha": config.alpha,
            "device": config.device, **se}
     per_dim, pending = [], None

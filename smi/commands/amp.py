@@ -18,10 +18,14 @@ writes its rows as JSON lines:
 
 from __future__ import annotations
 
+import dataclasses
+
 from asymptotics.channels.registry import MODELS, make_channel
 from asymptotics.executors import make_executor
+from asymptotics.resources import check_se
 from asymptotics.state_evolution import SESettings
 from simulators.amp import AMPConfig
+from simulators.resources import check_amp
 from simulators.sweeps import iter_amp_rows
 from validation.amp_vs_se import iter_amp_rows_against_se
 
@@ -34,6 +38,8 @@ from ..options import (
     integers,
     number,
     open_output,
+    refuse_inapplicable,
+    refused_as,
     simulation_values,
     write_rows,
 )
@@ -98,9 +104,19 @@ def parse(args) -> dict:
     v["tol"] = number(args.tol, "--tol", PROG, above=0)
     v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
     v["se_sobol_log2"] = integer(args.se_sobol_log2, "--se-sobol-log2", 4, PROG)
-    v["channel"] = make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
-                                skip=v["skip"], beta=v["beta"], noise=v["noise"],
-                                inner_resolution=v["inner_resolution"])
+    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta",
+                               "--inner-resolution"), args.model == "attention",
+                        "--model attention", PROG)
+    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear", PROG)
+    refuse_inapplicable(args, ("--se-sobol-log2",), args.compare_se, "--compare-se", PROG)
+    with refused_as("--inner-resolution", PROG):
+        v["channel"] = make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
+                                    skip=v["skip"], beta=v["beta"], noise=v["noise"],
+                                    inner_resolution=v["inner_resolution"])
+    if args.compare_se:
+        with refused_as("--se-sobol-log2", PROG):
+            v["se_settings"] = SESettings(sobol_log2=v["se_sobol_log2"])
+            check_se(v["channel"], v["se_settings"])
     return v
 
 
@@ -110,13 +126,14 @@ def run(args) -> int:
     cfg = AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
                     damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
                     n_test=v["n_test"], device=v["device"], psd_projection=args.psd_projection)
+    with refused_as("--dims" if args.dims is not None else "--dim", PROG):
+        check_amp(v["channel"], dataclasses.replace(cfg, dim=max(v["dims"])))
     seeds = v["seeds"]
     with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
         kw = dict(summary_only=args.summary_only, executor=executor)
         if args.compare_se:
-            se = SESettings(sobol_log2=v["se_sobol_log2"])
             rows = iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
-                                            se_settings=se, **kw)
+                                            se_settings=v["se_settings"], **kw)
         else:
             rows = iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
         write_rows(out, rows)

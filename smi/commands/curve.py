@@ -9,6 +9,7 @@ from asymptotics.channels.registry import MODELS, make_channel
 from asymptotics.curves import locate_transitions, sweep_settings
 from asymptotics.executors import make_executor
 from asymptotics.priors import make_prior
+from asymptotics.resources import check_se
 from asymptotics.state_evolution import SESettings
 from asymptotics.sweeps import OutputExistsError, ResumeError, check_writable
 
@@ -22,6 +23,8 @@ from ..options import (
     fail,
     integer,
     integers,
+    refuse_inapplicable,
+    refused_as,
     resume_refusal,
     values,
 )
@@ -88,9 +91,13 @@ def run(args) -> int:
                    "(pip install -e '.[gpu]')")
     if device == "gpu" and args.cpu_kernel != "numba":
         raise fail("--cpu-kernel", "applies to --device cpu only")
-    settings = SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
-                          seed=integer(args.seed, "--seed", 0), device=device,
-                          cpu_kernel=args.cpu_kernel)
+    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta"),
+                        args.model == "attention", "--model attention")
+    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear")
+    with refused_as("--sobol-log2"):
+        settings = SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
+                              seed=integer(args.seed, "--seed", 0), device=device,
+                              cpu_kernel=args.cpu_kernel)
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
     if args.resume and args.overwrite:
@@ -112,6 +119,8 @@ def run(args) -> int:
             make_channel(**spec)
         except ValueError as exc:
             raise UsageError(f"smi: error: {exc}") from None
+        with refused_as("--sobol-log2/--depth/--seq-len"):
+            check_se(spec, settings)
         specs.append(({k: g[k] for k in varying}, spec))
     prior = make_prior(args.prior)
     if args.transitions and args.branch != "both":

@@ -7,6 +7,7 @@ import time
 
 from asymptotics.channels.registry import MODELS
 from asymptotics.executors import make_executor
+from asymptotics.resources import check_threshold_job
 from asymptotics.results import make_header
 from asymptotics.staircase import StaircaseSettings
 from asymptotics.sweeps import Journal, OutputExistsError, ResumeError, check_writable
@@ -29,6 +30,8 @@ from ..options import (
     integer,
     integers,
     one_value,
+    refuse_inapplicable,
+    refused_as,
     resume_refusal,
     values,
 )
@@ -85,13 +88,18 @@ def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None
         raise fail("--noise", f"must be one value >= 0, got {args.noise!r}")
     if any(c < 0 for c in skips):
         raise fail("--skip", f"values must be >= 0, got {args.skip}")
-    settings = ThresholdSettings(
-        method=args.method, resolution=integer(args.resolution, "--resolution", 0),
-        mc_samples=integer(args.mc_samples, "--mc-samples", 64),
-        seed=integer(args.seed, "--seed", 0))
+    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta", "--staircase"),
+                        args.model == "attention", "--model attention")
+    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear")
+    refuse_inapplicable(args, ("--staircase-points",), args.staircase, "--staircase")
+    refuse_inapplicable(args, ("--mc-samples",), args.method != "quadrature",
+                        "--method auto or mc")
+    with refused_as("--resolution"):
+        settings = ThresholdSettings(
+            method=args.method, resolution=integer(args.resolution, "--resolution", 0),
+            mc_samples=integer(args.mc_samples, "--mc-samples", 64),
+            seed=integer(args.seed, "--seed", 0))
     stair_log2 = integer(args.staircase_points, "--staircase-points", 6)
-    if args.staircase and args.model != "attention":
-        raise fail("--staircase", "only defined for --model attention")
     alpha = None
     if args.alpha is not None:
         alpha = one_value(args.alpha, "--alpha", lambda a: a > 0, "> 0")
@@ -99,8 +107,13 @@ def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None
             and max(depths) * max(seq_lens) > 4):
         raise fail("--method", "quadrature needs depth·seq_len <= 4; use --method mc")
     jobs = threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0])
-    stair = StaircaseSettings(log2_points=stair_log2, seed=settings.seed) \
-        if args.staircase else None
+    stair = None
+    if args.staircase:
+        with refused_as("--staircase-points"):
+            stair = StaircaseSettings(log2_points=stair_log2, seed=settings.seed)
+    for job in jobs:  # every size of the grid, before any work
+        with refused_as("--depth/--seq-len/--resolution/--mc-samples/--staircase-points"):
+            check_threshold_job(job, settings, stair)
     return jobs, settings, stair, alpha
 
 

@@ -16,6 +16,7 @@ from asymptotics.channels.attention_map import Architecture
 from asymptotics.executors import make_executor
 from simulators.attention_training import TrainConfig
 from simulators.optimizers import parse_optimizer_name
+from simulators.resources import check_training
 from simulators.sweeps import default_lr, iter_training_rows
 
 from ..options import (
@@ -25,6 +26,7 @@ from ..options import (
     integer,
     number,
     open_output,
+    refused_as,
     simulation_values,
     values,
     write_rows,
@@ -86,6 +88,10 @@ def parse(args) -> dict:
             raise fail("--alphas", f"every alpha must be > 0, got {args.alphas!r}", PROG)
     else:
         v["alphas"] = [number(args.alpha, "--alpha", PROG, above=0)]
+    for a in v["alphas"]:
+        if round(a * v["dim"]) < 1:
+            option = "--alphas" if args.alphas is not None else "--alpha"
+            raise fail(option, f"alpha*D = {a * v['dim']:g} gives no training samples", PROG)
     names = [s.strip().lower() for s in str(args.optimizer).split(",") if s.strip()]
     if not names:
         raise fail("--optimizer", "empty", PROG)
@@ -137,6 +143,8 @@ def run(args) -> int:
         init_scale=v["init_scale"], n_test=v["n_test"], log_points=v["log_points"],
         diverge_q=v["diverge_q"], dtype=v["dtype"],
     )
+    with refused_as("--dim", PROG):
+        check_training(config, v["alphas"])
     seeds = v["seeds"]
     runs = list(zip(v["optimizers"], v["lrs"], strict=True))
     with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
