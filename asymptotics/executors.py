@@ -33,8 +33,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
-
 KINDS = ("serial", "process", "dask")
 ADDRESS_RE = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
@@ -125,6 +123,8 @@ def _worker_init(q, threads: int) -> None:
     _WORKER_QUEUE = q
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if threads > 0:
+        import numba  # in the workers only: the parent need not load it to run a pool
+
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 

@@ -19,6 +19,10 @@ _EXPORTS = {
     "make_optimizer": "optimizers", "OPTIMIZERS": "optimizers",
     "amp_rows": "sweeps", "iter_amp_rows": "sweeps", "training_rows": "sweeps",
     "iter_training_rows": "sweeps",
+    "default_lr": "sweeps",
+    "parse_optimizer_name": "optimizers",
+    "check_amp": "resources",
+    "check_training": "resources",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

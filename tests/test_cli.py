@@ -93,3 +93,18 @@ def test_curve_device_gpu_without_a_gpu_is_a_one_line_error(capsys):
     assert main(["curve", "--alphas", "0.5", "--device", "gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--device gpu" in err and len(err.splitlines()) == 1
+
+
+def test_help_and_usage_errors_load_no_numerics():
+    """``smi --help`` and a usage error answer without importing scipy, numba or the SE
+    (they took 4-12 s when the parser imported the libraries)."""
+    code = ("import sys; from smi.cli import main; rc = main(['curve', '--depth', '0']); "
+            "heavy = [m for m in ('scipy', 'numba', 'matplotlib', 'asymptotics.state_evolution')"
+            " if m in sys.modules]; print(rc, heavy)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.split("\n")[0] == "2 []", res.stdout + res.stderr
+    from asymptotics.state_evolution import SESettings
+    from smi.commands import amp
+
+    assert amp.SE_SOBOL_LOG2 == str(SESettings.sobol_log2)

@@ -94,7 +94,7 @@ def test_worker_killed_mid_sweep_still_completes_the_file(cluster, capsys, tmp_p
 
 
 def test_resume_computes_only_missing_points(tmp_path, capsys, monkeypatch):
-    import smi.commands.thresholds as cli
+    import asymptotics as cli  # the command calls asymptotics.threshold_task
 
     out = tmp_path / "grid.csv"
     args = GRID[:-1] + ["csv", "--workers", "1", "--output", str(out)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from asymptotics._lazy import lazy_exports
 
+PLOT_KINDS = ("overlaps", "errors", "phase-diagram", "dynamics")  # smi plot KIND
+
 _EXPORTS = {
     "run_validation": "report",
     "make_plot": "plots", "load_results": "plots", "PlotInputError": "plots",
@@ -17,5 +19,5 @@ _EXPORTS = {
     "iter_amp_rows_against_se": "amp_vs_se",
     "alpha_critical": "published",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["PLOT_KINDS", *_EXPORTS]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -48,9 +48,9 @@ import numpy as np
 
 from asymptotics.results import ResultFileError, read_rows, row_kind
 
-from . import style
+from . import PLOT_KINDS, style
 
-KINDS = ("overlaps", "errors", "phase-diagram", "dynamics")
+KINDS = PLOT_KINDS
 FILE_TYPES = ("curve", "amp", "train", "train-steps", "thresholds")
 
 

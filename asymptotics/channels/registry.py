@@ -13,8 +13,8 @@ from .closed_form import (
     SignChannel,
     SignProductChannel,
 )
+from .names import MODELS
 
-MODELS = ("attention", "linear", "phase-retrieval", "sign", "sign-product", "product")
 
 def make_channel(
     model: str = "attention",

@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from asymptotics.channels.registry import MODELS, make_channel
-from asymptotics.executors import make_executor
-from asymptotics.resources import check_se
-from asymptotics.state_evolution import SESettings
-from simulators.amp import AMPConfig
-from simulators.resources import check_amp
-from simulators.sweeps import iter_amp_rows
-from validation.amp_vs_se import iter_amp_rows_against_se
+import asymptotics as asy
+import simulators as sim
+import validation as val
+from asymptotics.channels.names import MODELS
 
 from ..options import (
     add_model_arguments,
@@ -50,6 +46,7 @@ DESCRIPTION = ("Run Bayes-optimal GAMP (THEORY §3) on data of dimension D label
                "planted teacher through the model's channel; log overlaps and the plug-in "
                "generalisation error per iteration (JSON lines).")
 PROG = "smi simulate amp"
+SE_SOBOL_LOG2 = "12"  # SESettings.sobol_log2, written out: --help must not load the SE
 
 
 def add_arguments(p) -> None:
@@ -72,8 +69,8 @@ def add_arguments(p) -> None:
            "iteration); without it a non-positive-definite I + A stops the run")
     a("--compare-se", action="store_true",
       help="run SE from the uninformed start at the same alpha and compare")
-    a("--se-sobol-log2", default=str(SESettings.sobol_log2),
-      help=f"SE outer Sobol' points 2^k (Monte Carlo SE) [{SESettings.sobol_log2}]")
+    a("--se-sobol-log2", default=SE_SOBOL_LOG2,
+      help=f"SE outer Sobol' points 2^k (Monte Carlo SE) [{SE_SOBOL_LOG2}]")
     add_simulation_arguments(p, "write only se, final and summary rows")
 
 
@@ -110,31 +107,32 @@ def parse(args) -> dict:
     refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear", PROG)
     refuse_inapplicable(args, ("--se-sobol-log2",), args.compare_se, "--compare-se", PROG)
     with refused_as("--inner-resolution", PROG):
-        v["channel"] = make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
+        v["channel"] = asy.make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
                                     skip=v["skip"], beta=v["beta"], noise=v["noise"],
                                     inner_resolution=v["inner_resolution"])
     if args.compare_se:
         with refused_as("--se-sobol-log2", PROG):
-            v["se_settings"] = SESettings(sobol_log2=v["se_sobol_log2"])
-            check_se(v["channel"], v["se_settings"])
+            v["se_settings"] = asy.SESettings(sobol_log2=v["se_sobol_log2"])
+            asy.check_se(v["channel"], v["se_settings"])
     return v
 
 
 def run(args) -> int:
     v = parse(args)
     opts = executor_options(args, len(v["seeds"]) * len(v["dims"]), PROG)
-    cfg = AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
+    cfg = sim.AMPConfig(dim=v["dims"][0], alpha=v["alpha"], max_iter=v["max_iter"],
                     damping=v["damping"], tol=v["tol"], init_scale=v["init_scale"],
                     n_test=v["n_test"], device=v["device"], psd_projection=args.psd_projection)
     with refused_as("--dims" if args.dims is not None else "--dim", PROG):
-        check_amp(v["channel"], dataclasses.replace(cfg, dim=max(v["dims"])))
+        sim.check_amp(v["channel"], dataclasses.replace(cfg, dim=max(v["dims"])))
     seeds = v["seeds"]
-    with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
+    with (asy.make_executor(**opts) as executor,
+          open_output(args.output, PROG, args.overwrite) as out):
         kw = dict(summary_only=args.summary_only, executor=executor)
         if args.compare_se:
-            rows = iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
+            rows = val.iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
                                             se_settings=v["se_settings"], **kw)
         else:
-            rows = iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
+            rows = sim.iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
         write_rows(out, rows)
     return 0

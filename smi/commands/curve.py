@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from asymptotics.backend import gpu_available
-from asymptotics.channels.registry import MODELS, make_channel
-from asymptotics.curves import locate_transitions, sweep_settings
-from asymptotics.executors import make_executor
-from asymptotics.priors import make_prior
-from asymptotics.resources import check_se
-from asymptotics.state_evolution import SESettings
-from asymptotics.sweeps import OutputExistsError, ResumeError, check_writable
+import asymptotics as asy
+from asymptotics.channels.names import MODELS
 
 from ..options import (
     UsageError,
@@ -86,7 +80,7 @@ def run(args) -> int:
         raise fail("--damping", "must be in (0, 1]")
     max_iter = integer(args.max_iter, "--max-iter", 1)
     device = "cpu" if args.device == "numba" else args.device
-    if device == "gpu" and not gpu_available():
+    if device == "gpu" and not asy.gpu_available():
         raise fail("--device gpu", "cupy with a CUDA device is not available "
                    "(pip install -e '.[gpu]')")
     if device == "gpu" and args.cpu_kernel != "numba":
@@ -95,7 +89,7 @@ def run(args) -> int:
                         args.model == "attention", "--model attention")
     refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear")
     with refused_as("--sobol-log2"):
-        settings = SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
+        settings = asy.SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
                               seed=integer(args.seed, "--seed", 0), device=device,
                               cpu_kernel=args.cpu_kernel)
     if args.resume and not args.output:
@@ -116,38 +110,39 @@ def run(args) -> int:
                     beta=beta[0], noise=noise[0])
         spec.update(g)
         try:
-            make_channel(**spec)
+            asy.make_channel(**spec)
         except ValueError as exc:
             raise UsageError(f"smi: error: {exc}") from None
         with refused_as("--sobol-log2/--depth/--seq-len"):
-            check_se(spec, settings)
+            asy.check_se(spec, settings)
         specs.append(({k: g[k] for k in varying}, spec))
-    prior = make_prior(args.prior)
+    prior = asy.make_prior(args.prior)
     if args.transitions and args.branch != "both":
         raise fail("--transitions", "needs --branch both")
     n_chains = len(specs) * (1 if args.branch == "amp" else 2)
     opts = executor_options(args, n_chains)
     if args.output:
-        why = check_writable(args.output)
+        why = asy.check_writable(args.output)
         if why is not None:
             raise fail("--output", f"cannot write {args.output!r}: {why}")
-    with make_executor(**opts) as ex:
+    with asy.make_executor(**opts) as ex:
         try:
-            rows = sweep_settings(specs, alphas, args.branch, settings=settings,
+            rows = asy.sweep_settings(specs, alphas, args.branch, settings=settings,
                                   damping=damping, tol=tol, max_iter=max_iter,
                                   output=args.output, resume=args.resume,
                                   progress=progress_bar(sys.stderr), prior=prior, executor=ex,
                                   overwrite=args.overwrite)
-        except ResumeError as exc:  # raised when the file is read, before any work
+        except asy.ResumeError as exc:  # raised when the file is read, before any work
             raise resume_refusal(exc) from None
-        except OutputExistsError:
+        except asy.OutputExistsError:
             raise exists_refusal(args.output) from None
     sys.stdout.write(format_curve(rows, args.format, varying))
     if args.transitions:
         for tag, spec in specs:
             mine = [r for r in rows if all(r.get(k) == v for k, v in tag.items())]
             label = "".join(f"{k}={v} " for k, v in tag.items())
-            for t in locate_transitions(make_channel(**spec), mine, prior, settings=settings):
+            channel = asy.make_channel(**spec)
+            for t in asy.locate_transitions(channel, mine, prior, settings=settings):
                 flag = "" if t.reliable else "  (free entropies equal within their error)"
                 print(f"{label}{t.kind}: alpha = {t.alpha:.5f} ± {t.error:.1e}  "
                       f"(bracket {t.bracket[0]:.5f}..{t.bracket[1]:.5f}){flag}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from validation.plots import KINDS, PlotInputError, make_plot
+import validation as val
+from validation import PLOT_KINDS
 
 from ..options import UsageError, fail, values
 
@@ -15,7 +16,7 @@ DESCRIPTION = ("Figures from result files of smi curve, smi thresholds, smi simu
 
 
 def add_arguments(p) -> None:
-    p.add_argument("kind", choices=list(KINDS))
+    p.add_argument("kind", choices=list(PLOT_KINDS))
     p.add_argument("results", nargs="+", help="result files (JSON, JSON lines or CSV)")
     p.add_argument("--output", required=True, help="figure file, .pdf or .png")
     p.add_argument("--width", default="single", choices=["single", "double"],
@@ -33,8 +34,8 @@ def run(args) -> int:
             raise fail("--skip", "one value")
         skip = vals[0]
     try:
-        make_plot(args.kind, args.results, args.output, args.width, skip)
-    except PlotInputError as exc:
+        val.make_plot(args.kind, args.results, args.output, args.width, skip)
+    except val.PlotInputError as exc:
         raise UsageError(f"smi plot: error: {exc}") from None
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

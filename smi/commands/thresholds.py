@@ -5,20 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from asymptotics.channels.registry import MODELS
-from asymptotics.executors import make_executor
-from asymptotics.resources import check_threshold_job
-from asymptotics.results import make_header
-from asymptotics.staircase import StaircaseSettings
-from asymptotics.sweeps import Journal, OutputExistsError, ResumeError, check_writable
-from asymptotics.tables import (
-    table_settings,
-    threshold_jobs,
-    threshold_task,
-    threshold_task_key,
-    threshold_tasks,
-)
-from asymptotics.thresholds import ThresholdSettings
+import asymptotics as asy
+from asymptotics.channels.names import MODELS
 
 from ..options import (
     add_executor_arguments,
@@ -75,8 +63,9 @@ def add_arguments(p) -> None:
     add_executor_arguments(p)
 
 
-def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None, float | None]:
-    """Validate every option and list the settings to compute, before any work."""
+def parse(args) -> tuple:
+    """Validate every option and list the settings to compute, before any work: the jobs,
+    the threshold and staircase settings, and the α of ``--alpha``."""
     depths = integers(args.depth, "--depth", 1)
     seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
     betas = values(args.beta, "--beta")
@@ -95,7 +84,7 @@ def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None
     refuse_inapplicable(args, ("--mc-samples",), args.method != "quadrature",
                         "--method auto or mc")
     with refused_as("--resolution"):
-        settings = ThresholdSettings(
+        settings = asy.ThresholdSettings(
             method=args.method, resolution=integer(args.resolution, "--resolution", 0),
             mc_samples=integer(args.mc_samples, "--mc-samples", 64),
             seed=integer(args.seed, "--seed", 0))
@@ -106,38 +95,38 @@ def parse(args) -> tuple[list[dict], ThresholdSettings, StaircaseSettings | None
     if (args.model == "attention" and args.method == "quadrature"
             and max(depths) * max(seq_lens) > 4):
         raise fail("--method", "quadrature needs depth·seq_len <= 4; use --method mc")
-    jobs = threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0])
+    jobs = asy.threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0])
     stair = None
     if args.staircase:
         with refused_as("--staircase-points"):
-            stair = StaircaseSettings(log2_points=stair_log2, seed=settings.seed)
+            stair = asy.StaircaseSettings(log2_points=stair_log2, seed=settings.seed)
     for job in jobs:  # every size of the grid, before any work
         with refused_as("--depth/--seq-len/--resolution/--mc-samples/--staircase-points"):
-            check_threshold_job(job, settings, stair)
+            asy.check_threshold_job(job, settings, stair)
     return jobs, settings, stair, alpha
 
 
 def run(args) -> int:
     jobs, settings, stair, alpha = parse(args)
-    tasks = threshold_tasks(jobs, settings, stair, alpha)
+    tasks = asy.threshold_tasks(jobs, settings, stair, alpha)
     opts = executor_options(args, len(tasks))
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
-    header = make_header("thresholds", table_settings(jobs, settings, stair, alpha))
-    with make_executor(**opts) as ex:  # a cluster is connected to before any file is touched
-        journal = open_journal(args, threshold_task_key, header)
+    header = asy.make_header("thresholds", asy.table_settings(jobs, settings, stair, alpha))
+    with asy.make_executor(**opts) as ex:  # a cluster is connected to before any file is touched
+        journal = open_journal(args, asy.threshold_task_key, header)
         results = journal.by_task() if journal is not None else {}
         todo = [t for t in tasks if t.key not in results]
         progress = task_progress(sys.stderr)
         job_of = {t.key: t.params["job"] for t in tasks}
         t0 = time.perf_counter()
-        for key, rows in ex.map_unordered(threshold_task, todo) if todo else ():
+        for key, rows in ex.map_unordered(asy.threshold_task, todo) if todo else ():
             results[key] = rows
             if journal is not None:
                 journal.append(rows)
             done = sum(t.key in results for t in tasks)
             progress(done, len(tasks), job_of[key], time.perf_counter() - t0)
-    rows = [dict(r) for job in jobs for r in results[threshold_task_key(job)]]
+    rows = [dict(r) for job in jobs for r in results[asy.threshold_task_key(job)]]
     text = format_thresholds(rows, args.format, header if journal is not None else None)
     if journal is not None:
         journal.finish(text)
@@ -146,7 +135,7 @@ def run(args) -> int:
     return 0
 
 
-def open_journal(args, task_of, header: dict) -> Journal | None:
+def open_journal(args, task_of, header: dict) -> asy.Journal | None:
     """The ``--output`` journal (read back with ``--resume``), or None without --output."""
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
@@ -154,12 +143,12 @@ def open_journal(args, task_of, header: dict) -> Journal | None:
         raise fail("--overwrite", "contradicts --resume")
     if not args.output:
         return None
-    why = check_writable(args.output)
+    why = asy.check_writable(args.output)
     if why is not None:
         raise fail("--output", f"cannot write {args.output!r}: {why}")
     try:
-        return Journal(args.output, args.resume, task_of, True, header, args.overwrite)
-    except OutputExistsError:
+        return asy.Journal(args.output, args.resume, task_of, True, header, args.overwrite)
+    except asy.OutputExistsError:
         raise exists_refusal(args.output) from None
-    except ResumeError as exc:
+    except asy.ResumeError as exc:
         raise resume_refusal(exc) from None

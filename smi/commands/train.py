@@ -12,12 +12,8 @@ diverge of the final train/test loss and per-layer cosine, |m_k| and q_k, plus t
 
 from __future__ import annotations
 
-from asymptotics.channels.attention_map import Architecture
-from asymptotics.executors import make_executor
-from simulators.attention_training import TrainConfig
-from simulators.optimizers import parse_optimizer_name
-from simulators.resources import check_training
-from simulators.sweeps import default_lr, iter_training_rows
+import asymptotics as asy
+import simulators as sim
 
 from ..options import (
     add_simulation_arguments,
@@ -79,7 +75,7 @@ def parse(args) -> dict:
     v["dim"] = integer(args.dim, "--dim", 2, PROG)
     skip = number(args.skip, "--skip", PROG, minimum=0)
     beta = number(args.beta, "--beta", PROG, above=0)
-    v["arch"] = Architecture(integer(args.depth, "--depth", 1, PROG),
+    v["arch"] = asy.Architecture(integer(args.depth, "--depth", 1, PROG),
                              integer(args.seq_len, "--seq-len", 2, PROG), skip, beta,
                              integer(args.rank, "--rank", 1, PROG))
     if args.alphas is not None:
@@ -97,12 +93,12 @@ def parse(args) -> dict:
         raise fail("--optimizer", "empty", PROG)
     for nm in names:
         try:
-            parse_optimizer_name(nm)
+            sim.parse_optimizer_name(nm)
         except ValueError as exc:
             raise fail("--optimizer", str(exc), PROG) from None
     v["optimizers"] = names
     if args.lr is None:
-        lrs = [default_lr(nm, v["dim"]) for nm in names]
+        lrs = [sim.default_lr(nm, v["dim"]) for nm in names]
     else:
         lrs = [number(s, "--lr", PROG, above=0) for s in str(args.lr).split(",")]
         if len(lrs) == 1:
@@ -137,18 +133,19 @@ def parse(args) -> dict:
 def run(args) -> int:
     v = parse(args)
     opts = executor_options(args, len(v["seeds"]) * len(v["alphas"]), PROG)
-    config = TrainConfig(
+    config = sim.TrainConfig(
         arch=v["arch"], dim=v["dim"], steps=v["steps"], batch=v["batch"],
         momentum=v["momentum"], weight_decay=v["weight_decay"], rho=v["rho"],
         init_scale=v["init_scale"], n_test=v["n_test"], log_points=v["log_points"],
         diverge_q=v["diverge_q"], dtype=v["dtype"],
     )
     with refused_as("--dim", PROG):
-        check_training(config, v["alphas"])
+        sim.check_training(config, v["alphas"])
     seeds = v["seeds"]
     runs = list(zip(v["optimizers"], v["lrs"], strict=True))
-    with make_executor(**opts) as executor, open_output(args.output, PROG, args.overwrite) as out:
-        write_rows(out, iter_training_rows(config, seeds, v["alphas"], runs,
+    with (asy.make_executor(**opts) as executor,
+          open_output(args.output, PROG, args.overwrite) as out):
+        write_rows(out, sim.iter_training_rows(config, seeds, v["alphas"], runs,
                                            device=v["device"], summary_only=args.summary_only,
                                            executor=executor))
     return 0

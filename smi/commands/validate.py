@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from validation.report import run_validation
+import validation as val
 
 from ..options import UsageError
 
@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     try:
-        summary = run_validation(args.budget, args.output, stream=sys.stderr)
+        summary = val.run_validation(args.budget, args.output, stream=sys.stderr)
     except OSError as exc:
         raise UsageError(f"smi validate: error: --output: {exc}") from None
     print(f"{summary['passed']} PASS, {summary['failed']} FAIL "
