@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smi: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: {_saved(args)}", file=sys.stderr)
+        end_of_bar = "\n" if sys.stderr.isatty() else ""  # after a progress bar's frame
+        print(f"{end_of_bar}interrupted: {_saved(args)}", file=sys.stderr)
         return 130
     except OSError as exc:  # a write that failed during the work (a full disk, ...)
         where = f" {exc.filename}" if exc.filename else ""

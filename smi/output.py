@@ -91,9 +91,12 @@ def task_progress(stream=sys.stderr) -> Callable[[int, int, dict, float], None]:
 
 
 def progress_bar(stream=sys.stderr) -> Callable[[int, int, float], None]:
-    """A one-line progress display with the estimated remaining time."""
+    """A one-line progress display with the estimated remaining time, on a terminal only
+    (its carriage-return frames would litter a batch job's log)."""
 
     def show(done: int, total: int, elapsed: float) -> None:
+        if not stream.isatty():
+            return
         frac = done / total
         eta = elapsed / frac - elapsed if frac > 0 else float("nan")
         bar = "#" * int(30 * frac)
