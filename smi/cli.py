@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         args.given = given_options(argv)
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(str(exc).splitlines()[0], file=sys.stderr)
+        line = str(exc).splitlines()[0]
+        if args is not None and line.startswith("smi: error:"):  # name the subcommand
+            line = f"smi {args.command}: error:" + line[len("smi: error:"):]
+        print(line, file=sys.stderr)
         return 2
     except (ExecutorError, BackendError) as exc:  # settings refused before any work
         print(f"smi: error: {str(exc).splitlines()[0]}", file=sys.stderr)

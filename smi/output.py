@@ -12,13 +12,13 @@ from asymptotics.results import CURVE_KEYS, threshold_columns, to_csv, to_json
 
 def format_thresholds(rows: list[dict], fmt: str, header: dict | None = None) -> str:
     """A threshold table as ``table``, ``csv`` or ``json`` (columns of
-    :func:`asymptotics.results.threshold_columns`, then ``status`` in csv and json); the
-    file header, when given, heads the csv."""
-    keys = threshold_columns(rows)
+    :func:`asymptotics.results.threshold_columns`, then ``status``); the file header,
+    when given, heads the csv."""
+    keys = threshold_columns(rows) + ["status"]
     if fmt == "json":
-        return to_json(rows, keys + ["status"])
+        return to_json(rows, keys)
     if fmt == "csv":
-        return to_csv(rows, keys + ["status"], header)
+        return to_csv(rows, keys, header)
     lines = []
     for r in rows:
         cells = []
