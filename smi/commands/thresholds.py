@@ -38,9 +38,9 @@ def add_arguments(p) -> None:
     add_model_arguments(p, MODELS, skip=DEFAULT_SKIPS)
     p.add_argument("--method", default="auto", choices=["auto", "quadrature", "mc"])
     p.add_argument("--resolution", default="1",
-                   help="grid refinement level (each level doubles nodes per axis; default 1, where "
-                   "the library's ThresholdSettings default is 0: the table shows the finer "
-                   "level, whose α_c differ from level 0's by < 1e-8)")
+                   help="grid refinement level (each level doubles nodes per axis; default 1, "
+                   "where the library's ThresholdSettings default is 0: the table shows the "
+                   "finer level, whose α_c differ from level 0's by < 1e-8)")
     p.add_argument("--mc-samples", default=str(2**15), help="outer Monte Carlo samples")
     p.add_argument("--seed", default="0", help="seed of every Monte Carlo rule")
     p.add_argument(
