@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -45,6 +45,23 @@ def _executor(executor: Executor | None):
     if executor is None:
         return SerialExecutor()
     return contextlib.nullcontext(executor)
+
+
+def task_outputs(ex: Executor, fn, tasks: list[Task], done: dict | None = None,
+                 record: Callable[[str, dict], None] | None = None):
+    """``(task, fn(task.params))`` in task order; the outputs of tasks in ``done`` (key ->
+    output, from a journal) are taken from there, each new one is passed to ``record``
+    as it arrives (to journal it), so an interrupted sweep resumes where it stopped."""
+    done = done or {}
+    stream = run_ordered(ex, fn, [t for t in tasks if t.key not in done])
+    for task in tasks:
+        if task.key in done:
+            yield task, done[task.key]
+            continue
+        _, out = next(stream)
+        if record is not None:
+            record(task.key, out)
+        yield task, out
 
 
 # ---------------------------------------------------------------------------------- AMP
@@ -80,8 +97,11 @@ def amp_task(params: dict) -> dict:
 
 def iter_amp_rows(channel: Channel, config: AMPConfig, seeds: Sequence[int],
                   dims: Sequence[int] | None = None, *, summary_only: bool = False,
-                  executor: Executor | None = None) -> Iterator[dict]:
+                  executor: Executor | None = None, done: dict | None = None,
+                  record: Callable[[str, dict], None] | None = None) -> Iterator[dict]:
     """GAMP (:func:`simulators.amp.run_amp`) on the data of every (dimension, seed).
+
+    ``done`` and ``record`` resume a sweep: see :func:`task_outputs`.
 
     ``config`` holds every setting but the dimension; ``dims`` defaults to
     ``[config.dim]``.  Rows, in order: per dimension, per seed its iteration rows (unless
@@ -102,7 +122,7 @@ def iter_amp_rows(channel: Channel, config: AMPConfig, seeds: Sequence[int],
              for dim in dims for seed in seeds]
     pending = None
     with _executor(executor) as ex:
-        stream = run_ordered(ex, amp_task, tasks)
+        stream = task_outputs(ex, amp_task, tasks, done, record)
         for dim in dims:
             cfg = configs[dim]
             results = []
@@ -213,9 +233,11 @@ def iter_training_rows(config: TrainConfig, seeds: Sequence[int],
                        alphas: Sequence[float] | None = None,
                        optimizers: Sequence[tuple[str, float]] | None = None, *,
                        device: str = "cpu", summary_only: bool = False,
-                       executor: Executor | None = None) -> Iterator[dict]:
+                       executor: Executor | None = None, done: dict | None = None,
+                       record: Callable[[str, dict], None] | None = None) -> Iterator[dict]:
     """Train the network of ``config.arch`` for every (seed, α, optimizer).
 
+    ``done`` and ``record`` resume a sweep: see :func:`task_outputs`.
     ``config`` holds every setting but the swept ones: ``alphas`` (default
     ``[config.alpha]``) and ``optimizers``, ``(name, lr)`` pairs (default
     ``[(config.optimizer, config.lr)]``).  Rows, in order: per (seed, α) and optimizer its
@@ -249,7 +271,7 @@ def iter_training_rows(config: TrainConfig, seeds: Sequence[int],
     finals: dict[tuple[int, float], list] = {(i, a): [] for i in range(len(runs))
                                              for a in alphas}
     with _executor(executor) as ex:
-        for task, res in run_ordered(ex, train_task, tasks):
+        for task, res in task_outputs(ex, train_task, tasks, done, record):
             yield from res["rows"]
             for i, final in enumerate(res["finals"]):
                 if final is not None:

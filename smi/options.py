@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
+import asymptotics as asy
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, check_options, default_workers
 from asymptotics.results import json_line
@@ -204,6 +204,9 @@ def add_simulation_arguments(p: argparse.ArgumentParser, summary_help: str) -> N
     a("--device", default="cpu", help="cpu or gpu (needs cupy) [cpu]")
     a("--output", default="-", help="output file for JSON lines ('-': stdout) [-]")
     a("--summary-only", action="store_true", help=summary_help)
+    a("--resume", action="store_true",
+      help="continue an interrupted run from --output: seeds already done are read back, "
+      "the rest computed (refused if the file was made with other settings)")
     add_overwrite_argument(p)
     add_executor_arguments(p)
 
@@ -299,21 +302,37 @@ def check_device(device: str, prog: str = "smi") -> str:
     return device
 
 
-@contextlib.contextmanager
-def open_output(path: str, prog: str = "smi", overwrite: bool = False) -> Iterator[TextIO]:
-    """The ``--output`` stream: stdout for ``-``, else the file, opened before any work
-    (an existing non-empty file only with ``overwrite``)."""
-    if path == "-":
-        yield sys.stdout
+def run_simulation(args, prog: str, kind: str, settings: dict, rows_of) -> None:
+    """Write the rows of a simulation to ``--output``.
+
+    ``rows_of(done, record)`` iterates the rows (:func:`simulators.sweeps.task_outputs`).
+    To stdout the rows stream as they come.  To a file, the file is a journal while the
+    run goes on: the settings record, then one record per finished task (seed), so that
+    ``--resume`` continues an interrupted run; when done it is replaced by the record and
+    the rows, in order.
+    """
+    if args.resume and args.output == "-":
+        raise fail("--resume", "needs --output FILE", prog)
+    if args.resume and args.overwrite:
+        raise fail("--overwrite", "contradicts --resume", prog)
+    if args.output == "-":
+        write_rows(sys.stdout, rows_of(None, None))
         return
-    if not overwrite and os.path.exists(path) and os.path.getsize(path):
-        raise exists_refusal(path, prog)
+    why = asy.check_writable(args.output)
+    if why is not None:
+        raise fail("--output", f"cannot write {args.output!r}: {why}", prog)
     try:
-        fh = open(path, "w", encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise fail("--output", f"cannot write {path!r}: {exc.strerror or exc}", prog) from None
-    with fh:
-        yield fh
+        journal = asy.Journal(args.output, args.resume, lambda r: str(r.get("task")), True,
+                              asy.make_header(kind, settings), args.overwrite)
+    except asy.OutputExistsError:
+        raise exists_refusal(args.output, prog) from None
+    except asy.ResumeError as exc:
+        raise resume_refusal(exc, prog) from None
+    if journal.rows and not any("task" in r for r in journal.rows):
+        return  # a finished file of the same settings: nothing to compute
+    done = {r["task"]: r["output"] for r in journal.rows if "task" in r}
+    rows = list(rows_of(done, lambda key, out: journal.append([{"task": key, "output": out}])))
+    journal.finish_rows(rows)
 
 
 def write_rows(out: TextIO, rows: Iterable[dict]) -> None:

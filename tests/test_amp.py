@@ -1,6 +1,5 @@
 """Bayes-GAMP: closed-form SE, weak recovery, attention layers, back-ends, CLI contract."""
 
-import json
 import math
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.channels.registry import make_channel
+from asymptotics.results import read_result_file
 from asymptotics.state_evolution import linear_channel_fixed_point
 from simulators.amp import AMPConfig, make_problem, run_amp, summarise
 from smi.cli import main as smi_main
@@ -219,7 +219,7 @@ def test_cli_schema(tmp_path):
     rc = main(["--model", "linear", "--alpha", "2", "--dims", "60,120", "--seeds", "3",
                "--max-iter", "30", "--compare-se", "--output", str(out)])
     assert rc == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_result_file(out).rows
     assert rows[0]["se"] and rows[0]["q"][0] == pytest.approx(
         linear_channel_fixed_point(2.0, 0.1), abs=1e-6)
     iters = [r for r in rows if "iteration" in r and not r.get("final")]
@@ -246,7 +246,7 @@ def test_cli_attention_sign_gauge(tmp_path):
     out = tmp_path / "a.jsonl"
     assert main(["--alpha", "1.0", "--dim", "30", "--seeds", "1", "--max-iter", "3",
                  "--n-test", "50", "--output", str(out)]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_result_file(out).rows
     for r in rows:
         if "iteration" in r and not r.get("final"):
             M = np.asarray(r["M"])

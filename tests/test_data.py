@@ -10,6 +10,7 @@ from asymptotics.channels.attention import AttentionChannel
 from asymptotics.channels.attention_map import Architecture, fibre_from_output
 from asymptotics.channels.closed_form import LinearChannel
 from asymptotics.executors import ProcessExecutor
+from asymptotics.results import read_result_file
 from simulators import amp, attention_training
 from simulators.data import seed_streams, teacher_data
 from simulators.sweeps import amp_rows, default_lr, training_rows
@@ -81,7 +82,7 @@ def test_training_rows_match_the_cli_and_any_executor(tmp_path):
     assert main(["--dim", "20", "--steps", "6", "--n-test", "10", "--log-points", "3",
                  "--seeds", "2", "--alphas", "1,2", "--optimizer", "gd,adam", "--lr",
                  "10,0.01", "--workers", "1", "--output", str(out)]) == 0
-    cli = [json.loads(line) for line in out.read_text().splitlines()]
+    cli = read_result_file(out).rows
     assert strip(cli) == strip(json.loads(json.dumps(serial)))
     summ = [r for r in serial if r.get("summary")]
     assert [(r["optimizer"], r["alpha"]) for r in summ] == [
@@ -102,7 +103,7 @@ def test_amp_rows_match_the_cli(tmp_path):
     assert main(["--model", "linear", "--alpha", "1.5", "--dims", "30,40", "--seeds", "2",
                  "--max-iter", "4", "--n-test", "20", "--summary-only", "--workers", "1",
                  "--output", str(out)]) == 0
-    cli = [json.loads(line) for line in out.read_text().splitlines()]
+    cli = read_result_file(out).rows
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]

@@ -1,4 +1,5 @@
-"""Fault injection: runs killed (SIGKILL, SIGINT) at a random row, a cut last line, a
+"""Fault injection, for every command that writes a result file (thresholds, curve,
+simulate amp, simulate train): runs killed (SIGKILL, SIGINT) at a seeded row, a cut last line, a
 resume with other settings, a rerun over an existing file, a full disk.  Nothing written
 before the fault is lost, a resume with the same settings gives the bytes of an
 uninterrupted run, and every refusal or failure is one line."""
@@ -23,8 +24,14 @@ THRESHOLDS = ["thresholds", "--skip", "0.5:3:0.5", "--method", "mc", "--mc-sampl
               "--resolution", "0", "--format", "csv", "--workers", "1"]
 CURVE = ["curve", "--alphas", "0.2:0.7:0.1", "--branch", "amp", "--sobol-log2", "7",
          "--tol", "1e-5", "--workers", "1"]
+AMP = ["simulate", "amp", "--model", "linear", "--dim", "600", "--seeds", "6", "--max-iter",
+       "60", "--tol", "1e-12", "--n-test", "50", "--summary-only", "--workers", "1"]
+TRAIN = ["simulate", "train", "--dim", "100", "--alpha", "4", "--steps", "400", "--seeds", "6",
+         "--n-test", "50", "--log-points", "4", "--workers", "1"]
 COMMANDS = {"thresholds": (THRESHOLDS, "--mc-samples", "8192"),
-            "curve": (CURVE, "--sobol-log2", "8")}
+            "curve": (CURVE, "--sobol-log2", "8"),
+            "amp": (AMP, "--max-iter", "61"),
+            "train": (TRAIN, "--steps", "401")}
 
 
 def _smi(args, **kw):

@@ -1,6 +1,5 @@
 """Training simulator: hand-written backward pass, learning, determinism, CLI contract."""
 
-import json
 import math
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.channels.attention_map import Architecture
+from asymptotics.results import read_result_file
 from simulators.attention_training import (
     AttentionModel,
     AttentionOracle,
@@ -169,7 +169,7 @@ def test_divergence_is_reported():
 def _run_cli(tmp_path, *argv):
     out = tmp_path / "out.jsonl"
     rc = main([*argv, "--output", str(out)])
-    rows = [json.loads(s) for s in out.read_text().splitlines()] if out.exists() else None
+    rows = read_result_file(out).rows if out.exists() else None
     return rc, rows
 
 
@@ -302,5 +302,5 @@ def test_add_train_parser_registers_subcommand(tmp_path):
                               "--seeds", "1", "--n-test", "10", "--output", str(out)])
     assert args.func is train.run
     assert args.func(args) == 0
-    rows = [json.loads(s) for s in out.read_text().splitlines()]
+    rows = read_result_file(out).rows
     assert rows[-1]["summary"] and rows[0]["step"] == 0 and rows[-2]["step"] == 3

@@ -166,17 +166,18 @@ def finite_size_fits(per_dim: list[tuple[int, dict]], se: dict) -> dict:
 
 def iter_amp_rows_against_se(channel: Channel, config: AMPConfig, seeds, dims=None, *,
                              se_settings: SESettings | None = None, summary_only: bool = False,
-                             executor: Executor | None = None) -> Iterator[dict]:
+                             executor: Executor | None = None, **resume) -> Iterator[dict]:
     """The rows of :func:`simulators.sweeps.iter_amp_rows`, preceded by one ``"se": true``
     row (:func:`se_prediction`, the SE fixed point from the uninformed start) and with
     ``se_comparison`` (:func:`compare`) in each summary row; the last summary row holds
-    ``finite_size_fit`` (:func:`finite_size_fits`) when there are several dimensions."""
+    ``finite_size_fit`` (:func:`finite_size_fits`) when there are several dimensions.
+    ``resume``: ``done`` and ``record`` of :func:`simulators.sweeps.task_outputs`."""
     se = se_prediction(channel, config.alpha, se_settings)
     yield {"model": channel.name, "channel": channel.describe(), "alpha": config.alpha,
            "device": config.device, **se}
     per_dim, pending = [], None
     for row in iter_amp_rows(channel, config, seeds, dims, summary_only=summary_only,
-                             executor=executor):
+                             executor=executor, **resume):
         if row.get("summary") is True and row["m_mean"] is not None:
             row["se_comparison"] = compare(row, se, row["dim"])
             per_dim.append((row["dim"], row))

@@ -33,11 +33,10 @@ from ..options import (
     integer,
     integers,
     number,
-    open_output,
     refuse_inapplicable,
     refused_as,
+    run_simulation,
     simulation_values,
-    write_rows,
 )
 
 NAME = "amp"
@@ -126,13 +125,18 @@ def run(args) -> int:
     with refused_as("--dims" if args.dims is not None else "--dim", PROG):
         sim.check_amp(v["channel"], dataclasses.replace(cfg, dim=max(v["dims"])))
     seeds = v["seeds"]
-    with (asy.make_executor(**opts) as executor,
-          open_output(args.output, PROG, args.overwrite) as out):
-        kw = dict(summary_only=args.summary_only, executor=executor)
-        if args.compare_se:
-            rows = val.iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
-                                            se_settings=v["se_settings"], **kw)
-        else:
-            rows = sim.iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
-        write_rows(out, rows)
+    settings = {"model": args.model, "channel": v["channel"].describe(),
+                **{k: x for k, x in v.items() if k not in ("channel", "se_settings")},
+                "psd_projection": args.psd_projection, "compare_se": args.compare_se,
+                "summary_only": args.summary_only}
+    with asy.make_executor(**opts) as executor:
+        def rows_of(done, record):
+            kw = dict(summary_only=args.summary_only, executor=executor, done=done,
+                      record=record)
+            if args.compare_se:
+                return val.iter_amp_rows_against_se(v["channel"], cfg, seeds, v["dims"],
+                                                    se_settings=v["se_settings"], **kw)
+            return sim.iter_amp_rows(v["channel"], cfg, seeds, v["dims"], **kw)
+
+        run_simulation(args, PROG, "amp", settings, rows_of)
     return 0

@@ -12,6 +12,8 @@ diverge of the final train/test loss and per-layer cosine, |m_k| and q_k, plus t
 
 from __future__ import annotations
 
+import dataclasses
+
 import asymptotics as asy
 import simulators as sim
 
@@ -21,11 +23,10 @@ from ..options import (
     fail,
     integer,
     number,
-    open_output,
     refused_as,
+    run_simulation,
     simulation_values,
     values,
-    write_rows,
 )
 
 NAME = "train"
@@ -141,11 +142,14 @@ def run(args) -> int:
     )
     with refused_as("--dim", PROG):
         sim.check_training(config, v["alphas"])
-    seeds = v["seeds"]
     runs = list(zip(v["optimizers"], v["lrs"], strict=True))
-    with (asy.make_executor(**opts) as executor,
-          open_output(args.output, PROG, args.overwrite) as out):
-        write_rows(out, sim.iter_training_rows(config, seeds, v["alphas"], runs,
-                                           device=v["device"], summary_only=args.summary_only,
-                                           executor=executor))
+    settings = {**{k: x for k, x in v.items() if k != "arch"}, **dataclasses.asdict(v["arch"]),
+                "summary_only": args.summary_only}
+    with asy.make_executor(**opts) as executor:
+        def rows_of(done, record):
+            return sim.iter_training_rows(config, v["seeds"], v["alphas"], runs,
+                                          device=v["device"], summary_only=args.summary_only,
+                                          executor=executor, done=done, record=record)
+
+        run_simulation(args, PROG, "train", settings, rows_of)
     return 0
