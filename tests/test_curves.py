@@ -71,6 +71,29 @@ def test_bayes_branch_never_has_lower_free_entropy():
             assert b["free_entropy"] >= pair[other]["free_entropy"] - tol
 
 
+def test_bayes_choice_switches_where_the_free_entropies_cross():
+    """Rademacher sign perceptron: the informed branch is perfect recovery, whose free
+    entropy is known independently, -log 2 (the prior's entropy; ψ_out = 0 for a noiseless
+    sign).  The AMP branch's Φ crosses it at α_IT ≈ 1.245 (Györgyi 1990): the Bayes row is
+    the AMP branch at 1.2 and the informed one at 1.3, below the AMP spinodal 1.493."""
+    import math
+
+    from asymptotics.channels.closed_form import SignChannel
+    from asymptotics.priors import RademacherPrior
+
+    rows = sweep(SignChannel(), [1.2, 1.3], "both", prior=RademacherPrior(), tol=1e-10,
+                 max_iter=5000)
+    by = {(r["alpha"], r["branch"]): r for r in rows}
+    for a in (1.2, 1.3):
+        assert by[(a, "informed")]["free_entropy"] == -math.log(2.0)
+        assert by[(a, "amp")]["Q"][0][0] < 0.9  # the AMP branch has not jumped yet
+    phi_amp = {a: by[(a, "amp")]["free_entropy"] for a in (1.2, 1.3)}
+    err = {a: by[(a, "amp")]["free_entropy_stderr"] for a in (1.2, 1.3)}
+    assert phi_amp[1.2] - err[1.2] > -math.log(2.0) > phi_amp[1.3] + err[1.3]
+    assert by[(1.2, "bayes")]["source_branch"] == "amp"
+    assert by[(1.3, "bayes")]["source_branch"] == "informed"
+
+
 def test_interrupted_sweep_resumes_to_the_same_rows(tmp_path):
     alphas = [0.5, 0.6, 0.7, 0.8, 0.9]
     ref_file = tmp_path / "ref.jsonl"
