@@ -267,6 +267,18 @@ def add_overwrite_argument(p: argparse.ArgumentParser) -> None:
                    "refused unless --resume continues it)")
 
 
+def add_table_output_arguments(p: argparse.ArgumentParser, output_help: str) -> None:
+    """``--format``, ``--output``, ``--resume``, ``--overwrite`` and the executor options
+    of a sweep that prints a table."""
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--output", default=None, help=output_help)
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep from --output, computing only what is "
+                   "missing (refused if the file was made with other settings)")
+    add_overwrite_argument(p)
+    add_executor_arguments(p)
+
+
 def option_of_setting(key: str) -> str:
     """The option (or options) that set a recorded setting ``key``."""
     return _SETTING_OPTIONS.get(key, "--" + key.replace("_", "-"))

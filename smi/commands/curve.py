@@ -9,9 +9,8 @@ from asymptotics.channels.names import MODELS
 
 from ..options import (
     UsageError,
-    add_executor_arguments,
     add_model_arguments,
-    add_overwrite_argument,
+    add_table_output_arguments,
     executor_options,
     exists_refusal,
     fail,
@@ -49,15 +48,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cpu-kernel", default="numba", choices=["numba", "array"],
                    help="on the CPU: the compiled numba kernels (default) or the array path "
                    "the GPU runs, on numpy")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    p.add_argument("--output", default=None,
-                   help="JSON-lines file the rows are appended to as they are computed; when "
-                   "done it holds the printed rows (Bayes rows included)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep from --output (refused if the file was "
-                   "made with other settings)")
-    add_overwrite_argument(p)
-    add_executor_arguments(p)
+    add_table_output_arguments(
+        p, "JSON-lines file the rows are appended to as they are computed; when done it "
+        "holds the printed rows (Bayes rows included)")
 
 
 def run(args) -> int:

@@ -9,9 +9,8 @@ import asymptotics as asy
 from asymptotics.channels.names import MODELS
 
 from ..options import (
-    add_executor_arguments,
     add_model_arguments,
-    add_overwrite_argument,
+    add_table_output_arguments,
     executor_options,
     exists_refusal,
     fail,
@@ -54,15 +53,9 @@ def add_arguments(p) -> None:
                    help="log2 of the outer points per group of the staircase (default 11)")
     p.add_argument("--alpha", default=None,
                    help="mark which layers are learnable at this sample ratio")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    p.add_argument("--output", default=None,
-                   help="write to FILE instead of stdout; while the grid runs FILE holds JSON "
-                   "lines, appended per grid point")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted grid from --output (computes missing points; "
-                   "refused if the file was made with other settings)")
-    add_overwrite_argument(p)
-    add_executor_arguments(p)
+    add_table_output_arguments(
+        p, "write to FILE instead of stdout; while the grid runs FILE holds JSON lines, "
+        "appended per grid point")
 
 
 def parse(args) -> tuple:
