@@ -165,6 +165,7 @@ def sweep_settings(
     prior: Prior | None = None,
     executor: Executor | None = None,
     overwrite: bool = False,
+    command: str | None = None,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
     keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
@@ -176,7 +177,9 @@ def sweep_settings(
     continues from its rows in the file.  When done the file is rewritten in the order of
     a serial run (setting by setting, the AMP chain upwards, then the informed chain
     downwards), followed by any other rows it held.  Returns the rows of every setting,
-    with the Bayes choice, sorted by setting, α and branch.
+    with the Bayes choice, sorted by setting, α and branch.  Every row begins with the
+    parameters that identify its model (``model`` and the channel's :meth:`params`, then
+    ``tag``), a single setting's too; ``command`` is recorded in the file's header.
     """
     check_number("damping", damping, above=0, maximum=1)
     check_number("tol", tol, above=0)
@@ -195,17 +198,20 @@ def sweep_settings(
     journal = None
     if output:
         header = make_header("curve", curve_settings(settings_list, alphas, branch, settings,
-                                                     damping, tol, max_iter, prior))
+                                                     damping, tol, max_iter, prior),
+                             command)
         journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False,
                           header=header, overwrite=overwrite)
     done = journal.by_task() if journal is not None else {}
     labels = ["amp"] + (["informed"] if branch in ("bayes", "both") else [])
     tasks, chains = [], []
     for tag, channel in settings_list:
+        ch = make_channel(**channel) if isinstance(channel, dict) else channel
+        ident = {"model": ch.name, **ch.params(), **tag}  # the keys each row begins with
         for label in labels:
             seq = alphas if label == "amp" else alphas[::-1]
             key = _tag_key(tag) + "|" + label
-            prev = [r for r in done.get(key, []) if r["branch"] == label]
+            prev = [{**ident, **r} for r in done.get(key, []) if r["branch"] == label]
             have_alphas = {r["alpha"] for r in prev}
             chains.append((key, seq, prev))
             if all(a in have_alphas for a in seq):
@@ -213,7 +219,7 @@ def sweep_settings(
             tasks.append(Task(key, {
                 "channel": channel, "prior": prior, "label": label, "alphas": seq,
                 "have": [(r["alpha"], r["Q"]) for r in prev], "settings": settings,
-                "damping": damping, "tol": tol, "max_iter": max_iter, "tag": tag}))
+                "damping": damping, "tol": tol, "max_iter": max_iter, "tag": ident}))
     total = sum(len(seq) for _, seq, _ in chains)
     count = sum(len({r["alpha"] for r in prev} & set(seq)) for _, seq, prev in chains)
     new: dict[str, list[dict]] = {t.key: [] for t in tasks}

@@ -11,14 +11,17 @@ writes or reads rows goes through this module:
   read from a file equals the row that was written, and formats again to the same bytes;
 - :func:`row_kind` tells the kind of a row from its keys;
 - a file may begin with a *header*: what made it (``kind``, ``settings``, the package and
-  numerics versions).  In JSON lines it is the first line, ``{"header": {...}}``; in CSV a
-  first comment line ``# {"header": {...}}``.  A resume compares it with the settings at
-  hand (:func:`settings_differences`) and refuses to mix results of different settings.
+  numerics versions, and its :func:`provenance`: git commit, library versions, command).
+  In JSON lines it is the first line, ``{"header": {...}}``; in CSV a first comment line
+  ``# {"header": {...}}``.  A resume compares it with the settings at hand
+  (:func:`settings_differences`: never the provenance) and refuses to mix results of
+  different settings.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -68,12 +71,68 @@ class ResultFile:
     torn: bool = False
 
 
-def make_header(kind: str, settings: dict) -> dict:
-    """The header of a result file of ``kind`` made with ``settings`` (plain JSON values)."""
+def make_header(kind: str, settings: dict, command: str | None = None) -> dict:
+    """The header of a result file of ``kind`` made with ``settings`` (plain JSON values),
+    with its :func:`provenance` (``command``: the command line that made it, if any).
+
+    A resume compares only the kind, the settings and the numerics version
+    (:func:`settings_differences`), never the provenance."""
     from . import __version__
 
     return {"kind": kind, "settings": encode(settings), "package_version": __version__,
-            "numerics_version": NUMERICS_VERSION}
+            "numerics_version": NUMERICS_VERSION, "provenance": provenance(command)}
+
+
+def provenance(command: str | None = None) -> dict:
+    """What made a result file, besides its settings: the package version and the git commit
+    of its checkout (None outside a git work tree or without git), the Python, numpy,
+    scipy and numba versions (cupy's only when it is already imported: never imported
+    here), the platform and ``command``.
+
+    There is deliberately no timestamp: the same inputs give the same bytes, so an
+    interrupted run resumed writes the file of an uninterrupted one.  Every entry is
+    therefore a property of the software, not of the moment; ``command`` is the one given
+    by the caller (``smi`` records its options without ``--output``, ``--resume`` and
+    ``--overwrite``, which name or continue the file rather than make its rows)."""
+    import platform
+    import sys
+
+    from . import __version__
+
+    libraries = {name: _library_version(name) for name in ("numpy", "scipy", "numba")}
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        libraries["cupy"] = getattr(cupy, "__version__", None)
+    return {"package_version": __version__, "git_commit": git_commit(),
+            "python": platform.python_version(), "libraries": libraries,
+            "platform": f"{platform.system()}-{platform.machine()}", "command": command}
+
+
+def _library_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)  # without importing it (numba is slow to import)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the checkout holding this package, or None when it is not
+    a git work tree, git is missing or slower than 2 s."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        return None  # an installed copy, not a checkout
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=2, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
 def settings_differences(header: dict | None, kind: str, settings: dict) -> list[str]:
@@ -312,7 +371,8 @@ def row_kind(row) -> str | None:
 
 
 __all__ = ["CURVE_KEYS", "NUMERICS_VERSION", "THRESHOLD_EXTRA_KEYS", "THRESHOLD_KEYS",
-           "ResultFile", "ResultFileError", "decode", "encode", "json_line", "make_header",
-           "parse_result_text", "parse_rows", "plain", "read_result_file", "read_rows",
+           "ResultFile", "ResultFileError", "decode", "encode", "git_commit", "json_line",
+           "make_header", "parse_result_text", "parse_rows", "plain", "provenance",
+           "read_result_file", "read_rows",
            "row_kind", "settings_differences", "threshold_columns", "to_csv", "to_json",
            "to_json_lines"]

@@ -4,6 +4,7 @@ CSV and JSON of :mod:`asymptotics.results`, and progress lines on stderr."""
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -75,6 +76,25 @@ def format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = No
             f"{str(r['converged']):<5} {r['iterations']}"
         )
     return "\n".join(lines) + "\n"
+
+
+#: options that name or continue the output file rather than make its rows
+_NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite"}
+
+
+def command_line(args) -> str:
+    """The command that makes the rows of ``args`` (a parsed ``smi`` command): every option
+    with its value, defaults included, in the parser's order, without ``--output``,
+    ``--resume`` and ``--overwrite``, so that a run and its resume record the same
+    command (and write the same bytes)."""
+    words = ["smi", args.command]
+    for key, value in vars(args).items():
+        if key in _NOT_RECORDED or value is None or value is False:
+            continue
+        words.append("--" + key.replace("_", "-"))
+        if value is not True:
+            words.extend(str(v) for v in (value if isinstance(value, list) else [value]))
+    return shlex.join(words)
 
 
 def task_progress(stream=sys.stderr) -> Callable[[int, int, dict, float], None]:

@@ -21,7 +21,7 @@ from ..options import (
     resume_refusal,
     values,
 )
-from ..output import format_curve, progress_bar
+from ..output import command_line, format_curve, progress_bar
 
 NAME = "curve"
 HELP = "SE overlap curves over alpha (AMP and Bayes-optimal branches)"
@@ -124,7 +124,7 @@ def run(args) -> int:
                                   damping=damping, tol=tol, max_iter=max_iter,
                                   output=args.output, resume=args.resume,
                                   progress=progress_bar(sys.stderr), prior=prior, executor=ex,
-                                  overwrite=args.overwrite)
+                                  overwrite=args.overwrite, command=command_line(args))
         except asy.ResumeError as exc:  # raised when the file is read, before any work
             raise resume_refusal(exc) from None
         except asy.OutputExistsError:
