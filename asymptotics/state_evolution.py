@@ -350,6 +350,19 @@ class SEResult:
     #: the SE map the fixed point was solved with (its rule and locked inner path)
     solved_map: StateEvolution | None = field(default=None, repr=False, compare=False)
 
+    def to_frame(self):
+        """This fixed point as a one-row pandas DataFrame: α, start, status, convergence
+        and ``Q`` / ``Q_stderr`` expanded to ``Q_11``, ``Q_12``, ... (pandas is an optional
+        extra: :func:`asymptotics.frames.to_frame`)."""
+        from .frames import to_frame
+        from .results import plain
+
+        row = {"alpha": self.alpha, "start": self.start, "status": self.status,
+               "converged": self.converged, "iterations": self.iterations,
+               "residual": self.residual, "rule": self.rule, "Q": self.Q,
+               "Q_stderr": self.Q_stderr}
+        return to_frame([plain({k: v for k, v in row.items() if v is not None})])
+
     def free_entropy(self) -> tuple[float, float]:
         """``Φ(Q)`` and its error (:meth:`StateEvolution.free_entropy`), evaluated with the
         very map the fixed point solves, from the ``Q̂`` already computed at it.

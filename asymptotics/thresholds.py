@@ -76,6 +76,13 @@ class ThresholdResult:
             out.append(row)
         return out
 
+    def to_frame(self, model: str | None = None):
+        """:meth:`rows` as a pandas DataFrame, one row per direction (pandas is an optional
+        extra: :func:`asymptotics.frames.to_frame`)."""
+        from .frames import to_frame
+
+        return to_frame(self.rows(model))
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["operator"] = self.operator.tolist()

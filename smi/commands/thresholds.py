@@ -7,6 +7,8 @@ import time
 
 import asymptotics as asy
 from asymptotics.channels.names import MODELS
+from asymptotics.frames import require_extra, write_parquet
+from asymptotics.results import threshold_columns
 
 from ..options import (
     add_model_arguments,
@@ -22,7 +24,7 @@ from ..options import (
     resume_refusal,
     values,
 )
-from ..output import format_thresholds, task_progress
+from ..output import command_line, format_thresholds, task_progress
 
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
 
@@ -56,6 +58,10 @@ def add_arguments(p) -> None:
     add_table_output_arguments(
         p, "write to FILE instead of stdout; while the grid runs FILE holds JSON lines, "
         "appended per grid point")
+    fmt = next(a for a in p._actions if a.dest == "format")
+    fmt.choices = [*fmt.choices, "parquet"]
+    fmt.help = ("table, csv or json; parquet (with --output only: a binary file, the "
+                "settings record in its metadata; needs the data extra)")
 
 
 def parse(args) -> tuple:
@@ -107,7 +113,15 @@ def run(args) -> int:
     opts = executor_options(args, len(tasks))
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
-    header = asy.make_header("thresholds", asy.table_settings(jobs, settings, stair, alpha))
+    if args.format == "parquet":
+        if not args.output:
+            raise fail("--format", "parquet is a binary format: needs --output FILE")
+        try:
+            require_extra("pyarrow")
+        except ImportError as exc:
+            raise fail("--format parquet", str(exc)) from None
+    header = asy.make_header("thresholds", asy.table_settings(jobs, settings, stair, alpha),
+                             command_line(args))
     with asy.make_executor(**opts) as ex:  # a cluster is connected to before any file is touched
         journal = open_journal(args, asy.threshold_task_key, header)
         results = journal.by_task() if journal is not None else {}
@@ -122,6 +136,9 @@ def run(args) -> int:
             done = sum(t.key in results for t in tasks)
             progress(done, len(tasks), job_of[key], time.perf_counter() - t0)
     rows = [dict(r) for job in jobs for r in results[asy.threshold_task_key(job)]]
+    if args.format == "parquet":
+        write_parquet(rows, args.output, header, threshold_columns(rows) + ["status"])
+        return 0
     text = format_thresholds(rows, args.format, header if journal is not None else None)
     if journal is not None:
         journal.finish(text)
