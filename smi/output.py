@@ -78,14 +78,17 @@ def format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = No
     return "\n".join(lines) + "\n"
 
 
-#: options that name or continue the output file rather than make its rows
-_NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite"}
+#: options that name or continue the output file, or choose who computes (the rows do not
+#: depend on the executor), rather than make its rows
+_NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite", "workers",
+                 "cluster", "scheduler_file"}
 
 
 def command_line(args) -> str:
     """The command that makes the rows of ``args`` (a parsed ``smi`` command): every option
     with its value, defaults included, in the parser's order, without ``--output``,
-    ``--resume`` and ``--overwrite``, so that a run and its resume record the same
+    ``--resume``, ``--overwrite`` and the executor options (``--workers``, ``--cluster``,
+    ``--scheduler-file``), so that a run and its resume, on any executor, record the same
     command (and write the same bytes)."""
     words = ["smi", args.command]
     for key, value in vars(args).items():

@@ -155,6 +155,7 @@ def test_provenance_in_headers(threshold_file):
     assert prov["command"].startswith("smi thresholds --model attention")
     assert "--skip 0.5,1,2" in prov["command"] and "--mc-samples 4096" in prov["command"]
     assert "--output" not in prov["command"] and "--resume" not in prov["command"]
+    assert "--workers" not in prov["command"]  # the rows do not depend on the executor
     commit = prov["git_commit"]
     assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
     assert "cupy" not in prov["libraries"] or "cupy" in sys.modules
