@@ -15,6 +15,8 @@ from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, check_options, default_workers
 from asymptotics.results import json_line
 
+from .output import command_line
+
 
 class UsageError(Exception):
     """Bad command-line input: reported on one line with exit status 2.
@@ -335,7 +337,8 @@ def run_simulation(args, prog: str, kind: str, settings: dict, rows_of) -> None:
         raise fail("--output", f"cannot write {args.output!r}: {why}", prog)
     try:
         journal = asy.Journal(args.output, args.resume, lambda r: str(r.get("task")), True,
-                              asy.make_header(kind, settings), args.overwrite)
+                              asy.make_header(kind, settings, command_line(args)),
+                              args.overwrite)
     except asy.OutputExistsError:
         raise exists_refusal(args.output, prog) from None
     except asy.ResumeError as exc:
