@@ -6,6 +6,7 @@ import sys
 import time
 
 import asymptotics as asy
+from asymptotics.cache import default_cache
 from asymptotics.channels.names import MODELS
 
 from ..options import (
@@ -23,6 +24,7 @@ from ..options import (
     values,
 )
 from ..output import format_thresholds, task_progress
+from .curve import add_cache_argument
 
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
 
@@ -56,6 +58,7 @@ def add_arguments(p) -> None:
     add_table_output_arguments(
         p, "write to FILE instead of stdout; while the grid runs FILE holds JSON lines, "
         "appended per grid point")
+    add_cache_argument(p)
 
 
 def parse(args) -> tuple:
@@ -103,7 +106,8 @@ def parse(args) -> tuple:
 
 def run(args) -> int:
     jobs, settings, stair, alpha = parse(args)
-    tasks = asy.threshold_tasks(jobs, settings, stair, alpha)
+    tasks = asy.threshold_tasks(jobs, settings, stair, alpha,
+                                None if args.no_cache else default_cache())
     opts = executor_options(args, len(tasks))
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
