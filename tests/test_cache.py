@@ -245,3 +245,17 @@ def test_a_process_pool_shares_the_cache(cache_dir, solves, capsys):
     n = solves["se"]
     assert _smi(SIGN, capsys) == computed
     assert solves["se"] == n
+
+
+def test_a_resume_with_the_cache_gives_the_bytes_of_an_uninterrupted_run(cache_dir, tmp_path,
+                                                                         solves, capsys):
+    whole = tmp_path / "whole.jsonl"
+    _smi([*SIGN, "--no-cache", "--output", str(whole)], capsys)
+    part = tmp_path / "part.jsonl"
+    _smi([*SIGN, "--output", str(part)], capsys)  # fills the cache
+    lines = part.read_text().splitlines(keepends=True)
+    part.write_text("".join(lines[:3]) + lines[3][:10])  # header, two rows, a cut line
+    n = solves["se"]
+    _smi([*SIGN, "--output", str(part), "--resume"], capsys)
+    assert solves["se"] == n
+    assert part.read_bytes() == whole.read_bytes()
