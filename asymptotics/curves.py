@@ -24,6 +24,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from .cache import ResultCache, as_cache, cache_location
 from .channels.base import Channel
 from .channels.registry import make_channel
 from .checks import check_int, check_number
@@ -43,8 +44,33 @@ from .transitions import Transition, amp_spinodal, it_threshold
 BRANCHES = ("amp", "bayes", "both")
 
 
-def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior):
-    """One curve row, and the warm start it leaves for the next α (None: from its Q)."""
+def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
+           cache: ResultCache | None = None):
+    """One curve row, and the warm start it leaves for the next α (None: from its Q).
+
+    With ``cache`` the row is looked up, and stored once computed, under everything it
+    depends on: the channel, prior, α, branch, the warm start ``start`` (rows of a chain
+    are continued from each other), the SE settings, damping, tol and max_iter."""
+    if cache is None:
+        return _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label,
+                              prior)
+    key = {"channel": {"model": channel.name, **channel.params(),
+                       "inner_rule": channel.inner_description},
+           "prior": prior.name, "alpha": float(alpha), "label": label,
+           "start": np.asarray(start).tolist(), "settings": asdict(settings),
+           "damping": damping, "tol": tol, "max_iter": max_iter}
+    hit = cache.get("curve_point", key)
+    if hit is not None and isinstance(hit.get("row"), dict):
+        approach = hit.get("approach")
+        return hit["row"], (None if approach is None else np.array(approach, dtype=float))
+    row, approach = _compute_point(channel, alpha, start, settings, damping, tol, max_iter,
+                                   label, prior)
+    row = plain(row)
+    cache.put("curve_point", key, {"row": row, "approach": approach})
+    return row, approach
+
+
+def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label, prior):
     res = run_state_evolution(channel, alpha, start, damping=damping, tol=tol,
                               max_iter=max_iter, settings=settings, prior=prior)
     Q = res.Q
@@ -115,7 +141,8 @@ def chain_task(params: dict) -> list[dict]:
     ``params``: ``channel`` (a Channel or keyword arguments of ``make_channel``), ``prior``
     (a prior or its name), ``label`` ("amp" or "informed"), ``alphas``, ``have`` (pairs
     ``(alpha, Q)`` already computed: skipped, but their Q is the warm start), ``settings``
-    (SESettings), ``damping``, ``tol``, ``max_iter`` and ``tag`` (keys added to each row).
+    (SESettings), ``damping``, ``tol``, ``max_iter``, ``tag`` (keys added to each row) and
+    ``cache`` (the folder of a :class:`~asymptotics.cache.ResultCache`, or None).
     Each new row is reported with :func:`report_partial` as it is computed; returns them.
     """
     channel = params["channel"]
@@ -125,6 +152,7 @@ def chain_task(params: dict) -> list[dict]:
     if isinstance(prior, str):
         prior = make_prior(prior)
     label, p = params["label"], channel.dim
+    cache = as_cache(params.get("cache"))
     have = {float(a): q for a, q in params.get("have", [])}
     Q = initial_overlap(p, "uninformed" if label == "amp" else "informed")
     new = []
@@ -133,7 +161,7 @@ def chain_task(params: dict) -> list[dict]:
             Q = _restart(np.array(have[a]), label, p)
             continue
         row, approach = _point(channel, a, Q, params["settings"], params["damping"],
-                               params["tol"], params["max_iter"], label, prior)
+                               params["tol"], params["max_iter"], label, prior, cache)
         row = {**params.get("tag", {}), **plain(row)}
         Q = (_approach_restart(approach) if approach is not None
              else _restart(np.array(row["Q"]), label, p))
@@ -166,6 +194,7 @@ def sweep_settings(
     executor: Executor | None = None,
     overwrite: bool = False,
     command: str | None = None,
+    cache: ResultCache | None = None,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
     keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
@@ -180,6 +209,8 @@ def sweep_settings(
     with the Bayes choice, sorted by setting, α and branch.  Every row begins with the
     parameters that identify its model (``model`` and the channel's :meth:`params`, then
     ``tag``), a single setting's too; ``command`` is recorded in the file's header.
+    With ``cache`` (a :class:`~asymptotics.cache.ResultCache`) each fixed point is
+    looked up there first and stored once computed; the rows are the same either way.
     """
     check_number("damping", damping, above=0, maximum=1)
     check_number("tol", tol, above=0)
@@ -219,7 +250,8 @@ def sweep_settings(
             tasks.append(Task(key, {
                 "channel": channel, "prior": prior, "label": label, "alphas": seq,
                 "have": [(r["alpha"], r["Q"]) for r in prev], "settings": settings,
-                "damping": damping, "tol": tol, "max_iter": max_iter, "tag": ident}))
+                "damping": damping, "tol": tol, "max_iter": max_iter, "tag": ident,
+                "cache": cache_location(cache)}))
     total = sum(len(seq) for _, seq, _ in chains)
     count = sum(len({r["alpha"] for r in prev} & set(seq)) for _, seq, prev in chains)
     new: dict[str, list[dict]] = {t.key: [] for t in tasks}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from .cache import ResultCache, as_cache, cache_location
 from .channels.registry import make_channel
 from .executors import Task
 from .results import plain
@@ -29,11 +30,26 @@ def threshold_jobs(model: str, depths=(2,), seq_lens=(2,), skips=(1.0,), betas=(
 
 def threshold_rows(
     job: dict, settings: ThresholdSettings, staircase: StaircaseSettings | None = None,
-    alpha: float | None = None,
+    alpha: float | None = None, cache: ResultCache | None = None,
 ) -> list[dict]:
     """Rows of one setting: the Q = 0 threshold of every direction; with ``staircase`` the
     staircase columns, with ``alpha`` a ``learnable_at_alpha`` column (against the
-    staircase value where present)."""
+    staircase value where present).  With ``cache`` the rows are looked up under the job
+    and every setting, and stored once computed (as plain values)."""
+    if cache is None:
+        return _compute_rows(job, settings, staircase, alpha)
+    key = {"job": job, "settings": asdict(settings),
+           "staircase": asdict(staircase) if staircase is not None else None, "alpha": alpha}
+    hit = cache.get("thresholds", key)
+    if hit is not None and isinstance(hit.get("rows"), list):
+        return hit["rows"]
+    rows = plain(_compute_rows(job, settings, staircase, alpha))
+    cache.put("thresholds", key, {"rows": rows})
+    return rows
+
+
+def _compute_rows(job: dict, settings: ThresholdSettings,
+                  staircase: StaircaseSettings | None, alpha: float | None) -> list[dict]:
     channel = make_channel(**job)
     if staircase is not None:
         rows = staircase_table(channel, staircase, settings)
@@ -51,9 +67,12 @@ def threshold_rows(
 
 def threshold_table(jobs: list[dict], settings: ThresholdSettings,
                     staircase: StaircaseSettings | None = None,
-                    alpha: float | None = None) -> list[dict]:
-    """Rows of every job, in job order (computed here, one job after another)."""
-    return [r for job in jobs for r in threshold_rows(job, settings, staircase, alpha)]
+                    alpha: float | None = None,
+                    cache: ResultCache | None = None) -> list[dict]:
+    """Rows of every job, in job order (computed here, one job after another, or taken
+    from ``cache``)."""
+    return [r for job in jobs
+            for r in threshold_rows(job, settings, staircase, alpha, cache)]
 
 
 def table_settings(jobs: list[dict], settings: ThresholdSettings,
@@ -79,24 +98,27 @@ def threshold_task_key(row_or_job: dict) -> str:
 
 def threshold_tasks(jobs: list[dict], settings: ThresholdSettings,
                     staircase: StaircaseSettings | None = None,
-                    alpha: float | None = None) -> list[Task]:
-    """One task of :func:`threshold_task` per distinct job, in grid order."""
+                    alpha: float | None = None,
+                    cache: ResultCache | None = None) -> list[Task]:
+    """One task of :func:`threshold_task` per distinct job, in grid order (with the folder
+    of ``cache``, where given, for the task to look its rows up in)."""
     tasks: dict[str, Task] = {}
     for job in jobs:
         key = threshold_task_key(job)
         if key not in tasks:
             tasks[key] = Task(key, {"job": job, "settings": asdict(settings),
                                     "staircase": asdict(staircase) if staircase else None,
-                                    "alpha": alpha})
+                                    "alpha": alpha, "cache": cache_location(cache)})
     return list(tasks.values())
 
 
 def threshold_task(params: dict) -> list[dict]:
     """All threshold rows of one job (``params``: job, settings, staircase and alpha as
-    plain values), as plain JSON-able rows."""
+    plain values; ``cache``: a cache folder or None), as plain JSON-able rows."""
     settings = ThresholdSettings(**params["settings"])
     stair = StaircaseSettings(**params["staircase"]) if params.get("staircase") else None
-    return plain(threshold_rows(params["job"], settings, stair, params.get("alpha")))
+    return plain(threshold_rows(params["job"], settings, stair, params.get("alpha"),
+                                as_cache(params.get("cache"))))
 
 
 __all__ = ["table_settings", "threshold_jobs", "threshold_rows", "threshold_table",

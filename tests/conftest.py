@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from asymptotics.backend import gpu_available
@@ -10,3 +12,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_result_cache(tmp_path_factory):
+    """The suite never touches the user's cache: ``SMI_CACHE_DIR`` is a temporary folder,
+    and the cache is off (``SMI_NO_CACHE``) so that every command computes (the fault
+    battery times its interruptions on computed rows); tests/test_cache.py turns it on."""
+    saved = {k: os.environ.get(k) for k in ("SMI_CACHE_DIR", "SMI_NO_CACHE")}
+    os.environ["SMI_CACHE_DIR"] = str(tmp_path_factory.mktemp("smi-cache"))
+    os.environ["SMI_NO_CACHE"] = "1"
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import asymptotics as asy
+from asymptotics.cache import default_cache
 from asymptotics.channels.names import MODELS
 
 from ..options import (
@@ -51,6 +52,13 @@ def add_arguments(p) -> None:
     add_table_output_arguments(
         p, "JSON-lines file the rows are appended to as they are computed; when done it "
         "holds the printed rows (Bayes rows included)")
+    add_cache_argument(p)
+
+
+def add_cache_argument(p) -> None:
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the cache of computed results (smi cache "
+                   "info; also SMI_NO_CACHE=1)")
 
 
 def run(args) -> int:
@@ -124,7 +132,8 @@ def run(args) -> int:
                                   damping=damping, tol=tol, max_iter=max_iter,
                                   output=args.output, resume=args.resume,
                                   progress=progress_bar(sys.stderr), prior=prior, executor=ex,
-                                  overwrite=args.overwrite, command=command_line(args))
+                                  overwrite=args.overwrite, command=command_line(args),
+                                  cache=None if args.no_cache else default_cache())
         except asy.ResumeError as exc:  # raised when the file is read, before any work
             raise resume_refusal(exc) from None
         except asy.OutputExistsError:

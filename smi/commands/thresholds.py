@@ -6,6 +6,7 @@ import sys
 import time
 
 import asymptotics as asy
+from asymptotics.cache import default_cache
 from asymptotics.channels.names import MODELS
 from asymptotics.frames import require_extra, write_parquet
 from asymptotics.results import threshold_columns
@@ -25,6 +26,7 @@ from ..options import (
     values,
 )
 from ..output import command_line, format_thresholds, task_progress
+from .curve import add_cache_argument
 
 DEFAULT_SKIPS = "0.25,0.5,0.75,1,1.5,2,3,4"
 
@@ -62,6 +64,7 @@ def add_arguments(p) -> None:
     fmt.choices = [*fmt.choices, "parquet"]
     fmt.help = ("table, csv or json; parquet (with --output only: a binary file, the "
                 "settings record in its metadata; needs the data extra)")
+    add_cache_argument(p)
 
 
 def parse(args) -> tuple:
@@ -109,7 +112,8 @@ def parse(args) -> tuple:
 
 def run(args) -> int:
     jobs, settings, stair, alpha = parse(args)
-    tasks = asy.threshold_tasks(jobs, settings, stair, alpha)
+    tasks = asy.threshold_tasks(jobs, settings, stair, alpha,
+                                None if args.no_cache else default_cache())
     opts = executor_options(args, len(tasks))
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
