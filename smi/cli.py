@@ -17,10 +17,19 @@ from asymptotics.backend import BackendError
 from asymptotics.executors import ExecutorError
 from asymptotics.results import ResultFileError, read_result_file
 
-from .commands import add_command, curve, experiment, plot, simulate, thresholds, validate
+from .commands import (
+    add_command,
+    curve,
+    experiment,
+    figure,
+    plot,
+    simulate,
+    thresholds,
+    validate,
+)
 from .options import Parser, UsageError, given_options
 
-COMMANDS = (thresholds, curve, simulate, experiment, plot, validate)
+COMMANDS = (thresholds, curve, simulate, experiment, plot, figure, validate)
 
 
 def build_parser() -> Parser:
