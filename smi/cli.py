@@ -22,6 +22,7 @@ from .commands import (
     cache,
     curve,
     experiment,
+    figure,
     plot,
     simulate,
     thresholds,
@@ -29,7 +30,7 @@ from .commands import (
 )
 from .options import Parser, UsageError, given_options
 
-COMMANDS = (thresholds, curve, simulate, experiment, plot, validate, cache)
+COMMANDS = (thresholds, curve, simulate, experiment, plot, figure, validate, cache)
 
 
 def build_parser() -> Parser:

@@ -80,7 +80,8 @@ def format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = No
 
 #: options that name or continue the output file, or choose who computes (the rows do not
 #: depend on the executor), rather than make its rows
-_NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite", "workers",
+_NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite", "workers", "quiet",
+                 "no_cache",
                  "cluster", "scheduler_file"}
 
 
@@ -100,30 +101,76 @@ def command_line(args) -> str:
     return shlex.join(words)
 
 
-def task_progress(stream=sys.stderr) -> Callable[[int, int, dict, float], None]:
-    """One line per finished task of a grid (after the first 2 s), with the remaining time."""
+#: Seconds before progress shows: a run shorter than this prints no progress at all.
+DELAY_S = 2.0
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class Progress:
+    """Progress of a sweep on ``stream`` (stderr by default), called after each finished
+    task with ``(done, total, elapsed, label)``.
+
+    On a terminal a tqdm bar with the rate and the remaining time; otherwise (a batch
+    job's log, a pipe) one plain line per finished task, ``[done/total] label  Xs
+    elapsed, ~Ys left``, with no carriage returns.  Nothing for the first
+    :data:`DELAY_S` seconds (a short run prints no progress), nothing at all when
+    ``quiet``."""
+
+    def __init__(self, stream=None, quiet: bool = False, unit: str = "task"):
+        self.stream = sys.stderr if stream is None else stream
+        self.quiet = quiet
+        self.unit = unit
+        self.bar = None
+        self.terminal = _is_terminal(self.stream)
+
+    def __call__(self, done: int, total: int, elapsed: float, label: str = "") -> None:
+        if self.quiet or total < 1:
+            return
+        if self.terminal:
+            self._bar(done, total, label)
+        elif elapsed >= DELAY_S:
+            eta = elapsed / done * (total - done) if done else float("nan")
+            label = f" {label} " if label else ""
+            print(f"[{done}/{total}]{label} {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
+                  file=self.stream, flush=True)
+
+    def _bar(self, done: int, total: int, label: str) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:  # tasks done before the first call: a resumed sweep's
+            self.bar = tqdm(total=total, initial=max(done - 1, 0), file=self.stream,
+                            delay=DELAY_S, unit=self.unit, dynamic_ncols=True, leave=True)
+        if label:
+            self.bar.set_postfix_str(label, refresh=False)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
+def task_progress(stream=None, quiet: bool = False) -> Callable[[int, int, dict, float], None]:
+    """Progress of a grid of tasks: ``show(done, total, job, elapsed)`` after each
+    finished task, ``job`` its settings (see :class:`Progress`)."""
+    progress = Progress(stream, quiet)
 
     def show(done: int, total: int, job: dict, elapsed: float) -> None:
-        if total > 1 and elapsed > 2.0:
-            label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
-            eta = elapsed / done * (total - done)
-            print(f"[{done}/{total}] {label}  {elapsed:.1f}s elapsed, ~{eta:.0f}s left",
-                  file=stream, flush=True)
+        label = ", ".join(f"{k}={v}" for k, v in job.items() if k != "model")
+        progress(done, total, elapsed, label)
 
     return show
 
 
-def progress_bar(stream=sys.stderr) -> Callable[[int, int, float], None]:
-    """A one-line progress display with the estimated remaining time, on a terminal only
-    (its carriage-return frames would litter a batch job's log)."""
+def progress_bar(stream=None, quiet: bool = False) -> Callable[[int, int, float], None]:
+    """Progress of a sweep that counts points: ``show(done, total, elapsed)`` (see
+    :class:`Progress`; a tqdm bar on a terminal, one line per point otherwise)."""
+    progress = Progress(stream, quiet, unit="point")
 
     def show(done: int, total: int, elapsed: float) -> None:
-        if not stream.isatty():
-            return
-        frac = done / total
-        eta = elapsed / frac - elapsed if frac > 0 else float("nan")
-        bar = "#" * int(30 * frac)
-        print(f"\r[{bar:<30}] {done}/{total}  {elapsed:.0f}s, ~{eta:.0f}s left",
-              end="" if done < total else "\n", file=stream, flush=True)
+        progress(done, total, elapsed)
 
     return show

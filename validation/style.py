@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 
 import matplotlib
 
@@ -61,6 +62,8 @@ WIDTHS = {"single": 3.4, "double": 7.0}
 #: Height over width.
 ASPECT = 0.72
 
+#: The settings of ``styles/smi.mplstyle``, as a dict (the file is what :func:`style` uses;
+#: a test keeps the two equal).
 RC = {
     "text.usetex": False,
     "font.family": "sans-serif",
@@ -117,11 +120,40 @@ def figsize(width: str = "single", ncols: int = 1, aspect: float = ASPECT,
     return w, row * nrows + 0.35  # + the axis labels of the bottom row
 
 
+#: The style files (package data): the project style and its variants, applied on top.
+STYLE_DIR = Path(__file__).with_name("styles")
+VARIANTS = ("default", "paper")
+
+
+def style_files(variant: str = "default") -> list[Path]:
+    """The ``.mplstyle`` files of ``variant``: ``smi.mplstyle``, then for ``paper``
+    ``smi-paper.mplstyle`` (serif text and mathtext, no LaTeX)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"style variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    files = [STYLE_DIR / "smi.mplstyle"]
+    if variant != "default":
+        files.append(STYLE_DIR / f"smi-{variant}.mplstyle")
+    return files
+
+
+_ACTIVE: list[str] = []  # the variants of the enclosing style() contexts
+
+
 @contextmanager
-def style():
-    """Context in which figures take the project style."""
-    with plt.rc_context(RC):
-        yield
+def style(variant: str | None = None):
+    """Context in which figures take the project style (the file ``smi.mplstyle``);
+    ``variant="paper"`` adds ``smi-paper.mplstyle`` (serif).  Without ``variant``, the
+    variant of an enclosing ``style(...)`` (``default`` at the top): a function that draws
+    inside ``style()`` keeps the variant its caller chose."""
+    if variant is None:
+        variant = _ACTIVE[-1] if _ACTIVE else "default"
+    files = [str(f) for f in style_files(variant)]
+    _ACTIVE.append(variant)
+    try:
+        with plt.style.context(files):
+            yield
+    finally:
+        _ACTIVE.pop()
 
 
 def new_figure(width: str = "single", ncols: int = 1, aspect: float = ASPECT,

@@ -49,6 +49,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cpu-kernel", default="numba", choices=["numba", "array"],
                    help="on the CPU: the compiled numba kernels (default) or the array path "
                    "the GPU runs, on numpy")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (otherwise a bar on a terminal, one line per "
+                   "finished task in a log)")
     add_table_output_arguments(
         p, "JSON-lines file the rows are appended to as they are computed; when done it "
         "holds the printed rows (Bayes rows included)")
@@ -131,7 +134,8 @@ def run(args) -> int:
             rows = asy.sweep_settings(specs, alphas, args.branch, settings=settings,
                                   damping=damping, tol=tol, max_iter=max_iter,
                                   output=args.output, resume=args.resume,
-                                  progress=progress_bar(sys.stderr), prior=prior, executor=ex,
+                                  progress=progress_bar(sys.stderr, args.quiet),
+                                  prior=prior, executor=ex,
                                   overwrite=args.overwrite, command=command_line(args),
                                   cache=None if args.no_cache else default_cache())
         except asy.ResumeError as exc:  # raised when the file is read, before any work

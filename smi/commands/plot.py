@@ -21,9 +21,20 @@ def add_arguments(p) -> None:
     p.add_argument("--output", required=True, help="figure file, .pdf or .png")
     p.add_argument("--width", default="single", choices=["single", "double"],
                    help="one-column (3.4 in) or two-column (7 in) figure")
+    add_style_argument(p)
     p.add_argument("--skip", default=None,
                    help="overlaps/errors: the skip strength whose thresholds are marked "
                    "when the thresholds file holds several")
+
+
+#: validation.style.VARIANTS, written out: building the parser must not load matplotlib.
+STYLES = ("default", "paper")
+
+
+def add_style_argument(p) -> None:
+    p.add_argument("--style", default="default", choices=list(STYLES),
+                   help="figure style: default (sans-serif) or paper (serif text and "
+                   "mathematics, no LaTeX needed) [default]")
 
 
 def run(args) -> int:
@@ -34,7 +45,10 @@ def run(args) -> int:
             raise fail("--skip", "one value")
         skip = vals[0]
     try:
-        val.make_plot(args.kind, args.results, args.output, args.width, skip)
+        from validation import style  # matplotlib: not before the command runs
+
+        with style.style(args.style):
+            val.make_plot(args.kind, args.results, args.output, args.width, skip)
     except val.PlotInputError as exc:
         raise UsageError(f"smi plot: error: {exc}") from None
     print(f"wrote {args.output}", file=sys.stderr)

@@ -57,6 +57,9 @@ def add_arguments(p) -> None:
                    help="log2 of the outer points per group of the staircase (default 11)")
     p.add_argument("--alpha", default=None,
                    help="mark which layers are learnable at this sample ratio")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress on stderr (otherwise a bar on a terminal, one line per "
+                   "finished task in a log)")
     add_table_output_arguments(
         p, "write to FILE instead of stdout; while the grid runs FILE holds JSON lines, "
         "appended per grid point")
@@ -130,7 +133,7 @@ def run(args) -> int:
         journal = open_journal(args, asy.threshold_task_key, header)
         results = journal.by_task() if journal is not None else {}
         todo = [t for t in tasks if t.key not in results]
-        progress = task_progress(sys.stderr)
+        progress = task_progress(sys.stderr, quiet=args.quiet)
         job_of = {t.key: t.params["job"] for t in tasks}
         t0 = time.perf_counter()
         for key, rows in ex.map_unordered(asy.threshold_task, todo) if todo else ():
