@@ -54,6 +54,7 @@ _EXPORTS = {
     "read_rows": "results",
     "read_result_file": "results",
     "make_header": "results",
+    "provenance": "results",
     "ResultFileError": "results",
     "threshold_jobs": "tables",
     "threshold_task": "tables",

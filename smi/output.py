@@ -85,6 +85,9 @@ _NOT_RECORDED = {"command", "func", "given", "output", "resume", "overwrite", "w
                  "cluster", "scheduler_file"}
 
 
+_SUBCOMMANDS = ("simulation", "figure")
+
+
 def command_line(args) -> str:
     """The command that makes the rows of ``args`` (a parsed ``smi`` command): every option
     with its value, defaults included, in the parser's order, without ``--output``,
@@ -92,8 +95,11 @@ def command_line(args) -> str:
     ``--scheduler-file``), so that a run and its resume, on any executor, record the same
     command (and write the same bytes)."""
     words = ["smi", args.command]
+    for key in _SUBCOMMANDS:  # smi simulate amp, smi figure theory-vs-simulation
+        if getattr(args, key, None):
+            words.append(getattr(args, key))
     for key, value in vars(args).items():
-        if key in _NOT_RECORDED or value is None or value is False:
+        if key in _NOT_RECORDED or key in _SUBCOMMANDS or value is None or value is False:
             continue
         words.append("--" + key.replace("_", "-"))
         if value is not True:

@@ -192,3 +192,52 @@ def test_every_curve_row_names_its_model(product_curve, tmp_path, capsys):
     assert main(["curve", "--depth", "1", "--seq-len", "2", "--alphas", "0.5", "--sobol-log2",
                  "7", "--tol", "1e-5"]) == 0
     assert capsys.readouterr().out.startswith("alpha    branch")
+
+
+def test_figures_and_the_report_record_their_provenance(tmp_path, capsys):
+    """A figure's metadata holds the package version, the command and its sources; the
+    validation report states the package version and commit."""
+    import json as _json
+
+    from PIL import Image
+
+    from asymptotics import __version__
+    from smi.cli import main
+
+    fig = tmp_path / "p.png"
+    curve = tmp_path / "c.jsonl"
+    assert main(["curve", "--model", "phase-retrieval", "--alphas", "0.3", "0.6",
+                 "--output", str(curve), "--no-cache"]) == 0
+    assert main(["plot", "overlaps", str(curve), "--output", str(fig)]) == 0
+    capsys.readouterr()
+    info = Image.open(fig).info
+    prov = _json.loads(info["Provenance"])
+    assert prov["package_version"] == __version__ and info["Software"].endswith(__version__)
+    assert prov["sources"] == [str(curve)] and prov["command"].startswith("smi plot")
+    from validation.report import _provenance_line
+
+    assert f"smi-asymptotics {__version__}" in _provenance_line()
+
+
+def test_every_list_option_takes_spaces_and_commas(capsys):
+    """--noise 0.1 0.2 and --noise 0.1,0.2 (and likewise --alphas, --dims, --optimizer,
+    --lr) mean the same wherever lists are accepted."""
+    from smi.cli import build_parser
+
+    parser = build_parser()
+    pairs = [(["curve", "--alphas", "0.1", "0.2"], ["curve", "--alphas", "0.1,0.2"], "alphas"),
+             (["curve", "--model", "linear", "--noise", "0.1", "0.2"],
+              ["curve", "--model", "linear", "--noise", "0.1,0.2"], "noise"),
+             (["simulate", "amp", "--dims", "100", "200"],
+              ["simulate", "amp", "--dims", "100,200"], "dims"),
+             (["simulate", "train", "--optimizer", "gd", "adam", "--lr", "1", "0.01"],
+              ["simulate", "train", "--optimizer", "gd,adam", "--lr", "1,0.01"], "optimizer")]
+    from smi.options import values
+
+    for spaced, commas, key in pairs:
+        a, b = parser.parse_args(spaced), parser.parse_args(commas)
+        if key == "optimizer":
+            assert ",".join(a.optimizer) == ",".join(b.optimizer)
+            assert values(a.lr, "--lr") == values(b.lr, "--lr")
+        else:
+            assert values(getattr(a, key), key) == values(getattr(b, key), key)

@@ -18,6 +18,10 @@ _EXPORTS = {
     "se_prediction": "amp_vs_se", "compare": "amp_vs_se", "finite_size_fits": "amp_vs_se",
     "iter_amp_rows_against_se": "amp_vs_se",
     "alpha_critical": "published",
+    "use_style": "style",
+    "FigureSpec": "theory_vs_simulation", "SpecError": "theory_vs_simulation",
+    "FIGURE_BUDGETS": "theory_vs_simulation", "compute_rows": "theory_vs_simulation",
+    "write_figure": "theory_vs_simulation",
 }
 __all__ = ["PLOT_KINDS", *_EXPORTS]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

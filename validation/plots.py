@@ -649,8 +649,9 @@ def build_figure(kind: str, results, width: str = "single", skip: float | None =
 
 
 def make_plot(kind: str, paths, output: str, width: str = "single",
-              skip: float | None = None, reference=None) -> str:
-    """Render ``kind`` from the result files ``paths`` to ``output`` (.pdf or .png)."""
+              skip: float | None = None, reference=None, provenance: dict | None = None) -> str:
+    """Render ``kind`` from the result files ``paths`` to ``output`` (.pdf or .png); the
+    figure's metadata records ``provenance`` and the files it was drawn from."""
     _check_args(kind, width)
     if not str(output).lower().endswith((".pdf", ".png")):
         raise PlotInputError(f"--output: {output!r} must end in .pdf or .png")
@@ -658,7 +659,8 @@ def make_plot(kind: str, paths, output: str, width: str = "single",
     with style.style():
         fig = build_figure(kind, results, width, skip, reference)
         try:
-            style.save(fig, output, CAPTIONS[kind])
+            style.save(fig, output, CAPTIONS[kind],
+                       {**(provenance or {}), "sources": [str(p) for p in paths]})
         except OSError as exc:
             raise PlotInputError(f"--output: cannot write {output!r}: {exc}") from None
     return output

@@ -35,6 +35,7 @@ from asymptotics.channels.registry import make_channel
 from asymptotics.curves import locate_transitions, sweep
 from asymptotics.executors import default_workers, make_executor
 from asymptotics.priors import GaussianPrior, RademacherPrior
+from asymptotics.results import provenance
 from asymptotics.staircase import StaircaseSettings, staircase_thresholds
 from asymptotics.state_evolution import (
     SESettings,
@@ -505,6 +506,7 @@ class Battery:
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} "
             f"(Python {platform.python_version()}, {platform.machine()}); "
             f"total {total_time:.0f} s.", "",
+            "Provenance: " + _provenance_line(), "",
             f"**{n_pass} PASS, {len(fails)} FAIL** of {len(self.checks)} checks; "
             f"{len(documented)} of the FAILs are documented disagreements with published "
             f"numbers (explained in their section); "
@@ -545,6 +547,14 @@ disagreement, and marked *documented*. The evidence that our numbers are right (
    published 0.7936); the last-layer overlap at our threshold matches BO_2w's Q22; BO_2w's Q11
    onset (α ≈ 0.83) lags because its SE runs a fixed number of iterations.
 No code accompanies `alpha_critical.csv`, so we cannot say what produced its numbers."""
+
+
+def _provenance_line() -> str:
+    """Package version, git commit and library versions of this report's run."""
+    p = provenance(None)
+    libs = ", ".join(f"{k} {v}" for k, v in p["libraries"].items())
+    return (f"smi-asymptotics {p['package_version']} (git {p['git_commit'] or 'unknown'}), "
+            f"{libs}, {p['platform']}.")
 
 
 def run_validation(budget: str, outdir: str, stream=None) -> dict:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -166,17 +167,27 @@ def new_figure(width: str = "single", ncols: int = 1, aspect: float = ASPECT,
     return fig, [ax for row in axes for ax in row]
 
 
-def save(fig, path: str, description: str | None = None) -> None:
+def save(fig, path: str, description: str | None = None,
+         provenance: dict | None = None) -> None:
     """Write ``fig`` to ``path`` (PDF or PNG by extension) and close it.
 
     ``description``: a caption stored in the file's metadata (PNG ``Description``, PDF
-    ``Subject``), e.g. how error bars are drawn.
+    ``Subject``), e.g. how error bars are drawn.  ``provenance``
+    (:func:`asymptotics.results.provenance`, plus what the figure was drawn from): stored
+    as JSON in the PNG's ``Provenance`` text chunk, or the PDF's ``Keywords``.
     """
-    meta = None
+    pdf = str(path).lower().endswith(".pdf")
+    meta = {}
     if description:
-        key = "Subject" if str(path).lower().endswith(".pdf") else "Description"
-        meta = {key: description}
+        meta["Subject" if pdf else "Description"] = description
+    if provenance:
+        meta["Keywords" if pdf else "Provenance"] = json.dumps(provenance, sort_keys=True)
+        meta["Creator" if pdf else "Software"] = \
+            f"smi-asymptotics {provenance.get('package_version', '')}".strip()
     try:
-        fig.savefig(path, metadata=meta)
+        fig.savefig(path, metadata=meta or None)
     finally:
         plt.close(fig)
+
+
+use_style = style  # the name the validation package exports (``validation.style`` is this module)

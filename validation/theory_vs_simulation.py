@@ -36,7 +36,7 @@ from asymptotics.channels.attention_map import Architecture
 from asymptotics.channels.registry import make_channel
 from asymptotics.curves import sweep
 from asymptotics.resources import check_se
-from asymptotics.results import make_header, to_json_lines
+from asymptotics.results import make_header, provenance, to_json_lines
 from asymptotics.staircase import StaircaseSettings
 from asymptotics.state_evolution import SESettings
 from asymptotics.tables import threshold_rows
@@ -212,10 +212,10 @@ def gap_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def data_text(rows: list[dict], spec: FigureSpec) -> str:
+def data_text(rows: list[dict], spec: FigureSpec, command: str | None = None) -> str:
     """The data file beside the figure: JSON lines with a header (``kind``
-    ``theory-vs-simulation`` and the settings)."""
-    return to_json_lines(rows, make_header(KIND, spec.settings()))
+    ``theory-vs-simulation``, the settings and the provenance)."""
+    return to_json_lines(rows, make_header(KIND, spec.settings(), command))
 
 
 # ------------------------------------------------------------------------------ figure
@@ -322,14 +322,17 @@ def build_figure(rows: list[dict], width: str = "double"):
 
 
 def write_figure(rows: list[dict], spec: FigureSpec, output: str, width: str = "double",
-                 variant: str = "default") -> tuple[str, str]:
+                 variant: str = "default", command: str | None = None) -> tuple[str, str]:
     """Draw the figure to ``output`` (.pdf or .png) and the rows beside it
     (``output`` with ``.jsonl`` for its extension); returns both paths."""
     stem = output.rsplit(".", 1)[0]
     data = stem + ".jsonl"
     with open(data, "w", encoding="utf-8") as f:
-        f.write(data_text(rows, spec))
+        f.write(data_text(rows, spec, command))
     with style.style(variant):
         fig = build_figure(rows, width)
-        style.save(fig, output, CAPTION)
+        style.save(fig, output, CAPTION, {**provenance(command), "data": data})
     return output, data
+
+
+FIGURE_BUDGETS = BUDGETS  # exported by the validation package under this name

@@ -56,7 +56,7 @@ def add_arguments(p) -> None:
            "nodes per axis, cost x4 at depth 2) [0]")
     a("--alpha", default="1.2", help="sample ratio N/D (> 0) [1.2]")
     a("--dim", default="1000", help="input dimension D (>= 2) [1000]")
-    a("--dims", default=None, help="comma list of dimensions (overrides --dim), e.g. "
+    a("--dims", nargs="+", default=None, help="comma list of dimensions (overrides --dim), e.g. "
                                    "250,500,1000: with --compare-se, fit the discrepancy "
                                    "against 1/D")
     a("--max-iter", default="50", help="GAMP iterations at most (>= 1) [50]")
@@ -84,7 +84,7 @@ def parse(args) -> dict:
     v["inner_resolution"] = integer(args.inner_resolution, "--inner-resolution", 0, PROG)
     v["alpha"] = number(args.alpha, "--alpha", PROG, above=0)
     if args.dims is not None:
-        if not str(args.dims).strip(", "):
+        if not ",".join(args.dims).strip(", "):
             raise fail("--dims", "empty list", PROG)
         v["dims"] = integers(args.dims, "--dims", 2, PROG)
     else:

@@ -32,7 +32,8 @@ DESCRIPTION = ("State-evolution fixed points over α from the uninformed (AMP) a
 
 def add_arguments(p) -> None:
     add_model_arguments(p, MODELS)
-    p.add_argument("--alphas", default="0.1:2:0.1", help="values, comma list or start:stop:step")
+    p.add_argument("--alphas", nargs="+", default=["0.1:2:0.1"],
+                   help="values, comma lists or start:stop:step ranges")
     p.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
     p.add_argument("--prior", default="gaussian", choices=["gaussian", "rademacher"])
     p.add_argument("--transitions", action="store_true",
@@ -70,7 +71,7 @@ def run(args) -> int:
     skip = values(args.skip, "--skip")
     beta = values(args.beta, "--beta")
     noise = values(args.noise, "--noise")
-    alphas = values([args.alphas], "--alphas")
+    alphas = values(args.alphas, "--alphas")
     for name, vals, ok in [("--skip", skip, lambda v: v >= 0), ("--beta", beta, lambda v: v > 0),
                            ("--noise", noise, lambda v: v >= 0),
                            ("--alphas", alphas, lambda v: v > 0)]:

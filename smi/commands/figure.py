@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
+import asymptotics as asy
+import simulators as sim
+import validation as val
 from asymptotics.channels.names import MODELS
 
 from ..options import (
@@ -20,7 +23,7 @@ from ..options import (
     refuse_inapplicable,
     values,
 )
-from ..output import task_progress
+from ..output import command_line, task_progress
 from . import add_command
 from .plot import add_style_argument
 
@@ -56,11 +59,11 @@ class TheoryVsSimulation:
         a("--budget", default="quick", choices=list(BUDGETS),
           help="sizes of every option not given: quick (~30 s on 2 cores) or paper "
           "(α 0.1:2:0.1, D 1000,4000, 8 seeds) [quick]")
-        a("--alphas", default=None, help="α values: comma list or start:stop:step")
-        a("--dims", default=None, help="AMP dimensions D, comma list (>= 2 each)")
+        a("--alphas", nargs="+", default=None, help="α values: comma list or start:stop:step")
+        a("--dims", nargs="+", default=None, help="AMP dimensions D, comma list (>= 2 each)")
         a("--seeds", default=None, help="number of seeds per (α, D), >= 2 (error bars)")
         a("--seed", default="0", help="first seed [0]")
-        a("--optimizers", default=None,
+        a("--optimizers", nargs="+", default=None,
           help="attention: also train the network with these optimizers (comma list, "
           "default learning rates), at the smallest D")
         a("--train-steps", default=None, help="optimizer steps of each training run")
@@ -100,7 +103,7 @@ class TheoryVsSimulation:
                        beta=number(args.beta, "--beta", prog, above=0))
         elif args.model == "linear":
             job["noise"] = number(args.noise, "--noise", prog, minimum=0)
-        alphas = values([given("alphas")], "--alphas", prog)
+        alphas = values(given("alphas"), "--alphas", prog)
         if not alphas or min(alphas) <= 0:
             raise fail("--alphas", f"every alpha must be > 0, got {given('alphas')!r}", prog)
         dims = integers(given("dims"), "--dims", 2, prog)
@@ -111,41 +114,34 @@ class TheoryVsSimulation:
         seeds = [first + i for i in range(integer(given("seeds"), "--seeds", 2, prog))]
         optimizers = []
         if args.optimizers is not None:
-            optimizers = [s.strip().lower() for s in args.optimizers.split(",") if s.strip()]
+            optimizers = [s.strip().lower() for s in ",".join(args.optimizers).split(",")
+                          if s.strip()]
             if not optimizers:
                 raise fail("--optimizers", "empty list", prog)
-            from simulators.optimizers import parse_optimizer_name
-
             for nm in optimizers:
                 try:
-                    parse_optimizer_name(nm)
+                    sim.parse_optimizer_name(nm)
                 except ValueError as exc:
                     raise fail("--optimizers", str(exc).splitlines()[0], prog) from None
         output = str(args.output)
         if not output.lower().endswith((".pdf", ".png")):
             raise fail("--output", f"{output!r} must end in .pdf or .png", prog)
-        from validation.theory_vs_simulation import BUDGETS as SIZES
-        from validation.theory_vs_simulation import FigureSpec, SpecError
-
         try:
-            spec = FigureSpec(
+            spec = val.FigureSpec(
                 job=job, alphas=alphas, dims=dims, seeds=seeds,
                 sobol_log2=integer(given("sobol_log2"), "--sobol-log2", 3, prog),
                 max_iter=integer(given("max_iter"), "--max-iter", 1, prog),
                 n_test=integer(given("n_test"), "--n-test", 1, prog),
                 device=check_device(args.device, prog), staircase=args.staircase,
-                optimizers=optimizers, se_tol=SIZES[args.budget]["se_tol"],
+                optimizers=optimizers, se_tol=val.FIGURE_BUDGETS[args.budget]["se_tol"],
                 train_steps=integer(given("train_steps"), "--train-steps", 1, prog))
             spec.check()
-        except SpecError as exc:
+        except val.SpecError as exc:
             raise fail("--" + exc.option, str(exc), prog) from None
         return spec
 
     @staticmethod
     def run(args) -> int:
-        import asymptotics as asy
-        from validation import theory_vs_simulation as tvs
-
         prog = TheoryVsSimulation.PROG
         spec = TheoryVsSimulation.parse(args)
         why = asy.check_writable(args.output)
@@ -154,8 +150,9 @@ class TheoryVsSimulation:
         opts = executor_options(args, len(spec.seeds) * len(spec.dims), prog)
         t0 = time.perf_counter()
         with asy.make_executor(**opts) as ex:
-            rows = tvs.compute_rows(spec, ex, task_progress(sys.stderr, args.quiet))
-        fig, data = tvs.write_figure(rows, spec, args.output, args.width, args.style)
+            rows = val.compute_rows(spec, ex, task_progress(sys.stderr, args.quiet))
+        fig, data = val.write_figure(rows, spec, args.output, args.width, args.style,
+                                     command_line(args))
         if not args.quiet:
             print(f"wrote {fig} and {data} ({len(rows)} rows, "
                   f"{time.perf_counter() - t0:.0f}s)", file=sys.stderr)

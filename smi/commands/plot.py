@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import asymptotics as asy
 import validation as val
 from validation import PLOT_KINDS
 
 from ..options import UsageError, fail, values
+from ..output import command_line
 
 NAME = "plot"
 HELP = "publication figures from result files"
@@ -45,10 +47,9 @@ def run(args) -> int:
             raise fail("--skip", "one value")
         skip = vals[0]
     try:
-        from validation import style  # matplotlib: not before the command runs
-
-        with style.style(args.style):
-            val.make_plot(args.kind, args.results, args.output, args.width, skip)
+        with val.use_style(args.style):
+            val.make_plot(args.kind, args.results, args.output, args.width, skip,
+                          provenance=asy.provenance(command_line(args)))
     except val.PlotInputError as exc:
         raise UsageError(f"smi plot: error: {exc}") from None
     print(f"wrote {args.output}", file=sys.stderr)

@@ -46,13 +46,13 @@ def add_arguments(p) -> None:
     a("--skip", default="1", help="skip strength c (>= 0) [1]")
     a("--beta", default="1", help="softmax inverse temperature (> 0) [1]")
     a("--alpha", default="15", help="sample ratio N/D (> 0) [15]")
-    a("--alphas", default=None,
+    a("--alphas", nargs="+", default=None,
       help="sample-complexity sweep: start:stop:step (stop included) or a comma list")
     a("--dim", default="500", help="input dimension D (>= 2) [500]")
-    a("--optimizer", default="adam",
+    a("--optimizer", nargs="+", default=["adam"],
       help="optimizer or comma list: gd, sgd, adam, adamw, signgd, signum, msvag, svag, "
            "sam, fsam, psam, pfsam (SAM variants take -BASE, e.g. fsam-adam) [adam]")
-    a("--lr", default=None,
+    a("--lr", nargs="+", default=None,
       help="learning rate, or a comma list matching --optimizer; default per optimizer: "
            "0.5*D for gd/msvag/svag/sam/fsam on gd, 0.05*D for sgd, 1e-2 for "
            "adam/adamw/signgd/signum and for SAM variants on those")
@@ -89,7 +89,7 @@ def parse(args) -> dict:
         if round(a * v["dim"]) < 1:
             option = "--alphas" if args.alphas is not None else "--alpha"
             raise fail(option, f"alpha*D = {a * v['dim']:g} gives no training samples", PROG)
-    names = [s.strip().lower() for s in str(args.optimizer).split(",") if s.strip()]
+    names = [s.strip().lower() for s in ",".join(args.optimizer).split(",") if s.strip()]
     if not names:
         raise fail("--optimizer", "empty", PROG)
     for nm in names:
@@ -101,7 +101,7 @@ def parse(args) -> dict:
     if args.lr is None:
         lrs = [sim.default_lr(nm, v["dim"]) for nm in names]
     else:
-        lrs = [number(s, "--lr", PROG, above=0) for s in str(args.lr).split(",")]
+        lrs = [number(s, "--lr", PROG, above=0) for s in ",".join(args.lr).split(",")]
         if len(lrs) == 1:
             lrs = lrs * len(names)
         if len(lrs) != len(names):
