@@ -11,8 +11,9 @@ The public API, loaded on first use (``import asymptotics`` stays cheap):
   :func:`sweep_settings`, :func:`locate_transitions`;
 - thresholds: :class:`ThresholdSettings`, :func:`weak_recovery_thresholds`,
   :class:`StaircaseSettings`, :func:`staircase_thresholds`, :func:`threshold_table`;
-- results, solvers, executors: :func:`read_rows`, :func:`solve_fixed_point`,
-  :func:`make_executor`.
+- results, solvers, executors: :func:`read_rows`, :func:`read_frame`, :func:`to_frame`,
+  :func:`to_dataset` (pandas/xarray, the ``data`` extra), :class:`ResultCache`,
+  :func:`solve_fixed_point`, :func:`make_executor`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ _EXPORTS = {
     "read_result_file": "results",
     "make_header": "results",
     "provenance": "results",
+    "to_frame": "frames",
+    "read_frame": "frames",
+    "to_dataset": "frames",
+    "ResultCache": "cache",
+    "default_cache": "cache",
     "ResultFileError": "results",
     "threshold_jobs": "tables",
     "threshold_task": "tables",
