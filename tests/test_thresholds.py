@@ -91,7 +91,8 @@ def test_monte_carlo_path_agrees_with_quadrature_on_the_default_model():
         assert abs(dq.alpha_c - dm.alpha_c) < 4 * dm.stderr
 
 
-@pytest.mark.parametrize("depth,L", [(3, 2), (2, 3)])
+@pytest.mark.parametrize(
+    "depth,L", [(3, 2), pytest.param(2, 3, marks=pytest.mark.slow)], ids=["3-2", "2-3"])
 def test_monte_carlo_thresholds_have_stderr_below_one_percent(depth, L):
     res = weak_recovery_thresholds(
         AttentionChannel(depth=depth, seq_len=L),
