@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import TextIO
 
 import asymptotics as asy
+import simulators as sim
 from asymptotics.backend import BackendError, get_namespace
 from asymptotics.executors import ExecutorError, check_options, default_workers
 from asymptotics.results import json_line
@@ -153,6 +154,20 @@ def integers(texts, option: str, minimum: int, prog: str = "smi") -> list[int]:
             raise fail(option, f"must be >= {minimum}, got {int(v)}", prog)
         out.append(int(v))
     return out
+
+
+def optimizer_names(texts, option: str, prog: str = "smi") -> list[str]:
+    """Optimizer names of list texts (``gd adam`` or ``gd,adam``), each one the training
+    simulator knows, lower-cased; a usage error naming ``option`` otherwise."""
+    names = [s.strip().lower() for s in ",".join(texts).split(",") if s.strip()]
+    if not names:
+        raise fail(option, "empty list", prog)
+    for name in names:
+        try:
+            sim.parse_optimizer_name(name)
+        except ValueError as exc:
+            raise fail(option, str(exc).splitlines()[0], prog) from None
+    return names
 
 
 def one_value(text, option: str, ok, what: str, prog: str = "smi") -> float:

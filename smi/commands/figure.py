@@ -6,7 +6,6 @@ import sys
 import time
 
 import asymptotics as asy
-import simulators as sim
 import validation as val
 from asymptotics.channels.names import MODELS
 
@@ -20,6 +19,7 @@ from ..options import (
     integer,
     integers,
     number,
+    optimizer_names,
     refuse_inapplicable,
     values,
 )
@@ -114,15 +114,7 @@ class TheoryVsSimulation:
         seeds = [first + i for i in range(integer(given("seeds"), "--seeds", 2, prog))]
         optimizers = []
         if args.optimizers is not None:
-            optimizers = [s.strip().lower() for s in ",".join(args.optimizers).split(",")
-                          if s.strip()]
-            if not optimizers:
-                raise fail("--optimizers", "empty list", prog)
-            for nm in optimizers:
-                try:
-                    sim.parse_optimizer_name(nm)
-                except ValueError as exc:
-                    raise fail("--optimizers", str(exc).splitlines()[0], prog) from None
+            optimizers = optimizer_names(args.optimizers, "--optimizers", prog)
         output = str(args.output)
         if not output.lower().endswith((".pdf", ".png")):
             raise fail("--output", f"{output!r} must end in .pdf or .png", prog)

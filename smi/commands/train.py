@@ -23,6 +23,7 @@ from ..options import (
     fail,
     integer,
     number,
+    optimizer_names,
     refused_as,
     run_simulation,
     simulation_values,
@@ -89,15 +90,7 @@ def parse(args) -> dict:
         if round(a * v["dim"]) < 1:
             option = "--alphas" if args.alphas is not None else "--alpha"
             raise fail(option, f"alpha*D = {a * v['dim']:g} gives no training samples", PROG)
-    names = [s.strip().lower() for s in ",".join(args.optimizer).split(",") if s.strip()]
-    if not names:
-        raise fail("--optimizer", "empty", PROG)
-    for nm in names:
-        try:
-            sim.parse_optimizer_name(nm)
-        except ValueError as exc:
-            raise fail("--optimizer", str(exc), PROG) from None
-    v["optimizers"] = names
+    v["optimizers"] = names = optimizer_names(args.optimizer, "--optimizer", PROG)
     if args.lr is None:
         lrs = [sim.default_lr(nm, v["dim"]) for nm in names]
     else:
