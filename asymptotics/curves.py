@@ -203,9 +203,8 @@ def sweep_settings(
     Each (setting, branch) chain is one task of ``executor``.  Rows are appended to
     ``output`` (JSON lines) as they arrive: one by one from the serial executor and the
     process pool, a whole chain at a time from a Dask cluster.  With ``resume`` a chain
-    continues from its rows in the file.  When done the file is rewritten in the order of
-    a serial run (setting by setting, the AMP chain upwards, then the informed chain
-    downwards), followed by any other rows it held.  Returns the rows of every setting,
+    continues from its rows in the file.  When done the file holds the returned rows, then
+    the chains' rows that ``branch`` leaves out.  Returns the rows of every setting,
     with the Bayes choice, sorted by setting, α and branch.  Every row begins with the
     parameters that identify its model (``model`` and the channel's :meth:`params`, then
     ``tag``), a single setting's too; ``command`` is recorded in the file's header.
@@ -284,13 +283,10 @@ def sweep_settings(
         out.extend(_select(rows, branch))
     if journal is not None:
         # the file holds what is returned (the Bayes rows too), then the chains' rows that
-        # ``branch`` filters out and any other rows it held: all a resume needs
+        # ``branch`` filters out: all a resume needs (a resumed file has these very chains:
+        # its settings record matched)
         shown = {id(r) for r in out}
-        chain_keys = {key for key, _, _ in chains}
-        hidden = [r for r in ordered if id(r) not in shown]
-        rest = [r for r in journal.rows if r.get("branch") in ("amp", "informed")
-                and _chain_of(r, tag_keys) not in chain_keys]
-        journal.finish_rows(out + hidden + rest)
+        journal.finish_rows(out + [r for r in ordered if id(r) not in shown])
     return out
 
 

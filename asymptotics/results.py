@@ -327,12 +327,6 @@ def _parse_json_lines(text: str, source: str) -> ResultFile:
     return ResultFile(header, rows, torn)
 
 
-def parse_rows(text: str, source: str = "text") -> tuple[list[dict], bool]:
-    """Rows of a text (:func:`parse_result_text` without its header) and whether torn."""
-    f = parse_result_text(text, source)
-    return f.rows, f.torn
-
-
 def read_result_file(path: str | os.PathLike) -> ResultFile:
     """:func:`parse_result_text` of a file (a missing file: no header, no rows)."""
     if not os.path.exists(path):
@@ -372,7 +366,7 @@ def row_kind(row) -> str | None:
 
 __all__ = ["CURVE_KEYS", "NUMERICS_VERSION", "THRESHOLD_EXTRA_KEYS", "THRESHOLD_KEYS",
            "ResultFile", "ResultFileError", "decode", "encode", "git_commit", "json_line",
-           "make_header", "parse_result_text", "parse_rows", "plain", "provenance",
+           "make_header", "parse_result_text", "plain", "provenance",
            "read_result_file", "read_rows",
            "row_kind", "settings_differences", "threshold_columns", "to_csv", "to_json",
            "to_json_lines"]
