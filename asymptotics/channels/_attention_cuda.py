@@ -81,14 +81,8 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
     IMP = mode == "importance"
     WPB = WARPS_PER_BLOCK
     MM = max(m, 1)
-    # flat index p = l*depth + j of Z; odd[p]: the entry changes sign with the fibre sign
-    pair_a, pair_b = [], []
-    for p1 in range(P):
-        for p2 in range(p1, P):
-            pair_a.append(p1)
-            pair_b.append(p2)
-    PA = np.array(pair_a if pair_a else [0], dtype=np.int64)
-    PB = np.array(pair_b if pair_b else [0], dtype=np.int64)
+    # flat index p = l*depth + j of Z (odd in the fibre sign where j = m); second moments
+    # in the upper triangle p1 <= p2, row by row
 
     @cuda.jit(device=True)
     def sigmoid(x):
@@ -289,13 +283,16 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                             acc[o + 1 + p] += wd * z[p]
                         else:
                             acc[o + 1 + p] += we * z[p]
-                    for t2 in range(NSEC):
-                        p1 = PA[t2]
-                        p2 = PB[t2]
-                        if (p1 % depth == m) == (p2 % depth == m):
-                            acc[o + 1 + P + t2] += we * z[p1] * z[p2]
-                        else:
-                            acc[o + 1 + P + t2] += wd * z[p1] * z[p2]
+                    if NSEC > 0:
+                        t2 = o + 1 + P
+                        for p1 in range(P):
+                            odd1 = p1 % depth == m
+                            for p2 in range(p1, P):
+                                if odd1 == (p2 % depth == m):
+                                    acc[t2] += we * z[p1] * z[p2]
+                                else:
+                                    acc[t2] += wd * z[p1] * z[p2]
+                                t2 += 1
         # warp maximum, then the sums rescaled to it and added up in shared memory
         mxs[w, lane] = lmax
         cuda.syncthreads()
@@ -331,10 +328,15 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
             elif r <= P:
                 mean[q, k, r - 1] = tot[w, v] / Z if ok else math.nan
             else:
-                t2 = r - 1 - P
+                rem = r - 1 - P
+                p1 = 0
+                while rem >= P - p1:
+                    rem -= P - p1
+                    p1 += 1
+                p2 = p1 + rem
                 val = tot[w, v] / Z if ok else math.nan
-                sec[q, k, PA[t2], PB[t2]] = val
-                sec[q, k, PB[t2], PA[t2]] = val
+                sec[q, k, p1, p2] = val
+                sec[q, k, p2, p1] = val
 
     return kernel
 
