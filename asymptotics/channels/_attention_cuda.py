@@ -255,7 +255,7 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                     qm += dm * dm
                 lwp = base - inv2v * qp
                 lwm = base - inv2v * qm
-                lw = max(lwp, lwm)
+                lw = lwp if lwp > lwm else lwm  # (builtin max: no CUDA overload for 2 floats)
                 if lw > lmax:
                     if lmax > NEG_INF:
                         f = math.exp(lmax - lw)
@@ -298,7 +298,8 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
         cuda.syncthreads()
         M = NEG_INF
         for r in range(WARP):
-            M = max(M, mxs[w, r])
+            if mxs[w, r] > M:
+                M = mxs[w, r]
         f = math.exp(lmax - M) if lmax > NEG_INF else 0.0
         for v0 in range(0, NV, CHUNK):
             for c in range(CHUNK):
