@@ -41,6 +41,18 @@ def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
             assert errs["second"] < TOL, (name, errs["second"])
 
 
+@pytest.mark.slow
+def test_every_kernel_specialisation_compiles_for_the_device():
+    """numba's CUDA typing and lowering (PTX for sm_90), which the simulator skips."""
+    res = subprocess.run([sys.executable, os.path.join(HERE, "cudasim_fibre.py"), "ptx"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if "skip" in out:
+        pytest.skip(out["skip"])
+    assert out["ptx"] and all(v == "ok" for v in out["ptx"].values()), out
+
+
 # ----------------------------------------------------------------------------- real GPU
 
 
