@@ -61,7 +61,7 @@ def flops_per_pair(seq_len: int, depth: int, n_sets: int, second: bool) -> int:
     x = 2 * L * L
     expo = 4 * L + 2 * L + 8
     nsec = P * (P + 1) // 2 if second else 0
-    sums = n_sets * (4 + 2 * (P + nsec))
+    sums = n_sets * (3 + 2 * P + 3 * nsec)
     return mixer + inverse + x + expo + sums
 
 
