@@ -10,6 +10,11 @@ for sm_90 with the real CUDA target (no GPU needed, but libNVVM): the simulator 
 Python, not numba's CUDA typing and lowering (``max(a, b)``, for one, types in the
 simulator and not on the device).  Prints ``{"ptx": {name: "ok" | error}}``, or
 ``{"skip": why}`` without libNVVM.
+
+``python tests/cudasim_fibre.py amp`` runs AMP's device path (``device="gpu"``) on the
+simulator, with a stand-in for cupy (numpy under another name, so every ``xp is np`` test
+takes its device branch) against the CPU run: ``{"amp": max differences of M_raw, V,
+g_rel_quad_error over 3 iterations}``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import sys
 
 PTX = sys.argv[1:] == ["ptx"]
+AMP = sys.argv[1:] == ["amp"]
 if not PTX:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -117,5 +123,38 @@ def compile_all():
     print(json.dumps({"ptx": out}))
 
 
+def amp_on_the_simulator():
+    """AMP with ``device="gpu"`` where the device namespace is numpy under another name."""
+    import types
+
+    import asymptotics.backend as backend
+    import asymptotics.channels.attention as attention
+    import simulators.amp as amp
+
+    fake = types.ModuleType("fakecupy")
+    for name in dir(np):
+        if not name.startswith("__"):
+            setattr(fake, name, getattr(np, name))
+    # device arrays are fresh and writable, as cupy's uploads are
+    fake.asarray = lambda x, dtype=None: np.array(x, dtype=dtype)
+    fake.ascontiguousarray = lambda x, dtype=None: np.array(x, dtype=dtype, order="C")
+    real = backend.get_namespace
+
+    def namespace(device="cpu"):
+        return fake if device == "gpu" else real(device)
+
+    attention.get_namespace = amp.get_namespace = namespace
+    ch = AttentionChannel(inner_rule=trapezoid(2, 9, 6.0))
+    runs = [amp.run_amp(ch, amp.AMPConfig(dim=30, alpha=1.2, max_iter=3, n_test=50,
+                                          device=d), seed=1) for d in ("cpu", "gpu")]
+    out = {"iterations": [len(r.records) for r in runs], "M_raw": 0.0, "V": 0.0, "quad": 0.0}
+    for ra, rb in zip(runs[0].records[1:], runs[1].records[1:], strict=True):
+        out["M_raw"] = max(out["M_raw"], float(np.max(np.abs(np.subtract(ra["M_raw"],
+                                                                           rb["M_raw"])))))
+        out["V"] = max(out["V"], float(np.max(np.abs(np.subtract(ra["V"], rb["V"])))))
+        out["quad"] = max(out["quad"], abs(ra["g_rel_quad_error"] - rb["g_rel_quad_error"]))
+    print(json.dumps({"amp": out}))
+
+
 if __name__ == "__main__":
-    compile_all() if PTX else main()
+    compile_all() if PTX else amp_on_the_simulator() if AMP else main()
