@@ -77,10 +77,14 @@ def main(argv=None):
         print(f"first fused call (numba-cuda compile, or its cache): "
               f"{time.perf_counter() - t0:.2f} s")
         t_fused = best(lambda: ch.posterior_on(obs_d, om_d, V, "gpu"), a.reps, sync)
+        Vs = [V, V + 1e-3 * np.eye(2)]  # AMP: a new V (node arrays rebuilt) every call
+        t_newV = best(lambda: [ch.posterior_on(obs_d, om_d, v, "gpu") for v in Vs], a.reps,
+                      sync) / 2
         t_host = best(lambda: ch.posterior_on(obs, omega, V, "gpu"), a.reps, sync)
         t_old = best(lambda: ch.fibre_moments(obs, omega, V, "gpu", _gpu_kernel="array"), 3,
                      sync)
         rows += [("GPU fused (cupy in, on device)", t_fused),
+                 ("GPU fused, new V each call (AMP)", t_newV),
                  ("GPU fused (numpy in, upload)", t_host),
                  ("GPU old array path", t_old)]
         ref = ch.posterior_on(obs, omega, V, "cpu")

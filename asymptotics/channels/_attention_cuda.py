@@ -270,10 +270,8 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                     for j in range(m):
                         z[l * depth + j] = zU[l, j]
                     z[l * depth + m] = x[l]
-                for q in range(S):
+                for q in range(S):  # no skip of zero weights: lanes would diverge for nothing
                     ws = W[q, i]
-                    if ws == 0.0:
-                        continue
                     we = ws * e
                     wd = ws * d
                     o = q * NPER
