@@ -35,7 +35,8 @@ MAX_SEQ_LEN = 4
 MAX_DEPTH = 3
 WARP = 32
 WARPS_PER_BLOCK = 4
-CHUNK = 32  # sums reduced through shared memory per round
+CHUNK = 8  # sums reduced through shared memory per round
+SHARED_BYTES = 48 * 1024  # static shared memory a block may take without opting in
 MODES = ("general", "shared", "importance")
 NEG_INF = -math.inf
 
@@ -81,6 +82,10 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
     IMP = mode == "importance"
     WPB = WARPS_PER_BLOCK
     MM = max(m, 1)
+    shared_bytes = 8 * WPB * (WARP * CHUNK + NV + WARP)
+    if shared_bytes > SHARED_BYTES:
+        raise ValueError(f"the fused CUDA fibre kernel would need {shared_bytes} bytes of "
+                         f"shared memory for {n_sets} weight sets (at most {SHARED_BYTES})")
     # flat index p = l*depth + j of Z (odd in the fibre sign where j = m); second moments
     # in the upper triangle p1 <= p2, row by row
 
@@ -304,7 +309,7 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                 if v0 + c < NV:
                     red[w, lane, c] = acc[v0 + c] * f
             cuda.syncthreads()
-            if v0 + lane < NV:
+            if lane < CHUNK and v0 + lane < NV:
                 t = 0.0
                 for r in range(WARP):
                     t += red[w, r, lane]
