@@ -15,9 +15,11 @@ maximum ``lmax`` (log-sum-exp) and its sums; the warp then rescales them to the 
 maximum and adds them up in shared memory, and writes ``log Z``, the mean and the upper
 triangle of the second moment (mirrored) to device arrays.  Float64 throughout.
 
-``L <= 4`` and ``depth <= 3`` (local arrays of fixed size); other sizes raise ``ValueError``
-and stay on the array path (``AttentionChannel`` says so, no silent fallback).
-Kernels are specialised per ``(L, depth, S, second, mode)`` and cached.
+``L <= 4`` and ``depth <= 3`` (local arrays of fixed size), and at most 48 KiB of shared
+memory (``S <= 8`` weight sets at L = 4, depth = 3); other sizes raise ``ValueError`` naming
+them: no silent fallback (the old cupy array path, ``AttentionChannel.fibre_moments(...,
+_gpu_kernel="array")``, still takes them).  Kernels are specialised per ``(L, depth, S,
+second, mode)``, kept for the process, and compiled at their first launch (seconds).
 
 Runs on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` before ``numba.cuda`` is
 imported) with numpy arrays, which is how the default test suite checks it.
