@@ -16,7 +16,7 @@ maximum and adds them up in shared memory, and writes ``log Z``, the mean and th
 triangle of the second moment (mirrored) to device arrays.  Float64 throughout.
 
 ``L <= 4`` and ``depth <= 3`` (local arrays of fixed size), and at most 48 KiB of shared
-memory (``S <= 8`` weight sets at L = 4, depth = 3); other sizes raise ``ValueError`` naming
+memory (``S <= 13`` weight sets at L = 4, depth = 3); other sizes raise ``ValueError`` naming
 them: no silent fallback (the old cupy array path, ``AttentionChannel.fibre_moments(...,
 _gpu_kernel="array")``, still takes them).  Kernels are specialised per ``(L, depth, S,
 second, mode)``, kept for the process, and compiled at their first launch (seconds).
