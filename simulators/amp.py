@@ -38,9 +38,11 @@ iteration row (``psd_projected``).
 Back-ends: the large products ``x Ŵ`` and ``xᵀ g`` (and the test-set projection) run on the
 array namespace ``xp`` (numpy on ``device='cpu'``, cupy on ``'gpu'``).  The per-sample
 posterior integrals are batched over samples: the attention channel's numba kernel on CPU,
-its vectorised ``_fibre_xp`` path (cupy) on GPU.  Closed-form channels are numpy only:
-``ω`` (N·L·p numbers) is copied to the host for them and ``g`` back, which is cheap next to
-the products (N·L·D).  All random numbers are drawn on the host from the seed's streams
+its fused CUDA kernel on GPU, whose moments stay on the device (``posterior_on``): ``ω``,
+``g`` and the posterior live in ``xp``; per iteration only ``Σ Cov`` (p×p) and a few scalars
+come to the host.  Closed-form channels are numpy only: ``ω`` (N·L·p numbers) is copied to
+the host for them and the moments back, which is cheap next to the products (N·L·D).  All
+random numbers are drawn on the host from the seed's streams
 (:func:`simulators.data.seed_streams`), so the numpy and cupy paths see the same data.
 
 Every iteration also records ``delta`` (RMS change of the entries of Ŵ: the convergence
@@ -187,6 +189,18 @@ class AMPResult:
         return a.mean(axis=0).tolist(), a.std(axis=0).tolist()
 
 
+def covariance_sum(post, xp) -> np.ndarray:
+    """``Σ_{μ,l} Cov[z^(l)_μ | y_μ, ω_μ, V]`` (p×p, on the host); on a device namespace the
+    sum runs there: ``Σ_l Σ_μ E[z^(l) z^(l)ᵀ] − Σ_{μ,l} m mᵀ``."""
+    if xp is np:
+        return post.token_covariance.sum(axis=(0, 1))
+    sec, mean = xp.asarray(post.second), xp.asarray(post.mean)
+    tot = sec[:, 0, :, 0, :].sum(axis=0)
+    for l in range(1, mean.shape[-2]):
+        tot = tot + sec[:, l, :, l, :].sum(axis=0)
+    return to_numpy(tot - xp.einsum("nlp,nlq->pq", mean, mean))
+
+
 def _metrics(channel, prob, W, C, D, xp):
     WW = to_numpy(W.T @ W) / D
     MW = to_numpy(W.T @ prob.W_star) / D
@@ -222,7 +236,7 @@ def run_amp(
     I = np.eye(p)
     W = prob.W0
     C = I.copy()
-    g_prev = np.zeros((N, L, p))
+    g_prev = xp.zeros((N, L, p))
     A_prev = np.zeros((p, p))  # the start Ĉ = I corresponds to A = 0
     records = []
     n_proj = 0
@@ -239,21 +253,21 @@ def run_amp(
     for it in range(1, cfg.max_iter + 1):
         V = C
         Vinv = np.linalg.inv(V)
-        omega = to_numpy(project(prob.X, W)) - g_prev @ V.T  # (N, L, p); V symmetric
-        if not np.all(np.isfinite(omega)):
+        omega = project(prob.X, W) - g_prev @ xp.asarray(V.T)  # (N, L, p); V symmetric
+        if not bool(xp.all(xp.isfinite(omega))):
             status = "non-finite"
             break
         post = channel.posterior_on(prob.obs, omega, V, cfg.device, cfg.cpu_kernel)
-        g = (post.mean - omega) @ Vinv.T
+        VinvT = xp.asarray(Vinv.T)
+        g = (xp.asarray(post.mean) - omega) @ VinvT
         quad_err = None
         if post.error is not None:  # the channel's own quadrature error of E[z | ...]
-            g_err = np.sqrt(np.mean((post.error @ Vinv.T) ** 2))
-            quad_err = float(g_err / max(np.sqrt(np.mean(g**2)), 1e-300))
-        cov = post.token_covariance  # (N, L, p, p)
+            g_err = float(xp.sqrt(xp.mean((xp.asarray(post.error) @ VinvT) ** 2)))
+            quad_err = float(g_err / max(float(xp.sqrt(xp.mean(g**2))), 1e-300))
         # A = -(1/D) Σ V⁻¹(Cov − V)V⁻¹ = V⁻¹ (N L V − Σ Cov) V⁻¹ / D
-        A = Vinv @ (N * L * V - cov.sum(axis=(0, 1))) @ Vinv / D
+        A = Vinv @ (N * L * V - covariance_sum(post, xp)) @ Vinv / D
         A = 0.5 * (A + A.T)
-        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(A))):
+        if not (bool(xp.all(xp.isfinite(g))) and np.all(np.isfinite(A))):
             status = "non-finite"
             break
         if eta < 1:

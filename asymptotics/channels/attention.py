@@ -126,6 +126,7 @@ class AttentionChannel(Channel):
         if self.inner_rule.dim != expected:
             raise ValueError(f"inner rule has dimension {self.inner_rule.dim}, need {expected}")
         self._shared_cache = None
+        self._device_cache = None
 
     def params(self):
         return {"depth": self.depth, "seq_len": self.seq_len, "skip": self.skip, "beta": self.beta}
@@ -268,6 +269,7 @@ class AttentionChannel(Channel):
     def fibre_moments(
         self, obs, omega, V, device: str = "cpu", second: bool = True,
         inner_error: bool = True, inner_path: str = "auto", cpu_kernel: str = "numba",
+        on_device: bool = False, _gpu_kernel: str = "fused",
     ) -> FibreMoments:
         """Posterior moments on all inner weight sets, batched over the leading axes.
 
@@ -278,12 +280,22 @@ class AttentionChannel(Channel):
         possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
         ``ω_U + chol(V_UU) t``), or ``auto``: shared where :meth:`shared_nodes_apply`.
         ``device`` "cpu" runs the numba kernels (``cpu_kernel="array"``: the array path of
-        the GPU, on numpy), "gpu" the array path on cupy.
+        the GPU, on numpy), "gpu" the fused CUDA kernel (:mod:`._attention_cuda`, the same
+        node placements and sums as the numba kernels; ``obs``/``omega`` numpy or cupy),
+        whose results are copied to the host once, or left on the device (cupy) with
+        ``on_device=True``.  The fused kernel takes ``L <= 4`` and ``depth <= 3``; other
+        sizes raise ``ValueError`` (``_gpu_kernel="array"``, private, runs the old
+        vectorised cupy path: a reference for comparisons and the only GPU path there).
         """
         check_device(device, cpu_kernel)
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
+        if _gpu_kernel not in ("fused", "array"):
+            raise ValueError(f"_gpu_kernel must be 'fused' or 'array', got {_gpu_kernel!r}")
         V = check_variance(V, self.depth)
+        if device == "gpu" and _gpu_kernel == "fused":
+            return self._fibre_gpu(obs, omega, V, second, inner_error, inner_path, on_device)
+        obs, omega = to_numpy(obs), to_numpy(omega)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
         batch = obs.shape[:-1]
@@ -305,20 +317,111 @@ class AttentionChannel(Channel):
         else:
             res = self._fibre_xp(a, om, chol, coef, vc, device, inner_error=inner_error)
         S = res.log_norm.shape[0]
-        return FibreMoments(
+        res = FibreMoments(
             res.log_norm.reshape((S,) + batch),
             res.mean.reshape((S,) + batch + (L, depth)),
             res.second.reshape((S,) + batch + (L, depth, L, depth)),
         )
+        if device == "gpu" and on_device:
+            xp = get_namespace("gpu")
+            res = FibreMoments(*(xp.asarray(r) for r in (res.log_norm, res.mean, res.second)))
+        return res
+
+    def _fibre_gpu(self, obs, omega, V, second, inner_error, inner_path, on_device
+                   ) -> FibreMoments:
+        """:meth:`_fibre_fused` on cupy; the results copied to the host unless
+        ``on_device``."""
+        res = self._fibre_fused(get_namespace("gpu"), obs, omega, V, second, inner_error,
+                                inner_path)
+        if on_device:
+            return res
+        return FibreMoments(to_numpy(res.log_norm), to_numpy(res.mean), to_numpy(res.second))
+
+    def _fibre_fused(self, xp, obs, omega, V, second, inner_error, inner_path
+                     ) -> FibreMoments:
+        """The fused CUDA kernel with the numba path's choice of nodes: importance-weighted
+        shared nodes for means on a shared path (as :meth:`_fibre_diagonal`), precomputed
+        mixers where ``ω_U = 0`` (as :meth:`_fibre_numba`), else nodes ``ω_U + C t``.
+        ``xp``: cupy on a GPU, numpy on numba's CUDA simulator (tests)."""
+        from . import _attention_cuda as cu  # numba.cuda is imported on this path only
+
+        L, depth, m = self.seq_len, self.depth, self.depth - 1
+        cu.check_sizes(L, depth)
+        obs = xp.asarray(obs, dtype=xp.float64)
+        batch = obs.shape[:-1]
+        omega = xp.broadcast_to(xp.asarray(omega, dtype=xp.float64), batch + (L, depth))
+        a = xp.ascontiguousarray(obs.reshape(-1, L))
+        om = xp.ascontiguousarray(omega.reshape(-1, L, depth))
+        if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(om)))):
+            raise ValueError("observations and omega must be finite")
+        chol, coef, vc = self._conditional(V)
+        if inner_path == "shared" and not self.shared_nodes_possible(V):
+            raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
+                             "trapezoid and a diagonal V")
+        shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
+        if shared and not second:
+            mode = "importance"
+        elif m > 0 and not bool(xp.any(om[:, :, :m])):
+            mode = "shared"
+        else:
+            mode = "general"
+        nodes, vc, const = self._device_nodes(xp, mode, V, chol, coef, vc, inner_error)
+        ln, mean, sec = cu.fibre_moments_cuda(xp, a, om, *nodes, vc, self.skip, self.beta,
+                                              const, mode, second)
+        S = ln.shape[0]
+        return FibreMoments(
+            ln.reshape((S,) + batch),
+            mean.reshape((S,) + batch + (L, depth)),
+            sec.reshape((S,) + batch + (L, depth, L, depth)),
+        )
+
+    def _device_nodes(self, xp, mode, V, chol, coef, vc, inner_error):
+        """Node arrays of the fused kernel in ``xp`` (cached for the last ``V``):
+        ``(CT, CMU, W, Binv_sh, logdet_sh, node_base, inv_vU)``, ``v_c`` and the constant
+        ``-L/2 log(2π v_c)`` (importance: ``- L/2 Σ_j log v_j`` more)."""
+        key = (xp.__name__, mode, np.asarray(V).tobytes(), bool(inner_error))
+        if self._device_cache is not None and self._device_cache[0] == key:
+            return self._device_cache[1]
+        L, m = self.seq_len, self.depth - 1
+        T, W = self._inner_nodes()
+        if not inner_error:
+            W = W[:1]
+        n = T.shape[0]
+        dummy_b, dummy_v = np.zeros((1, L, L)), np.zeros(1)
+        node_base, inv_vU = dummy_v, np.ones(max(m, 1))
+        if mode == "importance":
+            vU = np.diag(V)[:m]
+            Binv, logdet = self._shared_mixers(np.eye(m))
+            CT, CMU = T, np.zeros((n, L))
+            node_base = 0.5 * np.einsum("nlj,j->n", T**2, 1.0 - 1.0 / vU) - logdet
+            inv_vU = 1.0 / vU
+            vc = float(V[m, m])
+            logv = 0.0
+            for j in range(m):
+                logv -= np.log(inv_vU[j])
+            const = -0.5 * L * logv - 0.5 * L * np.log(2.0 * np.pi * vc)
+        else:
+            CT = np.einsum("jq,nlq->nlj", chol, T) if m else np.zeros((n, L, 1))
+            CMU = CT[:, :, :m] @ coef if m else np.zeros((n, L))
+            Binv, logdet = self._shared_mixers(chol) if mode == "shared" else (dummy_b, dummy_v)
+            const = -0.5 * L * np.log(2.0 * np.pi * vc)
+        arrays = tuple(xp.asarray(np.ascontiguousarray(x, dtype=float))
+                       for x in (CT, CMU, W, Binv, logdet, node_base, inv_vU))
+        out = (arrays, float(vc), float(const))
+        self._device_cache = (key, out)
+        return out
 
     def posterior_on(self, obs, omega, V, device="cpu", cpu_kernel="numba") -> Posterior:
-        return self.posterior(obs, omega, V, device, cpu_kernel)
+        """:meth:`posterior`; on ``device="gpu"`` its arrays stay on the device (cupy)."""
+        return self.posterior(obs, omega, V, device, cpu_kernel, on_device=device == "gpu")
 
-    def posterior(self, obs, omega, V, device: str = "cpu", cpu_kernel: str = "numba"
-                  ) -> Posterior:
-        fm = self.fibre_moments(obs, omega, V, device, cpu_kernel=cpu_kernel)
+    def posterior(self, obs, omega, V, device: str = "cpu", cpu_kernel: str = "numba",
+                  on_device: bool = False) -> Posterior:
+        fm = self.fibre_moments(obs, omega, V, device, cpu_kernel=cpu_kernel,
+                                on_device=on_device)
+        xp = get_namespace("gpu") if on_device and device == "gpu" else np
         return Posterior(
-            fm.log_norm[0], fm.mean[0], fm.second[0], error=np.abs(fm.mean[0] - fm.mean[1])
+            fm.log_norm[0], fm.mean[0], fm.second[0], error=xp.abs(fm.mean[0] - fm.mean[1])
         )
 
     def _fibre_numba(self, a, om, chol, coef, vc, want_second=True, inner_error=True):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import to_numpy
+
 
 @dataclass
 class Posterior:
@@ -134,7 +136,7 @@ class Channel(ABC):
         """:meth:`posterior` on ``device`` (closed forms: numpy on the host whatever the
         device; a channel with kernels of its own overrides this)."""
         check_device(device, cpu_kernel)
-        return self.posterior(obs, omega, V)
+        return self.posterior(obs, to_numpy(omega), V)
 
     def mean_forward(self, omega: np.ndarray, offsets: np.ndarray, weights: np.ndarray):
         """``Σ_i w_i g(ω + offset_i)`` for every ``ω`` (noiseless forward map ``g``): the
