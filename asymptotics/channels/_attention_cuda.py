@@ -31,7 +31,11 @@ import math
 from functools import cache
 
 import numpy as np
-from numba import cuda, float64
+
+if not hasattr(np, "row_stack"):  # numba-cuda still registers np.row_stack (gone in numpy
+    np.row_stack = np.vstack  # noqa: NPY201 -- 2.5) when its CUDA target loads: an alias
+
+from numba import cuda, float64  # noqa: E402
 
 MAX_SEQ_LEN = 4
 MAX_DEPTH = 3
