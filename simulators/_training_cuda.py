@@ -28,13 +28,20 @@ arrays, which is how it is tested without a GPU; on a GPU it takes cupy arrays (
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
-from numba import cuda, float64
+
+if not hasattr(np, "row_stack"):  # numba-cuda still registers np.row_stack (gone in numpy
+    np.row_stack = np.vstack  # noqa: NPY201 -- 2.5) when its CUDA target loads: an alias
+
+from numba import cuda, float64  # noqa: E402
+from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
 MAX_L = 8
 MAX_DEPTH = 4
 MAX_RANK = 4
+MAX_P = 16  # MAX_DEPTH * MAX_RANK, spelled out: local array shapes must be literals
 LOSS, COTANGENT, GRAD, VJP = 0, 1, 2, 3
 THREADS = 128
 
@@ -62,7 +69,7 @@ def _kernel(U, scale, beta, c, rank, Y, G, coef, loss, dZ, mode):  # noqa: C901
     depth = p // rank
     zero = 0.0
     one = 1.0
-    z = cuda.local.array((MAX_L, MAX_DEPTH * MAX_RANK), float64)
+    z = cuda.local.array((MAX_L, MAX_P), float64)
     S = cuda.local.array((MAX_DEPTH, MAX_L, MAX_RANK), float64)
     P = cuda.local.array((MAX_DEPTH, MAX_L, MAX_L), float64)
     B = cuda.local.array((MAX_DEPTH, MAX_L, MAX_L), float64)  # B[k] = mixer of layer k
@@ -228,9 +235,12 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
     dZ = xp.empty_like(U) if mode in (GRAD, VJP) else dummy
     if n > 0:
         blocks = (n + THREADS - 1) // THREADS
-        _kernel[blocks, THREADS, _stream(xp)](
-            _device(U, xp), dt(scale), dt(beta), dt(skip), np.int64(rank), _device(Y, xp),
-            _device(G, xp), dt(coef), _device(loss, xp), _device(dZ, xp), np.int64(mode))
+        with warnings.catch_warnings():  # small batches: a grid of few blocks is expected
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            _kernel[blocks, THREADS, _stream(xp)](
+                _device(U, xp), dt(scale), dt(beta), dt(skip), np.int64(rank),
+                _device(Y, xp), _device(G, xp), dt(coef), _device(loss, xp), _device(dZ, xp),
+                np.int64(mode))
     return (
         None if mode == VJP else loss.sum(),
         G if mode != LOSS else None,
