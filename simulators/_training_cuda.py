@@ -246,3 +246,153 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
         G if mode != LOSS else None,
         dZ if mode in (GRAD, VJP) else None,
     )
+
+
+# ------------------------------------------------------------- the products with X
+#
+# cuBLAS runs the two skinny products (p = depth * rank columns) well below the memory
+# bound in float32 (measured on the H200: X W 7.7 ms and X^T dS up to 20 ms against 2.5 ms
+# per read of X).  Two streaming kernels, accumulating in float64:
+#   xw:   U = X W        one warp per XW_ROWS rows of X (n L x D), lanes stride over D,
+#                        the lanes' partial sums added through shared memory;
+#   xtg:  X^T dS         one thread per column d of X, the rows split into chunks (grid
+#                        axis y) whose float64 partial sums are added by the caller (a
+#                        fixed order: deterministic).
+
+PROD_MAX_P = 4  # columns held in registers (constant loop bounds unroll)
+XW_ROWS = 4  # rows of X per warp
+XW_WARPS = 4  # warps per block
+XTG_UNROLL = 4
+
+
+def products_support(p: int) -> bool:
+    """Whether the product kernels hold ``p`` columns."""
+    return p <= PROD_MAX_P
+
+
+@cuda.jit(cache=True)
+def _xw_kernel(X, W, out):
+    # block = XW_WARPS warps; warp w of block b takes rows r0 .. r0 + XW_ROWS - 1
+    tid = cuda.threadIdx.x
+    lane = tid % 32
+    wp = tid // 32
+    r0 = (cuda.blockIdx.x * XW_WARPS + wp) * XW_ROWS
+    M = X.shape[0]
+    D = X.shape[1]
+    p = W.shape[1]
+    acc = cuda.local.array((XW_ROWS, PROD_MAX_P), float64)
+    w = cuda.local.array(PROD_MAX_P, float64)
+    for a in range(XW_ROWS):
+        for j in range(PROD_MAX_P):
+            acc[a, j] = 0.0
+    if r0 < M:
+        full = r0 + XW_ROWS <= M
+        for d in range(lane, D, 32):
+            for j in range(PROD_MAX_P):
+                if j < p:
+                    w[j] = W[d, j]
+            for a in range(XW_ROWS):
+                if full or r0 + a < M:
+                    x = float64(X[r0 + a, d])
+                    for j in range(PROD_MAX_P):
+                        if j < p:
+                            acc[a, j] += x * w[j]
+    # the 32 lanes' partial sums, added in lane order by one thread per (warp, row, col)
+    sh = cuda.shared.array((XW_WARPS, XW_ROWS * PROD_MAX_P, 33), float64)
+    for a in range(XW_ROWS):
+        for j in range(PROD_MAX_P):
+            sh[wp, a * PROD_MAX_P + j, lane] = acc[a, j]
+    cuda.syncthreads()
+    if tid < XW_WARPS * XW_ROWS * PROD_MAX_P:
+        ww = tid // (XW_ROWS * PROD_MAX_P)
+        e = tid % (XW_ROWS * PROD_MAX_P)
+        a = e // PROD_MAX_P
+        j = e % PROD_MAX_P
+        r = (cuda.blockIdx.x * XW_WARPS + ww) * XW_ROWS + a
+        if j < p and r < M:
+            v = 0.0
+            for k in range(32):
+                v += sh[ww, e, k]
+            out[r, j] = v
+
+
+@cuda.jit(cache=True)
+def _xtg_kernel(X, G, part, chunk):
+    d = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    s = cuda.blockIdx.y
+    M = X.shape[0]
+    D = X.shape[1]
+    p = G.shape[1]
+    if d >= D:
+        return
+    acc = cuda.local.array(PROD_MAX_P, float64)
+    x = cuda.local.array(XTG_UNROLL, float64)
+    for j in range(PROD_MAX_P):
+        acc[j] = 0.0
+    m0 = s * chunk
+    m1 = min(M, m0 + chunk)
+    m = m0
+    while m + XTG_UNROLL <= m1:
+        for u in range(XTG_UNROLL):
+            x[u] = X[m + u, d]
+        for u in range(XTG_UNROLL):
+            for j in range(PROD_MAX_P):
+                if j < p:
+                    acc[j] += x[u] * G[m + u, j]
+        m += XTG_UNROLL
+    while m < m1:
+        xm = float64(X[m, d])
+        for j in range(PROD_MAX_P):
+            if j < p:
+                acc[j] += xm * G[m, j]
+        m += 1
+    for j in range(PROD_MAX_P):
+        if j < p:
+            part[s, d, j] = acc[j]
+
+
+def xw(X2, W, xp):
+    """``X2 @ W`` (``M x D`` times ``D x p``, ``p <= PROD_MAX_P``) in the dtype of ``X2``,
+    accumulated in float64."""
+    M, D = X2.shape
+    p = W.shape[1]
+    if not products_support(p):
+        raise ValueError(f"the product kernels hold p <= {PROD_MAX_P} columns, got {p}")
+    X2 = xp.ascontiguousarray(X2)
+    W = xp.ascontiguousarray(W)
+    out = xp.empty((M, p), dtype=X2.dtype)
+    if M:
+        threads = 32 * XW_WARPS
+        blocks = -(-M // (XW_ROWS * XW_WARPS))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            _xw_kernel[blocks, threads, _stream(xp)](_device(X2, xp), _device(W, xp),
+                                                     _device(out, xp))
+    return out
+
+
+def xtg(X2, G, xp, splits: int | None = None):
+    """``X2^T @ G`` (``D x p``) in the dtype of ``X2``: float64 partial sums over row
+    chunks, added in a fixed order."""
+    M, D = X2.shape
+    p = G.shape[1]
+    if not products_support(p):
+        raise ValueError(f"the product kernels hold p <= {PROD_MAX_P} columns, got {p}")
+    X2 = xp.ascontiguousarray(X2)
+    G = xp.ascontiguousarray(G)
+    threads = 128
+    bx = (D + threads - 1) // threads
+    if splits is None:  # about 8 resident blocks of work per multiprocessor
+        sms = 132 if xp is not np else 1
+        if xp is not np:
+            sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
+        splits = max(1, min(M // 64 or 1, (8 * sms * 16) // bx))
+    chunk = -(-M // splits) if M else 1
+    splits = -(-M // chunk) if M else 1
+    part = xp.zeros((splits, D, p), dtype=np.float64)
+    if M and D:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NumbaPerformanceWarning)
+            _xtg_kernel[(bx, splits), threads, _stream(xp)](
+                _device(X2, xp), _device(G, xp), _device(part, xp), np.int64(chunk))
+    return part.sum(axis=0).astype(X2.dtype)

@@ -184,12 +184,18 @@ class AttentionOracle:
     sample).  ``None`` (default) fuses on cupy arrays when numba.cuda is usable and the
     network fits the kernel, else uses the array path; ``True`` forces the kernel (on numpy
     arrays it runs under numba's CUDA simulator or through host-device copies: tests).
+    ``fused_products`` (default: with ``fused``, for ``p <= 4``) also does the two products
+    with X by the streaming kernels ``xw``/``xtg`` of that module instead of cuBLAS.
     """
 
-    def __init__(self, X, y, model: AttentionModel, fused: bool | None = None):
+    def __init__(self, X, y, model: AttentionModel, fused: bool | None = None,
+                 fused_products: bool | None = None):
         self.X_full, self.y_full, self.model = X, y, model
         self.xp = namespace_of(X)
         self.fused = _fused_default(self.xp, model) if fused is None else bool(fused)
+        if fused_products is None:
+            fused_products = self.fused and model.p <= 4
+        self.fused_products = bool(fused_products)
         self.set_batch(None)
 
     def set_batch(self, idx=None):
@@ -215,10 +221,23 @@ class AttentionOracle:
         from . import _training_cuda as tc
 
         n, L, D = self.X.shape
-        U = (self.X.reshape(n * L, D) @ W).reshape(n, L, W.shape[1])
+        X2 = self.X.reshape(n * L, D)
+        U = tc.xw(X2, W, self.xp) if self.fused_products else X2 @ W
         a = self.model.arch
-        return tc.fused_step(U, 1.0 / math.sqrt(D), a.beta, a.skip, a.rank, self.xp,
-                             mode=getattr(tc, mode), Y=self.y, G=G, coef=2.0 / self.n)
+        return tc.fused_step(U.reshape(n, L, W.shape[1]), 1.0 / math.sqrt(D), a.beta, a.skip,
+                             a.rank, self.xp, mode=getattr(tc, mode), Y=self.y, G=G,
+                             coef=2.0 / self.n)
+
+    def _transpose_product(self, dS):
+        """``X^T dS / sqrt(D)``: :func:`project_transpose`, or the product kernel."""
+        if not self.fused_products:
+            return project_transpose(self.X, dS)
+        from . import _training_cuda as tc
+
+        n, L, D = self.X.shape
+        p = dS.shape[-1]
+        return tc.xtg(self.X.reshape(n * L, D), dS.reshape(n * L, p), self.xp) * (
+            1.0 / math.sqrt(D))
 
     def loss(self, W) -> float:
         if self.fused:
@@ -232,7 +251,7 @@ class AttentionOracle:
         if self.fused:
             total, G, dS = self._kernel(W, "GRAD")
             self._cache = (W, G)
-            return float(total) / self.n, project_transpose(self.X, dS)
+            return float(total) / self.n, self._transpose_product(dS)
         S, fwd = self._forward(W)
         diff = fwd.y - self.y
         loss = float((diff * diff).sum()) / self.n
@@ -260,7 +279,7 @@ class AttentionOracle:
     def vjp(self, W, cotangent):
         """``J(W)^T cotangent`` with ``J = d yhat / d W`` on the current batch."""
         if self.fused:
-            return project_transpose(self.X, self._kernel(W, "VJP", G=cotangent)[2])
+            return self._transpose_product(self._kernel(W, "VJP", G=cotangent)[2])
         S, fwd = self._forward(W)
         dS = attention_backward(S, fwd, cotangent, self.model)
         return project_transpose(self.X, dS)

@@ -1,6 +1,7 @@
 """The fused per-sample kernel of attention training (simulators/_training_cuda.py) gives
 the numbers of the array path: forward map, loss, output cotangent, bar Z, gradient and
-vector-Jacobian product, to 1e-10 in float64.  In float32 the kernel (float64 arithmetic on
+vector-Jacobian product, and the streaming products X W and X^T dS give those of numpy, to
+1e-10 in float64.  In float32 the kernel (float64 arithmetic on
 float32 data) is within 1e-5 (relative) of the float64 array path on the same data, and of
 the float32 array path for the forward map, loss and cotangent; for bar Z the float32 array
 path itself strays further (up to ~3e-4 with saturated softmax rows).
@@ -60,7 +61,7 @@ def array_path(X, W, y, cot, m):
             "oracle_cotangent": o.output_cotangent(1.1 * W),
             "oracle_vjp": o.vjp(1.1 * W, cot)}
 
-def kernel_path(X, W, y, cot, m):
+def kernel_path(X, W, y, cot, m, products):
     n, L, D = X.shape
     a = m.arch
     U = (X.reshape(n * L, D) @ W).reshape(n, L, W.shape[1])
@@ -69,7 +70,7 @@ def kernel_path(X, W, y, cot, m):
     _, yk, _ = tc.fused_step(*args, mode=tc.COTANGENT, Y=np.zeros_like(y), coef=1.0)
     total, G, dZ = tc.fused_step(*args, mode=tc.GRAD, Y=y, coef=2.0 / n)
     _, _, dZv = tc.fused_step(*args, mode=tc.VJP, G=cot)
-    o = AttentionOracle(X, y, m, fused=True)
+    o = AttentionOracle(X, y, m, fused=True, fused_products=products)
     loss, grad = o.loss_and_grad(W)
     return {"forward": yk, "loss": total, "cotangent": G, "dZ": dZ, "dZ_vjp": dZv,
             "oracle_loss": loss, "oracle_grad": grad, "oracle_loss_only": o.loss(W),
@@ -92,7 +93,9 @@ for depth, L, c, rank in cases:
     truth = None
     for dtype in ("float64", "float32"):
         data = [v.astype(dtype) for v in (X, W, y, cot)]
-        ref, ker = array_path(*data, m), kernel_path(*data, m)
+        # the streaming product kernels (slow to simulate: 256 threads a block) once
+        products = (depth, L, c, rank) == (2, 3, 0.05, 1)
+        ref, ker = array_path(*data, m), kernel_path(*data, m, products)
         if truth is None:
             truth = array_path(*[v.astype("float64") for v in data], m)
         for key in ref:
@@ -101,6 +104,16 @@ for depth, L, c, rank in cases:
             old = err[dtype].get(key, [0.0, 0.0, 0.0])
             err[dtype][key] = [max(u, v) for u, v in zip(old, e)]
         truth = None
+# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows)
+for dtype in ("float64", "float32"):
+    X2 = rng.standard_normal((37, 45)).astype(dtype)
+    W = rng.standard_normal((45, 3)).astype(dtype)
+    G = rng.standard_normal((37, 3)).astype(dtype)
+    exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
+    exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
+    err[dtype]["xw"] = [rel(tc.xw(X2, W, np), X2 @ W), rel(tc.xw(X2, W, np), exact_xw), 0]
+    err[dtype]["xtg"] = [rel(tc.xtg(X2, G, np, splits=4), X2.T @ G),
+                         rel(tc.xtg(X2, G, np, splits=4), exact_xtg), 0]
 try:
     tc.fused_step(np.zeros((2, tc.MAX_L + 1, 1)), 1.0, 1.0, 1.0, 1, np, mode=tc.LOSS,
                   Y=np.zeros((2, tc.MAX_L + 1, tc.MAX_L + 1)))
@@ -119,14 +132,14 @@ def test_fused_kernel_matches_the_array_path_under_the_cuda_simulator():
     err = json.loads(out.stdout.strip().splitlines()[-1])
     assert err.pop("raised") is True  # a network larger than the kernel's arrays
     f64, f32 = err["float64"], err["float32"]
-    assert set(f64) == set(f32) and len(f64) == 10
+    assert set(f64) == set(f32) and len(f64) == 12
     for key, (vs_ref, _, _) in f64.items():
         assert vs_ref < 1e-10, (key, vs_ref)
     for key, (vs_ref, vs_f64, _) in f32.items():
         # the kernel works in float64 on float32 data: within 1e-5 of the float64 path
         assert vs_f64 < 1e-5, (key, vs_f64)
         if key in ("forward", "loss", "cotangent", "oracle_loss", "oracle_loss_only",
-                   "oracle_cotangent"):
+                   "oracle_cotangent", "xw", "xtg"):
             assert vs_ref < 1e-5, (key, vs_ref)
     # bar Z in float32: the float32 array path itself is off from float64 by more than the
     # kernel is (saturated softmax rows cancel in rowsum(bar P * P))
