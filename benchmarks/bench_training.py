@@ -8,11 +8,12 @@ beta = 1) at alpha = 15, with GD and Adam:
     python benchmarks/bench_training.py --fused               # GPU: fused kernel vs arrays
 
 ``--fused`` times, at D = 10^4, alpha = 15, L = 2, in float64 and float32, a full-batch Adam
-step whose per-sample algebra is the fused kernel (:mod:`simulators._training_cuda`)
-against the same step on the array path, side by side (min over interleaved repetitions),
-split into the two products with X, the per-sample algebra and the update, with the
-fraction of the HBM bound (``--peak-gbs``, default 4800 for the H200).  Without cupy and a
-GPU it prints one skip line.
+step whose per-sample algebra is the fused kernel (:mod:`simulators._training_cuda`), with
+the products with X by cuBLAS or by the streaming kernels ``xw``/``xtg``, against the same
+step on the array path, side by side (min over interleaved repetitions), split into the two
+products with X, the per-sample algebra and the update, with the fraction of the HBM bound
+(``--peak-gbs``, default 4800 for the H200).  Without cupy and a GPU it prints one skip
+line.  The default run (CPU) ends with this comparison.
 
 A full-batch step reads X (N x L x D) at least twice (S = X W/sqrt(D) and X^T dS/sqrt(D)),
 so the memory-traffic lower bound is ``2 N L D itemsize`` bytes per step (itemsize 8 for
@@ -160,8 +161,10 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
           f"{X.nbytes / 1e9:.2f} GB, HBM bound (2 reads of X at {peak_gbs:g} GB/s) "
           f"{bound * 1e3:.2f} ms/step", flush=True)
     step_fns = {}
-    for name, fused in (("array", False), ("fused", True)):
-        oracle = AttentionOracle(X, y, model, fused=fused)
+    variants = (("array", False, False), ("fused", True, False),
+                ("fused+products", True, True))
+    for name, fused, products in variants:
+        oracle = AttentionOracle(X, y, model, fused=fused, fused_products=products)
         opt = make_optimizer("adam", 1e-2, oracle=oracle)
         state = {"W": W}
 
@@ -203,6 +206,8 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
     parts = {
         "X W (GEMM)": lambda: X2 @ W,
         "X^T dS (GEMM)": lambda: project_transpose(X, dS),
+        "X W (xw kernel)": lambda: tc.xw(X2, W, cp),
+        "X^T dS (xtg kernel)": lambda: tc.xtg(X2, dS.reshape(n * seq_len, model.p), cp),
         "algebra, array path": algebra_array,
         "algebra, fused kernel": algebra_fused,
         "adam update": lambda: opt.step(W, g),
@@ -210,11 +215,10 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
     }
     t_part = {k: min(_timeit(f, cp, steps) for _ in range(max(2, reps // 2)))
               for k, f in parts.items()}
-    for name in ("array", "fused"):
-        t = best[name]
-        print(f"  {name:6s} step {t * 1e3:8.3f} ms   {100 * bound / t:5.1f}% of the HBM "
-              f"bound   ({2 * X.nbytes / t / 1e9:7.1f} GB/s effective)")
-    print(f"  fused / array step time: {best['fused'] / best['array']:.3f}")
+    for name, t in best.items():
+        print(f"  {name:15s} step {t * 1e3:8.3f} ms  = {best['array'] / t:5.2f}x the array "
+              f"path, {100 * bound / t:5.1f}% of the HBM bound ({2 * X.nbytes / t / 1e9:7.1f}"
+              " GB/s effective)")
     for k, t in t_part.items():
         print(f"    {k:24s} {t * 1e3:8.3f} ms")
     x_read = t_part["read X once (X.sum)"]

@@ -183,7 +183,7 @@ def test_fused_oracle_on_the_gpu_matches_the_array_path(dtype, tol):
                 Ws = cp.asarray(rng.standard_normal((D, depth)).astype(dtype))
                 y = m.forward((X.reshape(n * L, D) @ Ws).reshape(n, L, depth) / np.sqrt(D))
                 a, b = AttentionOracle(X, y, m, fused=False), AttentionOracle(X, y, m)
-                assert b.fused and not a.fused
+                assert b.fused and b.fused_products and not a.fused
                 la, ga = a.loss_and_grad(W)
                 lb, gb = b.loss_and_grad(W)
                 assert abs(la - lb) / la < tol
@@ -192,6 +192,22 @@ def test_fused_oracle_on_the_gpu_matches_the_array_path(dtype, tol):
                 assert abs(a.loss(W) - b.loss(W)) / la < tol
                 cot = cp.asarray(rng.standard_normal((n, L, L)).astype(dtype))
                 assert _rel(b.vjp(W, cot).get(), a.vjp(W, cot).get()) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_product_kernels_on_the_gpu_match_cupy(dtype, tol):
+    from simulators import _training_cuda as tc
+
+    cp = _cupy()
+    rng = cp.random.default_rng(4)
+    for M, D, p in ((300_001, 1000, 2), (4099, 20_000, 3), (70_000, 333, 4)):
+        X2 = rng.standard_normal((M, D), dtype=dtype)
+        W = rng.standard_normal((D, p), dtype=dtype)
+        G = rng.standard_normal((M, p), dtype=dtype)
+        X64 = X2.astype(np.float64)
+        assert _rel(tc.xw(X2, W, cp).get(), (X64 @ W.astype(np.float64)).get()) < tol
+        assert _rel(tc.xtg(X2, G, cp).get(), (X64.T @ G.astype(np.float64)).get()) < tol
 
 
 @pytest.mark.gpu
