@@ -262,6 +262,7 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
 PROD_MAX_P = 4  # columns held in registers (constant loop bounds unroll)
 XW_ROWS = 4  # rows of X per warp
 XW_WARPS = 4  # warps per block
+XW_E = 16  # XW_ROWS * PROD_MAX_P, spelled out (a shared array's shape must be literal)
 XTG_UNROLL = 4
 
 
@@ -298,7 +299,7 @@ def _xw_kernel(X, W, out):
                         if j < p:
                             acc[a, j] += x * w[j]
     # the 32 lanes' partial sums, added in lane order by one thread per (warp, row, col)
-    sh = cuda.shared.array((XW_WARPS, XW_ROWS * PROD_MAX_P, 33), float64)
+    sh = cuda.shared.array((XW_WARPS, XW_E, 33), float64)
     for a in range(XW_ROWS):
         for j in range(PROD_MAX_P):
             sh[wp, a * PROD_MAX_P + j, lane] = acc[a, j]
