@@ -263,7 +263,7 @@ PROD_MAX_P = 4  # columns held in registers (constant loop bounds unroll)
 XW_ROWS = 4  # rows of X per warp
 XW_WARPS = 4  # warps per block
 XW_E = 16  # XW_ROWS * PROD_MAX_P, spelled out (a shared array's shape must be literal)
-XTG_UNROLL = 4
+XTG_UNROLL = 8
 
 
 def products_support(p: int) -> bool:
@@ -282,22 +282,42 @@ def _xw_kernel(X, W, out):
     D = X.shape[1]
     p = W.shape[1]
     acc = cuda.local.array((XW_ROWS, PROD_MAX_P), float64)
-    w = cuda.local.array(PROD_MAX_P, float64)
     for a in range(XW_ROWS):
         for j in range(PROD_MAX_P):
             acc[a, j] = 0.0
-    if r0 < M:
-        full = r0 + XW_ROWS <= M
-        for d in range(lane, D, 32):
+    if r0 + XW_ROWS <= M:
+        # all rows present: 2 * XW_ROWS unconditional loads in flight per iteration
+        xa = cuda.local.array(XW_ROWS, float64)
+        xb = cuda.local.array(XW_ROWS, float64)
+        d = lane
+        while d + 32 < D:
+            for a in range(XW_ROWS):
+                xa[a] = X[r0 + a, d]
+                xb[a] = X[r0 + a, d + 32]
             for j in range(PROD_MAX_P):
                 if j < p:
-                    w[j] = W[d, j]
+                    wa = float64(W[d, j])
+                    wb = float64(W[d + 32, j])
+                    for a in range(XW_ROWS):
+                        acc[a, j] += xa[a] * wa
+                        acc[a, j] += xb[a] * wb
+            d += 64
+        if d < D:
             for a in range(XW_ROWS):
-                if full or r0 + a < M:
+                xa[a] = X[r0 + a, d]
+            for j in range(PROD_MAX_P):
+                if j < p:
+                    wa = float64(W[d, j])
+                    for a in range(XW_ROWS):
+                        acc[a, j] += xa[a] * wa
+    elif r0 < M:  # the ragged last rows
+        for d in range(lane, D, 32):
+            for a in range(XW_ROWS):
+                if r0 + a < M:
                     x = float64(X[r0 + a, d])
                     for j in range(PROD_MAX_P):
                         if j < p:
-                            acc[a, j] += x * w[j]
+                            acc[a, j] += x * W[d, j]
     # the 32 lanes' partial sums, added in lane order by one thread per (warp, row, col)
     sh = cuda.shared.array((XW_WARPS, XW_E, 33), float64)
     for a in range(XW_ROWS):
