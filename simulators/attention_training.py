@@ -152,12 +152,12 @@ def attention_backward(Z, fwd, G, model: AttentionModel):
     depth = model.arch.depth
     for k in range(depth - 1, -1, -1):
         P, s, Bm = fwd.softmaxes[k], fwd.s[k], fwd.mixers[k]
+        dB_prev = None
         if k < depth - 1:
             # B_{k+1} = A_{k+1} B_k (0-based: layer k uses mixer B_k, produces A_k)
-            dP = dB @ T(Bm)  # bar A_k = bar P_k
-            dB_prev = T(P + c * eye) @ dB
-        else:
-            dB_prev = None
+            dP = dB if k == 0 else dB @ T(Bm)  # bar A_k = bar P_k (B_0 = I)
+            if k > 0:  # bar B_{k-1}; layer 0's mixer is the constant I
+                dB_prev = T(P + c * eye) @ dB
         dT = _softmax_backward(P, dP, xp)
         ds = beta * ((dT + T(dT)) @ s)
         z = Z[..., k * r : (k + 1) * r]
@@ -177,11 +177,24 @@ class AttentionOracle:
     batch is set by :meth:`set_batch`; all methods use it.  The output cotangent of the
     last evaluated parameters is cached (by identity of the array: optimizers here never
     modify parameters in place), so Functional-SAM costs no extra forward pass.
+
+    ``fused`` chooses how the per-sample L x L algebra between the two products with X is
+    done: by the array path (:func:`attention_forward`, :func:`attention_backward`; the
+    reference) or by one fused kernel (:mod:`simulators._training_cuda`, one thread per
+    sample).  ``None`` (default) fuses on cupy arrays when numba.cuda is usable and the
+    network fits the kernel, else uses the array path; ``True`` forces the kernel (on numpy
+    arrays it runs under numba's CUDA simulator or through host-device copies: tests).
+    ``fused_products=True`` (opt-in, ``p <= 4``) also does the two products with X by the
+    streaming kernels ``xw``/``xtg`` of that module instead of cuBLAS (on the H200 they did
+    not yet beat cuBLAS inside a step: benchmarks/bench_training.py --fused).
     """
 
-    def __init__(self, X, y, model: AttentionModel):
+    def __init__(self, X, y, model: AttentionModel, fused: bool | None = None,
+                 fused_products: bool = False):
         self.X_full, self.y_full, self.model = X, y, model
         self.xp = namespace_of(X)
+        self.fused = _fused_default(self.xp, model) if fused is None else bool(fused)
+        self.fused_products = bool(fused_products)
         self.set_batch(None)
 
     def set_batch(self, idx=None):
@@ -202,13 +215,42 @@ class AttentionOracle:
         fwd = self.model.forward(S, keep=True)
         return S, fwd
 
+    def _kernel(self, W, mode, G=None):
+        """The fused kernel on ``U = X W`` (unscaled; the kernel applies ``1/sqrt(D)``)."""
+        from . import _training_cuda as tc
+
+        n, L, D = self.X.shape
+        X2 = self.X.reshape(n * L, D)
+        U = tc.xw(X2, W, self.xp) if self.fused_products else X2 @ W
+        a = self.model.arch
+        return tc.fused_step(U.reshape(n, L, W.shape[1]), 1.0 / math.sqrt(D), a.beta, a.skip,
+                             a.rank, self.xp, mode=getattr(tc, mode), Y=self.y, G=G,
+                             coef=2.0 / self.n)
+
+    def _transpose_product(self, dS):
+        """``X^T dS / sqrt(D)``: :func:`project_transpose`, or the product kernel."""
+        if not self.fused_products:
+            return project_transpose(self.X, dS)
+        from . import _training_cuda as tc
+
+        n, L, D = self.X.shape
+        p = dS.shape[-1]
+        return tc.xtg(self.X.reshape(n * L, D), dS.reshape(n * L, p), self.xp) * (
+            1.0 / math.sqrt(D))
+
     def loss(self, W) -> float:
+        if self.fused:
+            return float(self._kernel(W, "LOSS")[0]) / self.n
         yhat = self.model.forward(project(self.X, W))
         diff = yhat - self.y
         return float((diff * diff).sum()) / self.n
 
     def loss_and_grad(self, W):
         """``(loss, grad)`` at ``W`` on the current batch; caches the output cotangent."""
+        if self.fused:
+            total, G, dS = self._kernel(W, "GRAD")
+            self._cache = (W, G)
+            return float(total) / self.n, self._transpose_product(dS)
         S, fwd = self._forward(W)
         diff = fwd.y - self.y
         loss = float((diff * diff).sum()) / self.n
@@ -225,16 +267,33 @@ class AttentionOracle:
         cached_W, G = self._cache
         if cached_W is W:
             return G
-        yhat = self.model.forward(project(self.X, W))
-        G = (2.0 / self.n) * (yhat - self.y)
+        if self.fused:
+            G = self._kernel(W, "COTANGENT")[1]
+        else:
+            yhat = self.model.forward(project(self.X, W))
+            G = (2.0 / self.n) * (yhat - self.y)
         self._cache = (W, G)
         return G
 
     def vjp(self, W, cotangent):
         """``J(W)^T cotangent`` with ``J = d yhat / d W`` on the current batch."""
+        if self.fused:
+            return self._transpose_product(self._kernel(W, "VJP", G=cotangent)[2])
         S, fwd = self._forward(W)
         dS = attention_backward(S, fwd, cotangent, self.model)
         return project_transpose(self.X, dS)
+
+
+def _fused_default(xp, model: AttentionModel) -> bool:
+    """Fuse on cupy arrays when numba.cuda imports and sees a GPU and the network fits."""
+    if xp is np:
+        return False
+    try:
+        from . import _training_cuda as tc
+    except ImportError:  # pragma: no cover - depends on the machine
+        return False
+    a = model.arch
+    return tc.available() and tc.supports(a.seq_len, a.depth, a.rank)
 
 
 # ---------------------------------------------------------------------------- metrics

@@ -1,0 +1,229 @@
+"""The fused per-sample kernel of attention training (simulators/_training_cuda.py) gives
+the numbers of the array path: forward map, loss, output cotangent, bar Z, gradient and
+vector-Jacobian product, and the streaming products X W and X^T dS give those of numpy, to
+1e-10 in float64.  In float32 the kernel (float64 arithmetic on
+float32 data) is within 1e-5 (relative) of the float64 array path on the same data, and of
+the float32 array path for the forward map, loss and cotangent; for bar Z the float32 array
+path itself strays further (up to ~3e-4 with saturated softmax rows).
+
+Without a GPU the kernel runs under numba's CUDA simulator, in a subprocess (the variable
+NUMBA_ENABLE_CUDASIM must be set before numba.cuda is first imported); with cupy and a
+GPU the ``gpu`` tests run it at realistic size and compare whole training runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from simulators.attention_training import (
+    Architecture,
+    AttentionModel,
+    AttentionOracle,
+    TrainConfig,
+    train_run,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Runs in a subprocess under the CUDA simulator; prints one JSON dict
+# {"<dtype>": {"<quantity>": max relative error over all cases}, "raised": bool}.
+_SIM_SCRIPT = r"""
+import json
+import numpy as np
+from simulators import _training_cuda as tc
+from simulators.attention_training import (
+    Architecture, AttentionModel, AttentionOracle, attention_backward, project)
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+def array_path(X, W, y, cot, m):
+    # the reference: forward, loss, cotangent, bar Z, gradient, vjp of the array path
+    n, L, D = X.shape
+    Z = project(X, W)
+    fwd = m.forward(Z, keep=True)
+    diff = fwd.y - y
+    G = (2.0 / n) * diff
+    o = AttentionOracle(X, y, m, fused=False)
+    loss, grad = o.loss_and_grad(W)
+    return {"forward": fwd.y, "loss": (diff * diff).sum(), "cotangent": G,
+            "dZ": attention_backward(Z, fwd, G, m),
+            "dZ_vjp": attention_backward(Z, fwd, cot, m),
+            "oracle_loss": loss, "oracle_grad": grad, "oracle_loss_only": o.loss(W),
+            "oracle_cotangent": o.output_cotangent(1.1 * W),
+            "oracle_vjp": o.vjp(1.1 * W, cot)}
+
+def kernel_path(X, W, y, cot, m, products):
+    n, L, D = X.shape
+    a = m.arch
+    U = (X.reshape(n * L, D) @ W).reshape(n, L, W.shape[1])
+    args = (U, 1.0 / np.sqrt(D), a.beta, a.skip, a.rank, np)
+    # the forward map: COTANGENT with Y = 0 and coef = 1 returns G = y
+    _, yk, _ = tc.fused_step(*args, mode=tc.COTANGENT, Y=np.zeros_like(y), coef=1.0)
+    total, G, dZ = tc.fused_step(*args, mode=tc.GRAD, Y=y, coef=2.0 / n)
+    _, _, dZv = tc.fused_step(*args, mode=tc.VJP, G=cot)
+    o = AttentionOracle(X, y, m, fused=True, fused_products=products)
+    loss, grad = o.loss_and_grad(W)
+    return {"forward": yk, "loss": total, "cotangent": G, "dZ": dZ, "dZ_vjp": dZv,
+            "oracle_loss": loss, "oracle_grad": grad, "oracle_loss_only": o.loss(W),
+            "oracle_cotangent": o.output_cotangent(1.1 * W),
+            "oracle_vjp": o.vjp(1.1 * W, cot)}
+
+rng = np.random.default_rng(7)
+cases = [(d, L, c, 1) for d in (1, 2, 3) for L in (2, 3) for c in (1.0, 0.05)]
+cases += [(2, 3, 0.05, 2), (3, 2, 1.0, 2)]
+# err[dtype][quantity] = [kernel vs array path of the dtype, kernel vs float64 array path,
+#                         array path of the dtype vs float64 array path], max over cases
+err = {"float64": {}, "float32": {}}
+for depth, L, c, rank in cases:
+    m = AttentionModel(Architecture(depth=depth, seq_len=L, skip=c, beta=1.3, rank=rank))
+    n, D, p = 5, 9, depth * rank
+    X = rng.standard_normal((n, L, D))
+    W = 1.5 * rng.standard_normal((D, p))
+    y = m.forward(project(X, rng.standard_normal((D, p))))
+    cot = rng.standard_normal((n, L, L))
+    truth = None
+    for dtype in ("float64", "float32"):
+        data = [v.astype(dtype) for v in (X, W, y, cot)]
+        # the streaming product kernels (slow to simulate: 256 threads a block) once
+        products = (depth, L, c, rank) == (2, 3, 0.05, 1)
+        ref, ker = array_path(*data, m), kernel_path(*data, m, products)
+        if truth is None:
+            truth = array_path(*[v.astype("float64") for v in data], m)
+        for key in ref:
+            e = [rel(ker[key], ref[key]), rel(ker[key], truth[key]),
+                 rel(ref[key], truth[key])]
+            old = err[dtype].get(key, [0.0, 0.0, 0.0])
+            err[dtype][key] = [max(u, v) for u, v in zip(old, e)]
+        truth = None
+# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows)
+for dtype in ("float64", "float32"):
+    X2 = rng.standard_normal((37, 45)).astype(dtype)
+    W = rng.standard_normal((45, 3)).astype(dtype)
+    G = rng.standard_normal((37, 3)).astype(dtype)
+    exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
+    exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
+    err[dtype]["xw"] = [rel(tc.xw(X2, W, np), X2 @ W), rel(tc.xw(X2, W, np), exact_xw), 0]
+    err[dtype]["xtg"] = [rel(tc.xtg(X2, G, np, splits=4), X2.T @ G),
+                         rel(tc.xtg(X2, G, np, splits=4), exact_xtg), 0]
+try:
+    tc.fused_step(np.zeros((2, tc.MAX_L + 1, 1)), 1.0, 1.0, 1.0, 1, np, mode=tc.LOSS,
+                  Y=np.zeros((2, tc.MAX_L + 1, tc.MAX_L + 1)))
+    err["raised"] = False
+except ValueError:
+    err["raised"] = True
+print(json.dumps(err))
+"""
+
+
+def test_fused_kernel_matches_the_array_path_under_the_cuda_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", _SIM_SCRIPT], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    err = json.loads(out.stdout.strip().splitlines()[-1])
+    assert err.pop("raised") is True  # a network larger than the kernel's arrays
+    f64, f32 = err["float64"], err["float32"]
+    assert set(f64) == set(f32) and len(f64) == 12
+    for key, (vs_ref, _, _) in f64.items():
+        assert vs_ref < 1e-10, (key, vs_ref)
+    for key, (vs_ref, vs_f64, _) in f32.items():
+        # the kernel works in float64 on float32 data: within 1e-5 of the float64 path
+        assert vs_f64 < 1e-5, (key, vs_f64)
+        if key in ("forward", "loss", "cotangent", "oracle_loss", "oracle_loss_only",
+                   "oracle_cotangent", "xw", "xtg"):
+            assert vs_ref < 1e-5, (key, vs_ref)
+    # bar Z in float32: the float32 array path itself is off from float64 by more than the
+    # kernel is (saturated softmax rows cancel in rowsum(bar P * P))
+    assert f32["oracle_vjp"][1] < f32["oracle_vjp"][2]
+    # float32 really is float32 (a test that cannot fail is a defect)
+    assert max(v[1] for v in f32.values()) > 1e-9
+
+
+def test_numpy_arrays_use_the_array_path_by_default():
+    m = AttentionModel(Architecture())
+    X = np.zeros((3, 2, 4))
+    assert AttentionOracle(X, np.zeros((3, 2, 2)), m).fused is False
+
+
+# ---------------------------------------------------------------------------- GPU
+
+
+def _cupy():
+    import cupy
+
+    return cupy
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_fused_oracle_on_the_gpu_matches_the_array_path(dtype, tol):
+    cp = _cupy()
+    rng = np.random.default_rng(3)
+    for depth in (1, 2, 3):
+        for L in (2, 3):
+            for c in (1.0, 0.05):
+                m = AttentionModel(Architecture(depth=depth, seq_len=L, skip=c, rank=1))
+                n, D = 100_000, 64
+                X = cp.asarray(rng.standard_normal((n, L, D)).astype(dtype))
+                W = cp.asarray(rng.standard_normal((D, depth)).astype(dtype))
+                Ws = cp.asarray(rng.standard_normal((D, depth)).astype(dtype))
+                y = m.forward((X.reshape(n * L, D) @ Ws).reshape(n, L, depth) / np.sqrt(D))
+                a = AttentionOracle(X, y, m, fused=False)
+                b = AttentionOracle(X, y, m, fused_products=(depth, L) == (2, 3))
+                assert b.fused and not a.fused
+                la, ga = a.loss_and_grad(W)
+                lb, gb = b.loss_and_grad(W)
+                assert abs(la - lb) / la < tol
+                assert _rel(gb.get(), ga.get()) < tol
+                assert _rel(b._cache[1].get(), a._cache[1].get()) < tol
+                assert abs(a.loss(W) - b.loss(W)) / la < tol
+                cot = cp.asarray(rng.standard_normal((n, L, L)).astype(dtype))
+                assert _rel(b.vjp(W, cot).get(), a.vjp(W, cot).get()) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_product_kernels_on_the_gpu_match_cupy(dtype, tol):
+    from simulators import _training_cuda as tc
+
+    cp = _cupy()
+    rng = cp.random.default_rng(4)
+    for M, D, p in ((300_001, 1000, 2), (4099, 20_000, 3), (70_000, 333, 4)):
+        X2 = rng.standard_normal((M, D), dtype=dtype)
+        W = rng.standard_normal((D, p), dtype=dtype)
+        G = rng.standard_normal((M, p), dtype=dtype)
+        X64 = X2.astype(np.float64)
+        assert _rel(tc.xw(X2, W, cp).get(), (X64 @ W.astype(np.float64)).get()) < tol
+        assert _rel(tc.xtg(X2, G, cp).get(), (X64.T @ G.astype(np.float64)).get()) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("optimizer,batch", [("adam", None), ("fsam", 200)])
+def test_gpu_training_trajectory_matches_the_cpu(optimizer, batch):
+    cp = _cupy()
+    cfg = TrainConfig(arch=Architecture(depth=2, skip=0.5), dim=120, alpha=8.0,
+                      optimizer=optimizer, lr=1e-2 if optimizer == "adam" else 20.0,
+                      steps=60, batch=batch, n_test=300, log_points=8)
+    cpu, res_cpu = train_run(cfg, seed=5)
+    gpu, res_gpu = train_run(cfg, seed=5, xp=cp)
+    assert not res_cpu["diverged"] and not res_gpu["diverged"]
+    assert [r["step"] for r in cpu] == [r["step"] for r in gpu]
+    for rc, rg in zip(cpu, gpu, strict=True):
+        for key in ("train_loss", "test_loss"):
+            assert abs(rc[key] - rg[key]) <= 1e-8 * abs(rc[key]), (rc["step"], key)
+        np.testing.assert_allclose(rg["M"], rc["M"], rtol=1e-7, atol=1e-10)
+    assert cpu[-1]["train_loss"] < 0.9 * cpu[0]["train_loss"]  # it did train
