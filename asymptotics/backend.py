@@ -65,3 +65,13 @@ def to_numpy(a) -> np.ndarray:
     if type(a).__module__.startswith("cupy"):
         return a.get()
     return np.asarray(a)
+
+
+def prepare_numba_cuda() -> None:
+    """Make ``numba.cuda`` importable on numpy >= 2.5: numba-cuda still registers
+    ``np.row_stack``, which numpy 2.5 removed, when its CUDA target loads (seen on the
+    H200 image: numba-cuda with numpy 2.5.2).  The alias ``np.row_stack = np.vstack`` is
+    the one change, made only where the name is missing; call before ``from numba import
+    cuda``."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack  # noqa: NPY201

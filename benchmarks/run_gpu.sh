@@ -36,8 +36,8 @@ cupy.cuda.runtime.runtimeGetVersion())"
 } >"$logs/machine.log" 2>&1
 cat "$logs/machine.log"
 
-step gpu-tests 200 python3 -m pytest -m gpu -q -p no:cacheprovider tests
-step bench-fibre 100 python3 benchmarks/bench_gpu_fibre.py
-step bench-training 100 python3 benchmarks/bench_training.py --device gpu --kernel-compare
-step bench-amp 60 python3 benchmarks/bench_amp.py --device gpu
-step bench-curve-gpu 120 python3 benchmarks/bench_curve.py --device gpu
+step gpu-tests 200 python3 -m pytest -m gpu -q -p no:cacheprovider -W ignore::Warning tests
+step bench-fibre 90 python3 benchmarks/bench_gpu_fibre.py
+step bench-training 120 python3 benchmarks/bench_training.py --device gpu --fused
+step bench-amp 60 python3 benchmarks/bench_amp.py --device gpu --max-iter 30
+step curve-gpu 120 python3 -m smi curve --device gpu --output "$logs/curve_gpu.jsonl"

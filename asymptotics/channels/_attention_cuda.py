@@ -32,8 +32,9 @@ from functools import cache
 
 import numpy as np
 
-if not hasattr(np, "row_stack"):  # numba-cuda still registers np.row_stack (gone in numpy
-    np.row_stack = np.vstack  # noqa: NPY201 -- 2.5) when its CUDA target loads: an alias
+from ..backend import prepare_numba_cuda
+
+prepare_numba_cuda()  # numpy 2.5 and numba-cuda
 
 from numba import cuda, float64  # noqa: E402
 
