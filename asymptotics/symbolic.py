@@ -87,11 +87,11 @@ def _orthant_pieces(expr: sp.Expr, symbols: list[sp.Symbol]):
     gens = [u.get(s, s) for s in symbols]
     pieces = []
     for signs in itertools.product((1, -1), repeat=len(split)):
-        sub = {s: sg * u[s] for s, sg in zip(split, signs)}
+        sub = {s: sg * u[s] for s, sg in zip(split, signs, strict=True)}
         g = sp.piecewise_fold(expr.subs(sub))
         if g.atoms(*NONSMOOTH) or not g.is_polynomial(*gens):
             return None
-        pieces.append((dict(zip(split, signs)), sp.Poly(sp.expand(g), *gens)))
+        pieces.append((dict(zip(split, signs, strict=True)), sp.Poly(sp.expand(g), *gens)))
     return pieces, split, gens
 
 
@@ -100,7 +100,7 @@ def _poly_expectation(poly: sp.Poly, split_mask: list[bool]) -> sp.Expr:
     total = sp.Integer(0)
     for monom, coeff in poly.terms():
         term = coeff
-        for n, is_split in zip(monom, split_mask):
+        for n, is_split in zip(monom, split_mask, strict=True):
             term *= _half_moment(n) if is_split else _full_moment(n)
             if term == 0:
                 break
@@ -110,7 +110,7 @@ def _poly_expectation(poly: sp.Poly, split_mask: list[bool]) -> sp.Expr:
 
 def _hermite_product(alpha, variables) -> sp.Expr:
     out = sp.Integer(1)
-    for a, v in zip(alpha, variables):
+    for a, v in zip(alpha, variables, strict=True):
         out *= sp.hermite_prob(a, v)
     return out
 
@@ -329,13 +329,13 @@ def hermite_coefficients(expr, symbols=None, order: int = 4, *, seq_len: int = 1
     exact = exact_expectations(expr, symbols, functions, timeout)
     if exact is not None:
         coefs = [Coefficient(a, float(sp.N(v, 17)), 0.0, "exact", sp.nsimplify(v)
-                             if v.is_Rational else v) for a, v in zip(alphas, exact)]
+                             if v.is_Rational else v) for a, v in zip(alphas, exact, strict=True)]
         method = "exact"
     else:
         check_finite_on_gaussian(expr, symbols)
         vals, errs = numeric_expectations(numeric_function(expr, symbols), d, alphas)
         coefs = [Coefficient(a, float(v), float(e), "numerical")
-                 for a, v, e in zip(alphas, vals, errs)]
+                 for a, v, e in zip(alphas, vals, errs, strict=True)]
         method = "numerical"
     return HermiteExpansion(str(expr), tuple(map(str, symbols)), seq_len, d // seq_len,
                             order, coefs, method)
@@ -432,7 +432,7 @@ def _exact_class_moments(expr, symbols, values, functions):
         row = []
         for f in [sp.Integer(1)] + list(functions):
             tot = sp.Integer(0)
-            for (signs, _), c in zip(pieces, consts):
+            for (signs, _), c in zip(pieces, consts, strict=True):
                 if c != v:
                     continue
                 sub = {s: signs[s] * gens[symbols.index(s)] for s in split}
@@ -475,8 +475,8 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
         if exact is not None:
             _, probs, table = exact
             for j, a in enumerate(alphas):
-                r = sp.simplify(sum(t[j] ** 2 / p for p, t in zip(probs, table) if p != 0)
-                                / _alpha_factorial(a))
+                r = sum(t[j] ** 2 / p for p, t in zip(probs, table, strict=True) if p != 0)
+                r = sp.simplify(r / _alpha_factorial(a))
                 moments.append(ConditionalMoment(a, float(r), 0.0, r))
             method = "exact sums over the output values (orthant moments)"
         else:
@@ -495,7 +495,7 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
                 rs.append(r / np.array([_alpha_factorial(a) for a in alphas]))
             err = np.abs(rs[0] - rs[1])
             moments = [ConditionalMoment(a, float(v), float(e))
-                       for a, v, e in zip(alphas, rs[0], err)]
+                       for a, v, e in zip(alphas, rs[0], err, strict=True)]
             method = f"sums over the output values, Gauss–Hermite {n}^{d} (error: {n // 2}^{d})"
     else:
         if d > 3:
@@ -540,7 +540,7 @@ def _noisy_conditional_moments(g, d, alphas, noise, log2_samples, replicates, se
     err_inner = np.abs(primary[0] - results[1][0])
     err = np.sqrt(err_outer**2 + err_inner**2)
     moments = [ConditionalMoment(a, float(v), float(e))
-               for a, v, e in zip(alphas, primary[0], err)]
+               for a, v, e in zip(alphas, primary[0], err, strict=True)]
     method = (f"inner trapezoid {n_axis}^{d} on [-{half:g}, {half:g}]^{d} (error: step 2h), "
               f"outer {rule.description} over (Z*, ξ)")
     return moments, method
@@ -635,7 +635,7 @@ def exact_operator(G_list, weights, seq_len: int, dim: int) -> sp.Matrix:
     images = []
     for M in basis:
         FM = sp.zeros(dim, dim)
-        for G, w in zip(G_list, weights):
+        for G, w in zip(G_list, weights, strict=True):
             for l in range(seq_len):
                 for m in range(seq_len):
                     FM += w * block(G, l, m) * M * block(G, m, l)
@@ -688,14 +688,14 @@ def _discrete_closed_form(expr, symbols, seq_len, dim, values):
     vals, probs, table = found
     trivial = [False] * dim
     G_list, weights = [], []
-    for p_v, row in zip(probs, table):
+    for p_v, row in zip(probs, table, strict=True):
         if p_v == 0:
             continue
         for i in range(d):
             if sp.simplify(row[i]) != 0:
                 trivial[_direction_of(i, dim)] = True
         G = sp.zeros(d, d)
-        for (i, j), m in zip(pairs, row[d:]):
+        for (i, j), m in zip(pairs, row[d:], strict=True):
             G[i, j] = G[j, i] = sp.simplify(m / p_v) - (1 if i == j else 0)
         G_list.append(G)
         weights.append(p_v)
@@ -737,11 +737,11 @@ def _fibre_closed_form(expr, z):
         if s0 * u not in rs:
             return None  # the fibre was not found
         tot = sp.simplify(sum(w))
-        mean = sp.simplify(sum(wi * r for wi, r in zip(w, rs)) / tot)
+        mean = sp.simplify(sum(wi * r for wi, r in zip(w, rs, strict=True)) / tot)
         if mean != 0:
             trivial = True
             break
-        G = sp.simplify(sum(wi * r**2 for wi, r in zip(w, rs)) / tot) - 1
+        G = sp.simplify(sum(wi * r**2 for wi, r in zip(w, rs, strict=True)) / tot) - 1
         if not G.is_polynomial(u):
             return None
         F += _poly_expectation(sp.Poly(sp.expand(G**2), u), [True])
@@ -796,7 +796,7 @@ def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float 
 def cross_check(alphas, reference, rtol: float = 1e-6) -> list[ThresholdCheck]:
     """Compare closed-form ``alphas`` with a numerical ``ThresholdResult``."""
     checks = []
-    for k, (a, num) in enumerate(zip(alphas, reference.directions)):
+    for k, (a, num) in enumerate(zip(alphas, reference.directions, strict=True)):
         a_f = float(sp.N(a)) if a != sp.oo else math.inf
         if math.isinf(a_f) or math.isinf(num.alpha_c):
             diff = 0.0 if a_f == num.alpha_c else math.inf
@@ -875,7 +875,7 @@ def check_linear_fixed_point(samples: int = 8, seed: int = 0) -> list[IdentityCh
     z, w, xi = sp.symbols("z omega xi", real=True)
     rng = np.random.default_rng(seed)
     rows = [[float(x), float(y)] for x, y in zip(rng.uniform(0.05, 4, samples),
-                                                  rng.uniform(0, 2, samples))]
+                                                  rng.uniform(0, 2, samples), strict=True)]
     # y - ω = sqrt(V) t + sqrt(Δ) ξ with t, ξ standard Gaussian (z = ω + sqrt(V) t)
     V = 1 - Q
     t = sp.Symbol("t", real=True)
@@ -901,7 +901,7 @@ def check_linear_fixed_point(samples: int = 8, seed: int = 0) -> list[IdentityCh
 
     prow = [[float(r[0]), float(r[1]), float(r[2]), float(r[3])] for r in zip(
         rng.normal(size=samples), rng.normal(size=samples), rng.uniform(0.1, 1, samples),
-        rng.uniform(0.01, 2, samples))]
+        rng.uniform(0.01, 2, samples), strict=True)]
     checks.append(check_identity("linear: g_out = (y - ω)/(Δ + V)", gout,
                                  (y_s - w) / (D + v_s), [y_s, w, v_s, D], prow,
                                  code=code_gout))
