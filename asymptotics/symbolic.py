@@ -44,21 +44,36 @@ GH_NODES = {1: 160, 2: 64, 3: 24, 4: 12}  # primary Gauss–Hermite nodes per ax
 
 
 def link_symbols(seq_len: int = 1, dim: int = 1) -> list[sp.Symbol]:
-    """The link's variables, token-major: ``z`` (L = p = 1), ``z1 … zp`` (L = 1) or
-    ``z{l}_{k}`` (1-based)."""
+    """The link's variables (real symbols, as :func:`~asymptotics.channels.link.parse_link`
+    makes them), token-major: ``z`` (L = p = 1), ``z1 … zp`` (L = 1) or ``z{l}_{k}``."""
     if seq_len == 1 and dim == 1:
-        return [sp.Symbol("z")]
-    if seq_len == 1:
-        return [sp.Symbol(f"z{k}") for k in range(1, dim + 1)]
-    return [sp.Symbol(f"z{l}_{k}") for l in range(1, seq_len + 1) for k in range(1, dim + 1)]
+        names = ["z"]
+    elif seq_len == 1:
+        names = [f"z{k}" for k in range(1, dim + 1)]
+    else:
+        names = [f"z{l}_{k}" for l in range(1, seq_len + 1) for k in range(1, dim + 1)]
+    return [sp.Symbol(n, real=True) for n in names]
 
 
 def _direction_of(n: int, dim: int) -> int:
     return n % dim  # 0-based direction of variable n (token-major)
 
 
-def _as_expr(expr) -> sp.Expr:
-    return sp.sympify(expr) if isinstance(expr, str) else expr
+def _as_expr(expr, symbols=None) -> sp.Expr:
+    """``expr`` (a string or sympy expression) with its free symbols replaced, by name, by
+    those of ``symbols`` (so assumptions such as ``real=True`` do not split a variable)."""
+    by_name = {s.name: s for s in symbols or ()}
+    expr = sp.sympify(expr, locals=by_name) if isinstance(expr, str) else sp.sympify(expr)
+    return expr.xreplace({f: by_name[f.name] for f in expr.free_symbols if f.name in by_name})
+
+
+def _prepare(expr, symbols):
+    """``(expr, symbols)``: default symbols are the free ones sorted by name."""
+    if symbols is None:
+        expr = _as_expr(expr)
+        return expr, sorted(expr.free_symbols, key=lambda s: s.name)
+    symbols = list(symbols)
+    return _as_expr(expr, symbols), symbols
 
 
 # --------------------------------------------------------------------- exact integration
@@ -148,6 +163,9 @@ def _integrate_all(expr, symbols, functions):
 
 
 def _integrate_worker(queue, expr, symbols, functions):  # pragma: no cover (child process)
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops it with SIGTERM
     try:
         queue.put(_integrate_all(expr, symbols, functions))
     except Exception:  # sympy failed: the caller falls back to quadrature
@@ -177,11 +195,11 @@ def _integrate_with_timeout(expr, symbols, functions, timeout: float):
     return result
 
 
-def exact_expectations(expr, symbols, functions, timeout: float = 10.0):
+def exact_expectations(expr, symbols, functions, timeout: float = 5.0):
     """Exact ``E[g(Z) f(Z)]`` (``Z`` standard Gaussian) for each sympy ``f``: orthant
     moments where ``g`` is piecewise polynomial, else ``sympy.integrate`` within ``timeout``
     seconds; None when neither gives a closed form."""
-    expr = _as_expr(expr)
+    expr = _as_expr(expr, symbols)
     out = _orthant_expectations(expr, symbols, functions)
     if out is None and not expr.atoms(*NONSMOOTH):
         out = _integrate_with_timeout(expr, symbols, functions, timeout)
@@ -193,7 +211,7 @@ def exact_expectations(expr, symbols, functions, timeout: float = 10.0):
 
 def numeric_function(expr, symbols):
     """``g`` as a numpy function of an array ``(..., d)`` of variables."""
-    f = sp.lambdify(symbols, _as_expr(expr), modules="numpy")
+    f = sp.lambdify(symbols, _as_expr(expr, symbols), modules="numpy")
 
     def g(Z):
         Z = np.asarray(Z, dtype=float)
@@ -233,6 +251,25 @@ def numeric_expectations(g, d: int, alphas, nodes: int | None = None):
         Z, w = _gh_tensor(d, m)
         vals.append(_hermite_values(alphas, Z) @ (w * g(Z)))
     return vals[0], np.abs(vals[0] - vals[1])
+
+
+def real_poles(expr, symbols) -> list[str]:
+    """Denominators of ``expr`` that vanish at real points (``1/z``, ``z**-2``, ...): such a
+    link is not square integrable on Gaussian inputs, so it has no Hermite expansion."""
+    bad = []
+    for atom in _as_expr(expr, symbols).atoms(sp.Pow):
+        base, ex = atom.as_base_exp()
+        if not (ex.is_number and ex.is_negative):
+            continue
+        for s in base.free_symbols & set(symbols):
+            try:
+                zeros = sp.solveset(base, s, sp.S.Reals)
+            except (NotImplementedError, ValueError, TypeError):
+                zeros = sp.S.Reals  # undecided: refuse
+            if zeros != sp.S.EmptySet:
+                bad.append(str(atom))
+                break
+    return bad
 
 
 def check_finite_on_gaussian(expr, symbols, samples: int = 4096, seed: int = 0) -> None:
@@ -310,17 +347,16 @@ def multi_indices(d: int, order: int) -> list[tuple[int, ...]]:
 
 
 def hermite_coefficients(expr, symbols=None, order: int = 4, *, seq_len: int = 1,
-                         timeout: float = 10.0) -> HermiteExpansion:
+                         timeout: float = 5.0) -> HermiteExpansion:
     """``c_α = E[g(Z) He_α(Z)]`` for ``|α| ≤ order`` (``g = Σ c_α He_α/α!``).
 
     ``symbols`` token-major (default: the free symbols, sorted by name); ``seq_len`` L, so
     that ``dim = len(symbols) / L``.  Exact where :func:`exact_expectations` closes, else
     Gauss–Hermite with an error estimate.
     """
-    expr = _as_expr(expr)
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
-    symbols = list(symbols) if symbols is not None else sorted(expr.free_symbols, key=str)
+    expr, symbols = _prepare(expr, symbols)
     d = len(symbols)
     if d == 0 or d % seq_len:
         raise ValueError(f"{d} variables do not make {seq_len} tokens")
@@ -404,8 +440,11 @@ def _alpha_factorial(alpha) -> int:
     return math.prod(math.factorial(a) for a in alpha)
 
 
-def _discrete_values(g, d: int, values=None):
-    """The finite set of outputs (None if ``g`` takes more than 32 values on a grid)."""
+def _discrete_values(g, d: int, values=None, discrete: bool | None = None):
+    """The finite set of outputs (None if continuous: ``discrete=False``, or more than 32
+    values on a Gauss–Hermite grid)."""
+    if discrete is False:
+        return None
     if values is not None:
         return np.asarray(values, dtype=float)
     Z, _ = _gh_tensor(d, GH_NODES.get(d, 8))
@@ -445,8 +484,9 @@ def _exact_class_moments(expr, symbols, values, functions):
 
 
 def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len: int = 1,
-                                 noise: float = 0.0, values=None, log2_samples: int = 0,
-                                 replicates: int = 8, seed: int = 0) -> Exponents:
+                                 noise: float = 0.0, values=None, discrete: bool | None = None,
+                                 log2_samples: int = 0, replicates: int = 8, seed: int = 0
+                                 ) -> Exponents:
     """Lowest ``|α|`` with ``r_α = E_y[E[He_α(Z) | y]²]/α! > 0``, per direction as for the
     information exponent.
 
@@ -457,8 +497,7 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
     ``replicates`` nets of ``2^log2_samples`` points; 0: 2^10, 2^8, 2^7 for L·p = 1, 2, 3),
     ``L·p ≤ 3``.  Noiseless continuous outputs: not estimated.
     """
-    expr = _as_expr(expr)
-    symbols = list(symbols) if symbols is not None else sorted(expr.free_symbols, key=str)
+    expr, symbols = _prepare(expr, symbols)
     d = len(symbols)
     dim = d // seq_len
     alphas = [a for a in multi_indices(d, order) if sum(a) > 0]
@@ -466,7 +505,7 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
     moments: list[ConditionalMoment] = []
     method = ""
     if noise == 0:
-        vals = _discrete_values(g, d, values)
+        vals = _discrete_values(g, d, values, discrete)
         if vals is None:
             return Exponents("generative", None, [None] * dim, order,
                              "not estimated (noiseless continuous output: give a noise)")
@@ -567,7 +606,11 @@ def bayes_facts(channel, settings=None) -> BayesFacts:
     """Trivial / not-learnable directions of ``channel`` from its posterior at ``Q = 0``."""
     from .thresholds import weak_recovery_thresholds
 
-    res = weak_recovery_thresholds(channel, settings)
+    return facts_from_thresholds(weak_recovery_thresholds(channel, settings))
+
+
+def facts_from_thresholds(res) -> BayesFacts:
+    """:class:`BayesFacts` of a :class:`~asymptotics.thresholds.ThresholdResult`."""
     dirs = res.directions
     return BayesFacts(
         [d.status == "trivial" for d in dirs], [d.status == "not-learnable" for d in dirs],
@@ -754,8 +797,8 @@ def _fibre_closed_form(expr, z):
 
 
 def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float = 0.0,
-                          values=None, reference=None, rtol: float = 1e-6
-                          ) -> ClosedFormThreshold:
+                          values=None, discrete: bool | None = None, reference=None,
+                          rtol: float = 1e-6) -> ClosedFormThreshold:
     """Closed-form ``α_c = 1/λ_k`` at ``Q = 0`` where the operator ``F`` closes exactly.
 
     Noiseless outputs taking finitely many values, constant on orthants:
@@ -765,8 +808,7 @@ def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float 
     ``reference``: a numerical :class:`~asymptotics.thresholds.ThresholdResult` of the same
     link to cross-check against.
     """
-    expr = _as_expr(expr)
-    symbols = list(symbols) if symbols is not None else sorted(expr.free_symbols, key=str)
+    expr, symbols = _prepare(expr, symbols)
     d = len(symbols)
     dim = d // seq_len
     none = ClosedFormThreshold(False, "", [None] * dim, ["no closed form"] * dim)
@@ -774,7 +816,7 @@ def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float 
         none.reason = "noisy output: no closed form attempted"
         return none
     g = numeric_function(expr, symbols)
-    vals = _discrete_values(g, d, values)
+    vals = _discrete_values(g, d, values, discrete)
     if vals is not None:
         out = _discrete_closed_form(expr, symbols, seq_len, dim, vals)
         reason = "the output is not constant on the orthants of its variables"
@@ -975,3 +1017,95 @@ def check_attention_two_tokens(samples: int = 8, seed: int = 0) -> list[Identity
 def identity_checks(samples: int = 8, seed: int = 0) -> list[IdentityCheck]:
     """Every identity check of this module (linear channel, two-token attention)."""
     return check_linear_fixed_point(samples, seed) + check_attention_two_tokens(samples, seed)
+
+
+# ------------------------------------------------------------------------ whole analysis
+
+
+@dataclass
+class LinkAnalysis:
+    """Everything :func:`analyse_link` finds; Hermite facts and Bayes facts apart.
+
+    ``bayes``/``numerical`` are None when the posterior was not computed (``bayes_note``
+    says why, e.g. a noiseless continuous link)."""
+
+    text: str
+    seq_len: int
+    dim: int
+    noise: float
+    order: int
+    symbols: tuple[str, ...]
+    expansion: HermiteExpansion
+    information: Exponents
+    generative: Exponents
+    closed_form: ClosedFormThreshold
+    bayes: BayesFacts | None
+    numerical: object | None  # ThresholdResult
+    bayes_note: str = ""
+
+
+def check_analysis_options(noise, order) -> tuple[float, int]:
+    """``(Δ, K)`` or :class:`~asymptotics.channels.link.LinkError` naming ``--noise`` or
+    ``--order``."""
+    from .channels.link import LinkError
+
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.number)) \
+            or not math.isfinite(noise) or noise < 0:
+        raise LinkError("--noise", f"must be a finite number >= 0, got {noise!r}")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise LinkError("--order", f"must be an integer >= 1, got {order!r}")
+    return float(noise), int(order)
+
+
+def parse_for_analysis(link, seq_len=None, dim=None, noise=0.0, order=4):
+    """Check every input before any work: ``(spec, expr, symbols, Δ, K)``; refusals are
+    :class:`~asymptotics.channels.link.LinkError` naming the option."""
+    from .channels.link import LinkError, parse_link
+
+    noise, order = check_analysis_options(noise, order)
+    spec = parse_link(link, seq_len, dim)
+    if spec.expression is None or spec.out_dim != 1:
+        raise LinkError("--link", "the symbolic analysis needs one scalar formula")
+    symbols = link_symbols(spec.seq_len, spec.dim)
+    if poles := real_poles(spec.expression, symbols):
+        raise LinkError("--link", f"{poles[0]} has a pole on the real line: the link is not "
+                                  "square integrable on Gaussian inputs")
+    if spec.discrete and noise:
+        raise LinkError("--noise", "a discrete link takes no noise")
+    return spec, _as_expr(spec.expression, symbols), symbols, noise, order
+
+
+def analyse_link(link, seq_len: int | None = None, dim: int | None = None,
+                 noise: float = 0.0, order: int = 4, *, numerical: bool = True,
+                 settings=None, timeout: float = 5.0) -> LinkAnalysis:
+    """Hermite coefficients and exponents (symbolic), the generative-exponent estimate,
+    closed-form thresholds, and — apart — the Bayes facts and numerical thresholds of
+    :class:`~asymptotics.channels.link.LinkChannel` at ``Q = 0`` (``numerical=True``)."""
+    from .channels.link import LinkError
+
+    spec, expr, symbols, noise, order = parse_for_analysis(link, seq_len, dim, noise, order)
+    L = spec.seq_len
+    values = spec.values[:, 0] if spec.discrete else None
+    expansion = hermite_coefficients(expr, symbols, order, seq_len=L, timeout=timeout)
+    info = information_exponent(expansion)
+    gen = generative_exponent_estimate(expr, symbols, order, seq_len=L, noise=noise,
+                                       values=values, discrete=spec.discrete)
+    result, facts, note = None, None, ""
+    if numerical:
+        try:
+            from .channels.link import LinkChannel
+
+            channel = LinkChannel(spec, noise=noise if noise else None)
+        except (ImportError, LinkError) as exc:
+            note = str(exc).splitlines()[0]
+        else:
+            from .thresholds import weak_recovery_thresholds
+
+            result = weak_recovery_thresholds(channel, settings)
+            facts = facts_from_thresholds(result)
+    else:
+        note = "not computed"
+    closed = closed_form_threshold(expr, symbols, seq_len=L, noise=noise, values=values,
+                                   discrete=spec.discrete, reference=result)
+    return LinkAnalysis(spec.text, L, spec.dim, noise, order, tuple(map(str, symbols)),
+                        expansion, info, gen, closed, facts, result, note)
