@@ -836,7 +836,11 @@ def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float 
 
 
 def cross_check(alphas, reference, rtol: float = 1e-6) -> list[ThresholdCheck]:
-    """Compare closed-form ``alphas`` with a numerical ``ThresholdResult``."""
+    """Compare closed-form ``alphas`` with a numerical ``ThresholdResult`` (ValueError if
+    their numbers of directions differ)."""
+    if len(alphas) != len(reference.directions):
+        raise ValueError(f"the reference has {len(reference.directions)} directions, the "
+                         f"closed form {len(alphas)}")
     checks = []
     for k, (a, num) in enumerate(zip(alphas, reference.directions, strict=True)):
         a_f = float(sp.N(a)) if a != sp.oo else math.inf
