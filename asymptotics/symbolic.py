@@ -392,7 +392,14 @@ class Exponents:
     method: str
     evidence: dict = field(default_factory=dict)
 
+    @property
+    def estimated(self) -> bool:
+        return not self.method.startswith("not estimated")
+
     def text(self, value: int | None) -> str:
+        """``value``, ``> order`` (none found up to the order) or ``n/a`` (not estimated)."""
+        if not self.estimated:
+            return "n/a"
         return str(value) if value is not None else f"> {self.order}"
 
 
@@ -491,7 +498,8 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
     information exponent.
 
     Noiseless discrete outputs: exact sums over the values when ``g`` is constant on
-    orthants, else a tensor Gauss–Hermite rule (error: half-node rule).  Noisy outputs
+    orthants, else a tensor Gauss–Hermite rule (error: half-node rule).  Noiseless
+    continuous outputs with ``L = p = 1``: exact on the fibre when sympy solves it.  Noisy outputs
     (``Δ > 0``): ``E[He_α | y]`` on a tensor trapezoid over ``Z`` (error: step 2h), outer
     expectation by randomised QMC over ``(Z*, ξ)`` (error: standard error over
     ``replicates`` nets of ``2^log2_samples`` points; 0: 2^10, 2^8, 2^7 for L·p = 1, 2, 3),
@@ -507,35 +515,14 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
     if noise == 0:
         vals = _discrete_values(g, d, values, discrete)
         if vals is None:
-            return Exponents("generative", None, [None] * dim, order,
-                             "not estimated (noiseless continuous output: give a noise)")
-        functions = [_hermite_product(a, symbols) for a in alphas]
-        exact = _exact_class_moments(expr, symbols, vals, functions)
-        if exact is not None:
-            _, probs, table = exact
-            for j, a in enumerate(alphas):
-                r = sum(t[j] ** 2 / p for p, t in zip(probs, table, strict=True) if p != 0)
-                r = sp.simplify(r / _alpha_factorial(a))
-                moments.append(ConditionalMoment(a, float(r), 0.0, r))
-            method = "exact sums over the output values (orthant moments)"
+            moments = _fibre_conditional_moments(expr, symbols[0], alphas) if d == 1 else None
+            if moments is None:
+                return Exponents("generative", None, [None] * dim, order,
+                                 "not estimated (noiseless continuous output without an exact "
+                                 "fibre: give a noise)")
+            method = "exact, on the fibre by sympy.solve"
         else:
-            n = GH_NODES.get(d, 8)
-            rs = []
-            for m in (n, n // 2):
-                Z, w = _gh_tensor(d, m)
-                y = g(Z)
-                He = _hermite_values(alphas, Z)
-                r = np.zeros(len(alphas))
-                for v in vals:
-                    ind = w * (y == v)
-                    p = ind.sum()
-                    if p > 0:
-                        r += (He @ ind) ** 2 / p
-                rs.append(r / np.array([_alpha_factorial(a) for a in alphas]))
-            err = np.abs(rs[0] - rs[1])
-            moments = [ConditionalMoment(a, float(v), float(e))
-                       for a, v, e in zip(alphas, rs[0], err, strict=True)]
-            method = f"sums over the output values, Gauss–Hermite {n}^{d} (error: {n // 2}^{d})"
+            moments, method = _discrete_conditional_moments(expr, symbols, g, alphas, vals)
     else:
         if d > 3:
             return Exponents("generative", None, [None] * dim, order,
@@ -547,6 +534,39 @@ def generative_exponent_estimate(expr, symbols=None, order: int = 4, *, seq_len:
     overall, per = _lowest(entries, dim, order)
     return Exponents("generative", overall, per, order, method,
                      {m.index: m for m in moments})
+
+
+def _discrete_conditional_moments(expr, symbols, g, alphas, vals):
+    """``r_α = Σ_v E[He_α 1{y = v}]² / P(v) / α!``: exact when ``g`` is constant on orthants,
+    else Gauss–Hermite (error: the rule with half the nodes)."""
+    d = len(symbols)
+    functions = [_hermite_product(a, symbols) for a in alphas]
+    exact = _exact_class_moments(expr, symbols, vals, functions)
+    if exact is not None:
+        _, probs, table = exact
+        moments = []
+        for j, a in enumerate(alphas):
+            r = sum(t[j] ** 2 / p for p, t in zip(probs, table, strict=True) if p != 0)
+            r = sp.simplify(r / _alpha_factorial(a))
+            moments.append(ConditionalMoment(a, float(r), 0.0, r))
+        return moments, "exact sums over the output values (orthant moments)"
+    n = GH_NODES.get(d, 8)
+    fact = np.array([_alpha_factorial(a) for a in alphas], dtype=float)
+    rs = []
+    for m in (n, n // 2):
+        Z, w = _gh_tensor(d, m)
+        y = g(Z)
+        He = _hermite_values(alphas, Z)
+        r = np.zeros(len(alphas))
+        for v in vals:
+            ind = w * (y == v)
+            if ind.sum() > 0:
+                r += (He @ ind) ** 2 / ind.sum()
+        rs.append(r / fact)
+    err = np.abs(rs[0] - rs[1])
+    moments = [ConditionalMoment(a, float(v), float(e))
+               for a, v, e in zip(alphas, rs[0], err, strict=True)]
+    return moments, f"sums over the output values, Gauss–Hermite {n}^{d} (error: {n // 2}^{d})"
 
 
 def _noisy_conditional_moments(g, d, alphas, noise, log2_samples, replicates, seed):
@@ -747,10 +767,10 @@ def _discrete_closed_form(expr, symbols, seq_len, dim, values):
     return alphas, status, F, f"exact sum over the values {[str(v) for v in vals]}"
 
 
-def _fibre_closed_form(expr, z):
-    """``L = p = 1``, noiseless continuous ``y = g(z)``: the fibre ``{z : g(z) = y}`` from
-    ``sympy.solve``, weights ``φ(r)/|g'(r)|``, then ``F = E_z[(E[z²|g(z)] - 1)²]`` on each
-    half-line (or trivial if ``E[z | y] ≠ 0``)."""
+def _fibre(expr, z):
+    """``L = p = 1``, noiseless continuous ``y = g(z)``: on each half-line ``z = s0 u``
+    (``u > 0``), the fibre ``{r : g(r) = g(s0 u)}`` from ``sympy.solve`` per half-line, with
+    posterior weights ``φ(r)/|g'(r)|``: ``[(u, roots, weights)] * 2``, or None."""
     y = sp.Dummy("y", real=True)
     v = sp.Dummy("v", positive=True)
     branches = []  # (s, v(y), |dg/dv|(v)): the fibre on the half-line z = s v, v > 0
@@ -765,8 +785,7 @@ def _fibre_closed_form(expr, z):
     if not branches:
         return None
     u = sp.Dummy("u", positive=True)
-    F = sp.Integer(0)
-    trivial = False
+    out = []
     for s0 in (1, -1):
         at = {y: expr.subs(z, s0 * u)}
         rs, w = [], []
@@ -779,21 +798,51 @@ def _fibre_closed_form(expr, z):
                 w.append(sp.exp(-r**2 / 2) / dg.subs(v, r))
         if s0 * u not in rs:
             return None  # the fibre was not found
-        tot = sp.simplify(sum(w))
-        mean = sp.simplify(sum(wi * r for wi, r in zip(w, rs, strict=True)) / tot)
-        if mean != 0:
-            trivial = True
-            break
-        G = sp.simplify(sum(wi * r**2 for wi, r in zip(w, rs, strict=True)) / tot) - 1
+        out.append((u, rs, w))
+    return out
+
+
+def _fibre_mean(rs, w, f) -> sp.Expr:
+    """``E[f(z) | y]`` on one fibre."""
+    return sp.simplify(sum(wi * f(r) for wi, r in zip(w, rs, strict=True)) / sum(w))
+
+
+def _fibre_closed_form(expr, z):
+    """``F = E_z[(E[z² | g(z)] - 1)²]`` on the fibre of :func:`_fibre` (or trivial if
+    ``E[z | y] ≠ 0``)."""
+    fibre = _fibre(expr, z)
+    if fibre is None:
+        return None
+    F = sp.Integer(0)
+    for u, rs, w in fibre:
+        if _fibre_mean(rs, w, lambda r: r) != 0:
+            return [sp.Integer(0)], ["trivial"], None, "fibre by sympy.solve: E[z | y] != 0"
+        G = _fibre_mean(rs, w, lambda r: r**2) - 1
         if not G.is_polynomial(u):
             return None
         F += _poly_expectation(sp.Poly(sp.expand(G**2), u), [True])
-    if trivial:
-        return [sp.Integer(0)], ["trivial"], None, "fibre by sympy.solve: E[z | y] != 0"
     F = sp.simplify(F)
     if F == 0:
         return [sp.oo], ["not-learnable"], sp.Matrix([[F]]), "fibre by sympy.solve"
     return [sp.nsimplify(1 / F)], ["finite"], sp.Matrix([[F]]), "fibre by sympy.solve"
+
+
+def _fibre_conditional_moments(expr, z, alphas):
+    """Exact ``r_α = E_z[E[He_α | g(z)]²]/α!`` from the fibre (None if it does not close)."""
+    fibre = _fibre(expr, z)
+    if fibre is None:
+        return None
+    out = []
+    for a in alphas:
+        total = sp.Integer(0)
+        for u, rs, w in fibre:
+            m = _fibre_mean(rs, w, lambda r, a=a: sp.hermite_prob(a[0], r))
+            if not m.is_polynomial(u):
+                return None
+            total += _poly_expectation(sp.Poly(sp.expand(m**2), u), [True])
+        r = sp.simplify(total / _alpha_factorial(a))
+        out.append(ConditionalMoment(a, float(r), 0.0, r))
+    return out
 
 
 def closed_form_threshold(expr, symbols=None, *, seq_len: int = 1, noise: float = 0.0,

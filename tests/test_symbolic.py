@@ -106,6 +106,9 @@ def test_generative_exponent_below_the_information_exponent():
     # a sign-symmetric link: E[He_odd | y] = 0 exactly, exponent 2
     even = generative_exponent_estimate("z**2", Z, 2, noise=0.1)
     assert even.overall == 2 and even.evidence[(1,)].value < 1e-20
+    # noiseless z²: exact on the fibre ±|z|, E[He_2 | y] = y - 1 so r_2 = E(z² - 1)²/2 = 1
+    fibre = generative_exponent_estimate("z**2", Z, 3)
+    assert fibre.overall == 2 and [m.exact for m in fibre.evidence.values()] == [0, 1, 0]
 
 
 def test_closed_form_thresholds_match_the_numerical_ones():
