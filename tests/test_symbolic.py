@@ -166,6 +166,7 @@ def test_smi_link_prints_the_closed_form(capsys):
 @pytest.mark.parametrize("args, option", [
     (["x*z"], "EXPR"),
     (["1/z"], "EXPR"),
+    (["exp(z**2)"], "EXPR"),
     (["z1*z2", "--dim", "1"], "--dim"),
     (["z1*z2", "--seq-len", "2"], "--seq-len"),
     (["z", "--noise", "-0.1"], "--noise"),
