@@ -909,7 +909,7 @@ def cross_check(alphas, reference, rtol: float = 1e-6) -> list[ThresholdCheck]:
             agrees = a_f == num.alpha_c
         else:
             diff = abs(a_f - num.alpha_c)
-            agrees = diff <= max(ZERO_SIGMAS * num.stderr, rtol * abs(a_f))
+            agrees = bool(diff <= max(ZERO_SIGMAS * num.stderr, rtol * abs(a_f)))
         checks.append(ThresholdCheck(k + 1, a_f, num.alpha_c, num.stderr, diff, agrees))
     return checks
 
@@ -939,7 +939,9 @@ def check_identity(name: str, lhs, rhs, variables, samples, tol: float = 1e-10,
                    code=None) -> IdentityCheck:
     """Check ``lhs = rhs`` symbolically and at ``samples`` (rows of values of
     ``variables``); ``code(*row)``, if given, must equal ``rhs`` there as well."""
-    diff = sp.simplify(sp.expand(lhs - rhs))
+    diff = sp.cancel(sp.powsimp(sp.expand(sp.together(lhs - rhs))))  # cheap first
+    if diff != 0:
+        diff = sp.simplify(diff)
     if diff == 0:
         exact: bool | None = True
     else:
