@@ -1179,3 +1179,30 @@ def analyse_link(link, seq_len: int | None = None, dim: int | None = None,
                                    discrete=spec.discrete, reference=result)
     return LinkAnalysis(spec.text, L, spec.dim, noise, order, tuple(map(str, symbols)),
                         expansion, info, gen, closed, facts, result, note)
+
+
+__all__ = [
+    "Coefficient",
+    "HermiteExpansion",
+    "Exponents",
+    "ConditionalMoment",
+    "BayesFacts",
+    "ClosedFormThreshold",
+    "ThresholdCheck",
+    "IdentityCheck",
+    "LinkAnalysis",
+    "link_symbols",
+    "hermite_coefficients",
+    "information_exponent",
+    "generative_exponent_estimate",
+    "bayes_facts",
+    "closed_form_threshold",
+    "cross_check",
+    "exact_operator",
+    "check_identity",
+    "identity_checks",
+    "check_linear_fixed_point",
+    "check_attention_two_tokens",
+    "analyse_link",
+    "parse_for_analysis",
+]
