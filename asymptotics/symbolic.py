@@ -195,12 +195,54 @@ def _integrate_with_timeout(expr, symbols, functions, timeout: float):
     return result
 
 
+def _exp_linear_terms(expr, symbols):
+    """``g = Σ_j P_j(z) exp(a_j·z + b_j)`` as ``[(P_j, a_j, b_j)]`` (hyperbolic functions
+    rewritten as exponentials), or None."""
+    g = sp.expand(sp.powsimp(sp.expand(expr.rewrite(sp.exp))))
+    terms = []
+    for term in sp.Add.make_args(g):
+        factors = sp.Mul.make_args(term)
+        exps = [f for f in factors if isinstance(f, sp.exp)]
+        rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.exp)])
+        arg = sp.expand(sum((f.args[0] for f in exps), sp.Integer(0)))
+        if not rest.is_polynomial(*symbols) or not arg.is_polynomial(*symbols):
+            return None
+        if sp.Poly(arg, *symbols).total_degree() > 1:
+            return None
+        a = [arg.coeff(s) for s in symbols]
+        b = arg.subs({s: 0 for s in symbols})
+        terms.append((rest, a, b))
+    return terms
+
+
+def _exp_linear_expectations(expr, symbols, functions):
+    """``E[P(z) e^{a·z + b} f(z)] = e^{b + |a|²/2} E[(P f)(z + a)]`` (Gaussian shift), exact
+    for polynomial ``P`` and ``f``; None if ``g`` is not of that form."""
+    terms = _exp_linear_terms(expr, symbols)
+    if terms is None:
+        return None
+    mask = [False] * len(symbols)
+    out = []
+    for f in functions:
+        total = sp.Integer(0)
+        for rest, a, b in terms:
+            shifted = (rest * f).subs({s: s + ai for s, ai in zip(symbols, a, strict=True)},
+                                      simultaneous=True)
+            scale = sp.exp(b + sum(ai**2 for ai in a) / 2)
+            total += scale * _poly_expectation(sp.Poly(sp.expand(shifted), *symbols), mask)
+        out.append(sp.simplify(total))
+    return out
+
+
 def exact_expectations(expr, symbols, functions, timeout: float = 5.0):
-    """Exact ``E[g(Z) f(Z)]`` (``Z`` standard Gaussian) for each sympy ``f``: orthant
-    moments where ``g`` is piecewise polynomial, else ``sympy.integrate`` within ``timeout``
-    seconds; None when neither gives a closed form."""
+    """Exact ``E[g(Z) f(Z)]`` (``Z`` standard Gaussian) for each polynomial ``f``: orthant
+    moments where ``g`` is piecewise polynomial, the Gaussian shift where ``g`` is a sum of
+    polynomials times exponentials of linear forms (``exp``, ``cosh``, ``sinh``), else
+    ``sympy.integrate`` within ``timeout`` seconds; None when none gives a closed form."""
     expr = _as_expr(expr, symbols)
     out = _orthant_expectations(expr, symbols, functions)
+    if out is None and not expr.atoms(*NONSMOOTH):
+        out = _exp_linear_expectations(expr, symbols, functions)
     if out is None and not expr.atoms(*NONSMOOTH):
         out = _integrate_with_timeout(expr, symbols, functions, timeout)
     return out

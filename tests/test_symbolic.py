@@ -6,7 +6,9 @@ E|z| = √(2/π), E|z|³ = 2√(2/π), E|z|⁵ = 8√(2/π)):
 * ``z²``: c_0 = 1, c_2 = E z⁴ − E z² = 2, the rest 0;
 * ``|z|``: c_0 = √(2/π), c_2 = E|z|³ − E|z| = √(2/π), c_4 = 8 − 12 + 3 = −√(2/π);
 * ``sign(z)``: c_1 = E|z| = √(2/π), c_3 = E|z|³ − 3E|z| = −√(2/π);
-* ``z1 z2``: c_(1,1) = 1, the rest 0.
+* ``z1 z2``: c_(1,1) = 1, the rest 0;
+* ``exp(z)``: c_n = E[e^z He_n(z)] = e^{1/2} (Gaussian shift: E[e^z f(z)] = e^{1/2} E f(z + 1),
+  and E He_n(z + 1) = 1); ``cosh(z1) z2``: c_(n,1) = e^{1/2} for even n.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _coefs(expansion):
     ("Abs(z)", Z, {(0,): R, (2,): R, (4,): -R}),
     ("sign(z)", Z, {(1,): R, (3,): -R}),
     ("z1*z2", Z2, {(1, 1): 1}),
+    ("exp(z)", Z, {(n,): sp.exp(sp.Rational(1, 2)) for n in range(5)}),  # E e^z He_n = e^½
+    ("cosh(z1)*z2", Z2, {(n, 1): sp.exp(sp.Rational(1, 2)) for n in (0, 2, 4)}),
 ])
 def test_hermite_coefficients_hand_values(expr, symbols, expected):
     ex = hermite_coefficients(expr, symbols, 4)
