@@ -151,6 +151,9 @@ def test_bayes_facts_come_from_the_posterior():
     assert triple.bayes.not_learnable == [True] * 3
     sign2 = analyse_link("sign(z1*z2)", order=2)
     assert sign2.closed_form.agrees  # π²/4 against LinkChannel's numerical threshold
+    # two tokens, one direction: F = Σ_{l,l'} E G_{ll'}² = 2 (2/π)², α_c = π²/8
+    tokens = analyse_link("sign(z1_1*z2_1)", order=2)
+    assert tokens.closed_form.alpha_c == [sp.pi**2 / 8] and tokens.closed_form.agrees
 
 
 @needs_link_channel
