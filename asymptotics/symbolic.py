@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,11 +68,17 @@ def _as_expr(expr, symbols=None) -> sp.Expr:
     return expr.xreplace({f: by_name[f.name] for f in expr.free_symbols if f.name in by_name})
 
 
+def _natural_key(symbol) -> tuple:
+    """``z2 < z10`` and ``z1_2 < z2_1`` (token-major), by the integers in the name."""
+    return tuple(int(n) for n in re.findall(r"\d+", symbol.name)), symbol.name
+
+
 def _prepare(expr, symbols):
-    """``(expr, symbols)``: default symbols are the free ones sorted by name."""
+    """``(expr, symbols)``: default symbols are the free ones in natural (token-major)
+    order of their names."""
     if symbols is None:
         expr = _as_expr(expr)
-        return expr, sorted(expr.free_symbols, key=lambda s: s.name)
+        return expr, sorted(expr.free_symbols, key=_natural_key)
     symbols = list(symbols)
     return _as_expr(expr, symbols), symbols
 
