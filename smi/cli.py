@@ -23,6 +23,7 @@ from .commands import (
     curve,
     experiment,
     figure,
+    link,
     plot,
     simulate,
     thresholds,
@@ -30,7 +31,7 @@ from .commands import (
 )
 from .options import Parser, UsageError, given_options
 
-COMMANDS = (thresholds, curve, simulate, experiment, plot, figure, validate, cache)
+COMMANDS = (thresholds, curve, simulate, experiment, plot, figure, validate, cache, link)
 
 
 def build_parser() -> Parser:

@@ -22,8 +22,11 @@ def make_channel(
     seq_len: int = 2,
     skip: float = 1.0,
     beta: float = 1.0,
-    noise: float = 0.1,
+    noise: float | None = None,
     inner_resolution: int = 0,
+    link=None,
+    dim: int | None = None,
+    outputs: str = "auto",
 ) -> Channel:
     """The channel of ``model``; attention uses depth, seq_len, skip and beta, and
     ``inner_resolution`` refines its default inner rule (each step doubles the nodes; at
@@ -32,8 +35,22 @@ def make_channel(
     Every parameter the model uses is checked first (``ValueError`` naming it); for
     attention the inner rule's memory as well (:func:`asymptotics.resources.check_memory`,
     ``ResourceError``), before it is built.  Callers that want to refuse a whole task
-    first use :mod:`asymptotics.resources` with these keyword arguments."""
+    first use :mod:`asymptotics.resources` with these keyword arguments.  The linear
+    channel's ``noise`` defaults to 0.1.
+
+    ``model="link"``: a :class:`~asymptotics.channels.link.LinkChannel` of ``link`` (a
+    formula or callable) with ``seq_len``/``dim`` (None or 0: inferred from the formula's
+    symbols), ``noise`` (``Δ``; None or 0 for a discrete link), ``outputs`` and
+    ``inner_resolution``; bad input raises
+    :class:`~asymptotics.channels.link.LinkError` naming the option."""
     check_choice("model", model, MODELS)
+    if model == "link":
+        from .link import LinkChannel, LinkError
+
+        if link is None:
+            raise LinkError("--link", "model 'link' needs a link")
+        return LinkChannel(link, seq_len or None, dim or None, noise or None, outputs,
+                           inner_resolution)
     if model == "attention":
         check_attention_parameters(depth, seq_len, skip, beta)
         check_int("inner_resolution", inner_resolution, 0, MAX_RESOLUTION)
@@ -46,7 +63,7 @@ def make_channel(
                                       beta=beta)
         return AttentionChannel(depth, seq_len, skip, beta, inner_rule=rule)
     if model == "linear":
-        return LinearChannel(noise)
+        return LinearChannel(0.1 if noise is None else noise)
     if model == "phase-retrieval":
         return PhaseRetrievalChannel()
     if model == "sign":
