@@ -290,6 +290,11 @@ def unlearned_inner_moments(
     precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
     unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
 
+    Two passes per observation: the first stores ``x_i = B_i^{-1} a`` and
+    ``log w_{i,±} = -|±x_i - ω_last|²/(2 v_last) - log|det B_i|`` and takes their maximum
+    ``M``; the second sums ``e^{log w - M}`` (log-sum-exp without the rescaling branch of
+    a running maximum: 2.1-2.2x faster per pair, BENCHMARKS.md "Default table").
+
     a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
     W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
     """
@@ -299,13 +304,17 @@ def unlearned_inner_moments(
     const = -0.5 * L * math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
     for k in prange(K):
-        x = np.empty(L)
+        xs = np.empty((n, L))
+        lwp = np.empty(n)
+        lwm = np.empty(n)
         accZ = np.zeros(S)
         accM = np.zeros((S, L))
         acc = np.zeros((S, m + 1, L, L))
         lmax = -np.inf
         for i in range(n):
             if logdet_sh[i] == -np.inf:
+                lwp[i] = -np.inf
+                lwm[i] = -np.inf
                 continue
             qp = 0.0
             qm = 0.0
@@ -313,28 +322,24 @@ def unlearned_inner_moments(
                 t = 0.0
                 for c in range(L):
                     t += Binv_sh[i, r, c] * a[k, c]
-                x[r] = t
+                xs[i, r] = t
                 dp = t - omega_last[k, r]
                 dm = t + omega_last[k, r]
                 qp += dp * dp
                 qm += dm * dm
-            lwp = -inv2v * qp - logdet_sh[i]
-            lwm = -inv2v * qm - logdet_sh[i]
-            lw = max(lwp, lwm)
-            if lw > lmax:
-                if lmax > -np.inf:
-                    f = math.exp(lmax - lw)
-                    for s in range(S):
-                        accZ[s] *= f
-                        for r in range(L):
-                            accM[s, r] *= f
-                        for j in range(m + 1):
-                            for r in range(L):
-                                for c in range(r, L):
-                                    acc[s, j, r, c] *= f
-                lmax = lw
-            ep = math.exp(lwp - lmax)
-            em = math.exp(lwm - lmax)
+            p = -inv2v * qp - logdet_sh[i]
+            q = -inv2v * qm - logdet_sh[i]
+            lwp[i] = p
+            lwm[i] = q
+            if p > lmax:
+                lmax = p
+            if q > lmax:
+                lmax = q
+        for i in range(n):
+            if lwp[i] == -np.inf and lwm[i] == -np.inf:
+                continue
+            ep = math.exp(lwp[i] - lmax)
+            em = math.exp(lwm[i] - lmax)
             e = ep + em
             d = ep - em
             for s in range(S):
@@ -345,16 +350,16 @@ def unlearned_inner_moments(
                 accZ[s] += we
                 wd = ws * d
                 for r in range(L):
-                    accM[s, r] += wd * x[r]
+                    accM[s, r] += wd * xs[i, r]
                 for j in range(m):
                     for r in range(L):
                         wr = we * ZU[i, r, j]
                         for c in range(r, L):
                             acc[s, j, r, c] += wr * ZU[i, c, j]
                 for r in range(L):
-                    wr = we * x[r]
+                    wr = we * xs[i, r]
                     for c in range(r, L):
-                        acc[s, m, r, c] += wr * x[c]
+                        acc[s, m, r, c] += wr * xs[i, c]
         for s in range(S):
             lognorm[s, k] = math.log(accZ[s]) + lmax + const
             for r in range(L):
