@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from .cache import ResultCache, as_cache, cache_location
 from .channels.registry import make_channel
 from .executors import Task
 from .results import plain
-from .staircase import StaircaseSettings, staircase_table
 from .thresholds import ThresholdSettings, weak_recovery_thresholds
+
+if TYPE_CHECKING:
+    from .staircase import StaircaseSettings
 
 
 def threshold_jobs(model: str, depths=(2,), seq_lens=(2,), skips=(1.0,), betas=(1.0,),
@@ -53,6 +56,8 @@ def _compute_rows(job: dict, settings: ThresholdSettings,
                   staircase: StaircaseSettings | None, alpha: float | None) -> list[dict]:
     channel = make_channel(**job)
     if staircase is not None:
+        from .staircase import staircase_table  # here: it loads scipy.optimize
+
         rows = staircase_table(channel, staircase, settings)
     else:
         rows = weak_recovery_thresholds(channel, settings).rows(job["model"])
@@ -139,7 +144,11 @@ def threshold_task(params: dict) -> list[dict]:
     """All threshold rows of one job (``params``: job, settings, staircase and alpha as
     plain values; ``cache``: a cache folder or None), as plain JSON-able rows."""
     settings = ThresholdSettings(**params["settings"])
-    stair = StaircaseSettings(**params["staircase"]) if params.get("staircase") else None
+    stair = None
+    if params.get("staircase"):
+        from .staircase import StaircaseSettings
+
+        stair = StaircaseSettings(**params["staircase"])
     return plain(threshold_rows(params["job"], settings, stair, params.get("alpha"),
                                 as_cache(params.get("cache"))))
 

@@ -90,24 +90,27 @@ def test_folded_outer_grid_gives_the_unfolded_operator(shift):
     np.testing.assert_allclose(lam[1], lam[0], rtol=1e-12)
 
 
-def test_folded_inner_nodes_give_the_unfolded_moments():
-    """The unlearned-layer kernel on the folded inner rule equals the general fibre kernel
-    on the full rule (ω_U = 0, V = diag(1, v)) and the unfolded nodes."""
+@pytest.mark.parametrize("signed", [False, True], ids=["two-token kernel", "general kernel"])
+def test_folded_inner_nodes_give_the_unfolded_moments(signed):
+    """The channel's moments (folded inner nodes; at ω_last = 0 the two-token kernel)
+    equal the general kernel's on the full, unfolded rule."""
     ch = AttentionChannel(skip=0.4, beta=2.0)
     rng = np.random.default_rng(3)
     a = rng.standard_normal((6, 2)) * 2
-    om = rng.standard_normal((6, 2)) * 0.5
+    om = rng.standard_normal((6, 2)) * 0.5 * signed
     ln, mean, blocks = ch.unlearned_inner_moments(a, om, 0.6)
-    omega = np.zeros((6, 2, 2))
-    omega[:, :, 1] = om
-    ref = ch.fibre_moments(a, omega, np.diag([1.0, 0.6]), inner_path="general")
-    np.testing.assert_allclose(ln, ref.log_norm, rtol=1e-12)
-    np.testing.assert_allclose(mean, ref.mean[..., 1], rtol=0, atol=1e-12)
-    for j in range(2):
-        np.testing.assert_allclose(blocks[:, :, j], ref.second[:, :, :, j, :, j], rtol=1e-11)
     T, W = ch._inner_nodes()
+    n = len(T)
+    Binv, logdet = np.empty((n, 2, 2)), np.empty(n)
+    kern.precompute_mixers(T, ch.skip, ch.beta, Binv, logdet)
+    ref = np.empty((2, 6)), np.empty((2, 6, 2)), np.empty((2, 6, 2, 2, 2))
+    kern.unlearned_inner_moments(a, om, 0.6, Binv, logdet, T, W, *ref)
+    np.testing.assert_allclose(ln, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(mean, ref[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(blocks, ref[2], rtol=1e-11)
+    assert signed or not mean.any()
     Tf, Wf = fold_mirror_nodes(T, W)
-    assert len(Tf) == (len(T) + 1) // 2
+    assert len(Tf) == (n + 1) // 2
     np.testing.assert_allclose(Wf.sum(axis=1), W.sum(axis=1), rtol=1e-14)
 
 

@@ -293,7 +293,9 @@ def unlearned_inner_moments(
     Two passes per observation: the first stores ``x_i = B_i^{-1} a`` and
     ``log w_{i,±} = -|±x_i - ω_last|²/(2 v_last) - log|det B_i|`` and takes their maximum
     ``M``; the second sums ``e^{log w - M}`` (log-sum-exp without the rescaling branch of
-    a running maximum: 2.1-2.2x faster per pair, BENCHMARKS.md "Default table").
+    a running maximum, BENCHMARKS.md "Default table").  At ``ω_last = 0`` both signs
+    have the same weight (``|x|² = |-x|²``): one ``exp`` per pair and no mean terms (the
+    mean is exactly 0, as the signed sum gives).
 
     a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
     W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
@@ -310,6 +312,11 @@ def unlearned_inner_moments(
         accZ = np.zeros(S)
         accM = np.zeros((S, L))
         acc = np.zeros((S, m + 1, L, L))
+        # ω_last = 0 (Q = 0): both signs have one weight, e = 2 e^{lw - M}, d = 0 exactly
+        signed = False
+        for r in range(L):
+            if omega_last[k, r] != 0.0:
+                signed = True
         lmax = -np.inf
         for i in range(n):
             if logdet_sh[i] == -np.inf:
@@ -338,19 +345,24 @@ def unlearned_inner_moments(
         for i in range(n):
             if lwp[i] == -np.inf and lwm[i] == -np.inf:
                 continue
-            ep = math.exp(lwp[i] - lmax)
-            em = math.exp(lwm[i] - lmax)
-            e = ep + em
-            d = ep - em
+            if signed:
+                ep = math.exp(lwp[i] - lmax)
+                em = math.exp(lwm[i] - lmax)
+                e = ep + em
+                d = ep - em
+            else:
+                e = 2.0 * math.exp(lwp[i] - lmax)
+                d = 0.0
             for s in range(S):
                 ws = W[s, i]
                 if ws == 0.0:
                     continue
                 we = ws * e
                 accZ[s] += we
-                wd = ws * d
-                for r in range(L):
-                    accM[s, r] += wd * xs[i, r]
+                if signed:
+                    wd = ws * d
+                    for r in range(L):
+                        accM[s, r] += wd * xs[i, r]
                 for j in range(m):
                     for r in range(L):
                         wr = we * ZU[i, r, j]
@@ -517,3 +529,61 @@ def mean_forward(omega, offsets, weights, skip, beta, out):
         for r in range(L):
             for c in range(L):
                 out[k, r, c] = acc[r, c]
+
+
+@njit(parallel=True, cache=True)
+def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer_second):
+    """:func:`unlearned_inner_moments` at ``ω_last = 0`` for L = 2, depth 2 (the default
+    table), written with scalar accumulators: per pair ``x = B_i^{-1} a`` and one
+    ``exp(log w - M)``, ``log w = -|x|²/(2 v_last) - log|det B_i|`` (both signs equal, the
+    mean is 0).  Nodes with a singular mixer must be dropped by the caller.
+
+    a (K, 2); Binv_sh (n, 2, 2); logdet_sh (n,) finite; ZU (n, 2, 1); W (S, n).
+    Outputs: lognorm (S, K); layer_second (S, K, 2, 2, 2).
+    """
+    K = a.shape[0]
+    n = ZU.shape[0]
+    S = W.shape[0]
+    const = -math.log(2.0 * math.pi * v_last) + math.log(2.0)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        lmax = -np.inf
+        for i in range(n):
+            x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
+            x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
+            lw = -inv2v * (x0 * x0 + x1 * x1) - logdet_sh[i]
+            lmax = max(lmax, lw)
+        for s in range(S):
+            z = 0.0
+            u00 = 0.0
+            u01 = 0.0
+            u11 = 0.0
+            x00 = 0.0
+            x01 = 0.0
+            x11 = 0.0
+            for i in range(n):
+                x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
+                x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
+                lw = -inv2v * (x0 * x0 + x1 * x1) - logdet_sh[i]
+                e = W[s, i] * math.exp(lw - lmax)
+                t0 = ZU[i, 0, 0]
+                t1 = ZU[i, 1, 0]
+                z += e
+                u00 += e * t0 * t0
+                u01 += e * t0 * t1
+                u11 += e * t1 * t1
+                x00 += e * x0 * x0
+                x01 += e * x0 * x1
+                x11 += e * x1 * x1
+            lognorm[s, k] = math.log(z) + lmax + const
+            inv = 1.0 / z
+            layer_second[s, k, 0, 0, 0] = u00 * inv
+            layer_second[s, k, 0, 0, 1] = u01 * inv
+            layer_second[s, k, 0, 1, 0] = u01 * inv
+            layer_second[s, k, 0, 1, 1] = u11 * inv
+            layer_second[s, k, 1, 0, 0] = x00 * inv
+            layer_second[s, k, 1, 0, 1] = x01 * inv
+            layer_second[s, k, 1, 1, 0] = x01 * inv
+            layer_second[s, k, 1, 1, 1] = x11 * inv

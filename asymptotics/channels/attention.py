@@ -254,7 +254,9 @@ class AttentionChannel(Channel):
         the trapezoids) is folded onto its first half: ``B(z_U)`` depends on ``z_U`` only
         through the rank-one softmaxes ``softmax(β s sᵀ)``, even in ``s``, so ``B(-t) =
         B(t)`` and ``x``, ``log w`` and ``z_U z_Uᵀ`` are equal on both nodes (exact; half
-        the pairs).
+        the pairs).  At ``omega_last = 0`` with L = 2, depth 2 a kernel with scalar
+        accumulators runs (:func:`~._attention_kernels.null_moments_two_tokens`, 2x faster
+        per pair).
         """
         a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
         K = a.shape[0]
@@ -270,9 +272,13 @@ class AttentionChannel(Channel):
         lognorm = np.empty((S, K))
         mean_last = np.empty((S, K, L))
         layer_second = np.empty((S, K, self.depth, L, L))
-        kern.unlearned_inner_moments(
-            a, omega_last, float(v_last), Binv, logdet, T, W, lognorm, mean_last, layer_second
-        )
+        if L == 2 and self.depth == 2 and not np.any(omega_last):
+            mean_last[:] = 0.0  # both signs weigh the same: exactly 0
+            kern.null_moments_two_tokens(a, float(v_last), Binv, logdet, T, W, lognorm,
+                                         layer_second)
+        else:
+            kern.unlearned_inner_moments(a, omega_last, float(v_last), Binv, logdet, T, W,
+                                         lognorm, mean_last, layer_second)
         return lognorm, mean_last, layer_second
 
     def _folded_unlearned_nodes(self):
@@ -288,6 +294,10 @@ class AttentionChannel(Channel):
         Binv = np.empty((n, L, L))
         logdet = np.empty(n)
         kern.precompute_mixers(T, self.skip, self.beta, Binv, logdet)
+        ok = np.isfinite(logdet)  # a singular mixer: no fibre point (the kernels skip it)
+        if not ok.all():
+            T, W = np.ascontiguousarray(T[ok]), np.ascontiguousarray(W[:, ok])
+            Binv, logdet = np.ascontiguousarray(Binv[ok]), np.ascontiguousarray(logdet[ok])
         self._unlearned_nodes = (T, W, Binv, logdet)
         return self._unlearned_nodes
 
