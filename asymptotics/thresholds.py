@@ -295,7 +295,7 @@ def _half_step_error(channel: Channel, settings: ThresholdSettings, second: np.n
     evaluations of the operator.
     """
     p = second.shape[-1]
-    G = second - np.eye(second.shape[-3] * p).reshape(second.shape[-4:])
+    G = second - np.eye(second.shape[-4] * p).reshape(second.shape[-4:])
     lam0 = direction_eigenvalues(operator_matrix(G, outer_w), p)
     parts = []
     obs0 = None
@@ -307,7 +307,7 @@ def _half_step_error(channel: Channel, settings: ThresholdSettings, second: np.n
                 obs0, w0, _ = _output_grid(channel, settings)
             obs, flat_w = obs0, w0
         sets, _ = channel.null_moment_sets(obs, inner_shift=inner_shift, primary_only=True)
-        Gv = sets.second[0] - np.eye(second.shape[-3] * p).reshape(second.shape[-4:])
+        Gv = sets.second[0] - np.eye(second.shape[-4] * p).reshape(second.shape[-4:])
         lam = direction_eigenvalues(
             operator_matrix(Gv, flat_w[0] * np.exp(sets.log_norm[0])), p)
         parts.append(np.abs(lam0 - lam))

@@ -567,9 +567,12 @@ def sinh_grid_2d(n: int, half_width_sum: float, half_width_diff: float, scale: f
 
 def half_step_inner_rule(channel: AttentionChannel, shift: tuple[int, int]) -> Rule:
     """The channel's default inner rule (depth 2, L = 2: the rotated sinh trapezoid) with
-    its nodes moved by half a step along ``u`` and/or ``v`` (:func:`sinh_grid_2d`);
-    ``ValueError`` unless the channel carries a default rule of some resolution."""
+    its nodes moved by half a step along ``u`` and/or ``v`` (:func:`sinh_grid_2d`); depth 1
+    (no inner integral): the rule itself.  ``ValueError`` unless the channel carries a
+    default rule of some resolution."""
     rule = channel.inner_rule
+    if channel.depth == 1:
+        return rule  # no inner integral (one exact point): nothing to shift
     n = int(round(np.sqrt(rule.size)))
     r = int(round(np.log2(max(1, n - 1) / GRID_NODES)))
     if channel.depth != 2 or channel.seq_len != 2 or n != GRID_NODES * 2**r + 1 or \
