@@ -12,7 +12,8 @@ reaches are not learnable from Q = 0 (``α_c = inf``).
 
 The outer expectation over ``y`` and the channel's inner integrals are carried by rules
 with alternative weight sets, so every α_c has an error estimate:
-``sqrt(err_outer² + err_inner²)``.
+``sqrt(err_outer² + err_inner²)``; on the folded, half-step shifted grids of a channel that
+offers them (attention, L = 2) the estimate of :func:`_half_step_error` replaces it.
 """
 
 from __future__ import annotations
@@ -284,14 +285,17 @@ def _half_step_error(channel: Channel, settings: ThresholdSettings, second: np.n
     smaller.  Moving axis ``a`` by ``h/2`` flips the sign of the terms with ``k_a`` odd, so
     ``Δ_a = λ(h) - λ(h, a shifted) ≈ 2 Σ_{k_a odd} f̂`` and
 
-        err = Σ_a |Δ_a|  ≈  2 Σ_a |Σ_{k_a odd} f̂|  ≥  2 |E|  (to leading order),
+        err = Σ_a |Δ_a|  ≈  2 Σ_a |Σ_{k_a odd} f̂|,
 
-    a term odd along several axes being counted once per axis (the inner rule's diagonal
-    terms twice).  The factor 2 over the leading order is the margin for what it leaves
-    out (terms odd along no axis, the curvature of ``λ`` in the weights): on the default
-    table ``Σ_a |Δ_a| / 2`` alone came within 1 % of the change to the next resolution,
-    ``Σ_a |Δ_a|`` is 2-40x it (tests/test_table_speed.py).  The embedded coarser rule
-    overestimated by 10^3-10^7 (BENCHMARKS.md, "Default table").  Costs four more
+    twice the size of each axis's terms (a term odd along several axes counted once per
+    axis: the inner rule's diagonal terms twice), so about 2 |E| where one axis dominates.
+    The factor 2 over the leading order is the margin for what it leaves out (terms odd
+    along no axis, the curvature of ``λ`` in the weights): on the default table
+    ``Σ_a |Δ_a| / 2`` came within 1 % of the change to the next resolution at skip 4.
+    ``err`` is 2.0-36x that change for 15 of the 16 default thresholds; at skip 1.5,
+    layer 2 outer and inner terms of 2e-12 cancel in the change (3e-14), which no size
+    estimate sees (tests/test_table_speed.py).  The embedded coarser rule overestimated by
+    10^3-10^7 (BENCHMARKS.md, "Default table").  Costs four more
     evaluations of the operator.
     """
     p = second.shape[-1]
