@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from asymptotics.channels.attention import AttentionChannel  # noqa: E402
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)  # no cache: a script's cache breaks when it is imported
 def previous_unlearned_inner_moments(
     a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, mean_last, layer_second
 ):
@@ -134,7 +134,7 @@ def previous_unlearned_inner_moments(
                         layer_second[s, k, j, c, r] = v
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)  # no cache: a script's cache breaks when it is imported
 def exp_floor(a, logdet_sh, out):
     """One ``exp`` per (observation, node) pair and nothing else: the floor of a pair at
     Q = 0 (both signs share the weight)."""
