@@ -67,6 +67,7 @@ _EXPORTS = {
     "threshold_task_key": "tables",
     "threshold_tasks": "tables",
     "table_settings": "tables",
+    "table_workers": "tables",
     "Journal": "sweeps",
     "OutputExistsError": "sweeps",
     "ResumeError": "sweeps",

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import ndtri
-from scipy.stats import qmc
 
 RULE_KINDS = ("trapezoid", "gauss-hermite", "sobol", "mc")
 
@@ -163,6 +162,8 @@ def sobol_nets(d: int, log2_n: int, count: int, rng: np.random.Generator) -> lis
 
     The scrambles are drawn in order from ``rng``, which advances: successive calls on one
     generator give further independent nets (common random numbers for a fixed seed)."""
+    from scipy.stats import qmc  # here: importing scipy.stats is half the package's import
+
     return [ndtri(qmc.Sobol(d, scramble=True, seed=rng).random_base2(log2_n))
             for _ in range(count)]
 

@@ -8,14 +8,18 @@ A *job* is one channel setting, the keyword arguments of
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from .cache import ResultCache, as_cache, cache_location
 from .channels.registry import make_channel
 from .executors import Task
 from .results import plain
-from .staircase import StaircaseSettings, staircase_table
 from .thresholds import ThresholdSettings, weak_recovery_thresholds
+
+if TYPE_CHECKING:
+    from .staircase import StaircaseSettings
 
 
 def threshold_jobs(model: str, depths=(2,), seq_lens=(2,), skips=(1.0,), betas=(1.0,),
@@ -52,6 +56,8 @@ def _compute_rows(job: dict, settings: ThresholdSettings,
                   staircase: StaircaseSettings | None, alpha: float | None) -> list[dict]:
     channel = make_channel(**job)
     if staircase is not None:
+        from .staircase import staircase_table  # here: it loads scipy.optimize
+
         rows = staircase_table(channel, staircase, settings)
     else:
         rows = weak_recovery_thresholds(channel, settings).rows(job["model"])
@@ -112,14 +118,40 @@ def threshold_tasks(jobs: list[dict], settings: ThresholdSettings,
     return list(tasks.values())
 
 
+QUICK_RESOLUTION = 1  # quadrature thresholds at resolution <= this take < ~1 s per task
+
+
+def table_workers(jobs: list[dict], settings: ThresholdSettings,
+                  staircase: StaircaseSettings | None = None,
+                  cpus: int | None = None) -> int:
+    """Local workers a table runs on by default: 1 (in this process) on a machine with
+    <= 2 cores or when every task is quick (Q = 0 quadrature at resolution <= 1, no
+    staircase: < ~1 s each); otherwise one per core, no more than there are jobs.
+
+    A spawned worker imports the package and loads (cold: compiles) the numba kernels,
+    1-2 s (cold ~8 CPU-s) before its first task, more than quick tasks take; on 2 cores
+    the pool measured 1.2x slower warm (BENCHMARKS.md, "Default table")."""
+    cpus = (os.cpu_count() or 1) if cpus is None else cpus
+    quick = staircase is None and settings.method != "mc" and all(
+        job.get("model") != "attention" or settings.resolution <= QUICK_RESOLUTION
+        and int(job.get("depth", 2)) * int(job.get("seq_len", 2)) <= 4 for job in jobs)
+    if cpus <= 2 or quick:
+        return 1
+    return max(1, min(len(jobs), cpus))
+
+
 def threshold_task(params: dict) -> list[dict]:
     """All threshold rows of one job (``params``: job, settings, staircase and alpha as
     plain values; ``cache``: a cache folder or None), as plain JSON-able rows."""
     settings = ThresholdSettings(**params["settings"])
-    stair = StaircaseSettings(**params["staircase"]) if params.get("staircase") else None
+    stair = None
+    if params.get("staircase"):
+        from .staircase import StaircaseSettings
+
+        stair = StaircaseSettings(**params["staircase"])
     return plain(threshold_rows(params["job"], settings, stair, params.get("alpha"),
                                 as_cache(params.get("cache"))))
 
 
-__all__ = ["table_settings", "threshold_jobs", "threshold_rows", "threshold_table",
+__all__ = ["table_settings", "table_workers", "threshold_jobs", "threshold_rows", "threshold_table",
            "threshold_task", "threshold_task_key", "threshold_tasks"]

@@ -12,11 +12,13 @@ reaches are not learnable from Q = 0 (``α_c = inf``).
 
 The outer expectation over ``y`` and the channel's inner integrals are carried by rules
 with alternative weight sets, so every α_c has an error estimate:
-``sqrt(err_outer² + err_inner²)``.
+``sqrt(err_outer² + err_inner²)``; on the folded, half-step shifted grids of a channel that
+offers them (attention, L = 2) the estimate of :func:`_half_step_error` replaces it.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -144,13 +146,16 @@ def thresholds_from_moments(
     inner_error_kind: str = "embedded",
     mean_sets: np.ndarray | None = None,
     trivial: bool = False,
+    eigenvalue_error: tuple[np.ndarray, dict] | None = None,
 ) -> tuple[list, np.ndarray, dict]:
     """Per-direction eigenvalues with errors.
 
     ``second_sets (S_in, K, L, p, L, p)``: posterior second moments on each inner weight set;
     ``outer_weight_sets (S_out, K)``: outer weights (primary first).  The functional is
     evaluated on (primary, primary), on each outer alternative with the primary inner set,
-    and on each inner alternative with the primary outer set.
+    and on each inner alternative with the primary outer set.  ``eigenvalue_error``
+    ``(err (p,), diagnostics)``, where given, replaces that estimate (only the primary
+    sets are used).
     """
     L, p = second_sets.shape[-2], second_sets.shape[-1]
     eye = np.eye(L * p).reshape(L, p, L, p)
@@ -161,15 +166,19 @@ def thresholds_from_moments(
 
     F0 = operator_matrix(G_sets[0], outer_weight_sets[0])
     lam0 = direction_eigenvalues(F0, p)
-    outer_vals = [lam0] + [lam_of(G_sets[0], w) for w in outer_weight_sets[1:]]
-    err_out = combine_error(np.array(outer_vals), outer_error_kind)
-    inner_vals = [lam0] + [lam_of(G, outer_weight_sets[0]) for G in G_sets[1:]]
-    err_in = combine_error(np.array(inner_vals), inner_error_kind) if len(inner_vals) > 1 else 0
-    err = np.sqrt(err_out**2 + err_in**2)
-    diag = {
-        "eigenvalue_error_outer": err_out.tolist(),
-        "eigenvalue_error_inner": np.ravel(err_in).tolist(),
-    }
+    if eigenvalue_error is not None:
+        err, diag = np.asarray(eigenvalue_error[0], dtype=float), dict(eigenvalue_error[1])
+    else:
+        outer_vals = [lam0] + [lam_of(G_sets[0], w) for w in outer_weight_sets[1:]]
+        err_out = combine_error(np.array(outer_vals), outer_error_kind)
+        inner_vals = [lam0] + [lam_of(G, outer_weight_sets[0]) for G in G_sets[1:]]
+        err_in = (combine_error(np.array(inner_vals), inner_error_kind)
+                  if len(inner_vals) > 1 else 0)
+        err = np.sqrt(err_out**2 + err_in**2)
+        diag = {
+            "eigenvalue_error_outer": err_out.tolist(),
+            "eigenvalue_error_inner": np.ravel(err_in).tolist(),
+        }
     trivial_dirs = np.zeros(p, dtype=bool)
     if mean_sets is not None:
         m = mean_sets[0]
@@ -246,6 +255,72 @@ def _fibre_sets(channel: Channel, obs: np.ndarray):
     return sets.log_norm, sets.second, mean, inner_kind
 
 
+def _half_step_grids(channel: Channel) -> bool:
+    """Whether the channel's output grid and Q = 0 moments take half-step shifts and folds
+    (``output_grid(..., shift, fold)``, ``null_moment_sets(obs, inner_shift,
+    primary_only)``): the channel declares it by those keywords."""
+    grid = inspect.signature(channel.output_grid).parameters
+    null = inspect.signature(channel.null_moment_sets).parameters
+    return {"shift", "fold"} <= grid.keys() and {"inner_shift", "primary_only"} <= null.keys()
+
+
+def _output_grid(channel: Channel, settings: ThresholdSettings, shift=(0, 0)):
+    """The channel's outer grid, folded by its symmetries where it offers that."""
+    args = (settings.resolution, settings.outer_nodes, settings.outer_half_width)
+    if _half_step_grids(channel):
+        return channel.output_grid(*args, shift=shift, fold=True)
+    return channel.output_grid(*args)
+
+
+HALF_STEP_SHIFTS = (((1, 0), None), ((0, 1), None), (None, (1, 0)), (None, (0, 1)))
+
+
+def _half_step_error(channel: Channel, settings: ThresholdSettings, second: np.ndarray,
+                     outer_w: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Error of every ``λ_k`` from rules moved by half a step along one axis at a time.
+
+    A trapezoid rule of step ``h`` on an analytic integrand errs by
+    ``E = Σ_{k≠0} f̂(2πk/h)`` over ``k ∈ Z^4`` (outer ``u, v``, inner ``u, v``; Poisson
+    summation); terms with every ``k_a`` even are those of the rule of step ``h/2``, far
+    smaller.  Moving axis ``a`` by ``h/2`` flips the sign of the terms with ``k_a`` odd, so
+    ``Δ_a = λ(h) - λ(h, a shifted) ≈ 2 Σ_{k_a odd} f̂`` and
+
+        err = Σ_a |Δ_a|  ≈  2 Σ_a |Σ_{k_a odd} f̂|,
+
+    twice the size of each axis's terms (a term odd along several axes counted once per
+    axis: the inner rule's diagonal terms twice), so about 2 |E| where one axis dominates.
+    The factor 2 over the leading order is the margin for what it leaves out (terms odd
+    along no axis, the curvature of ``λ`` in the weights): on the default table
+    ``Σ_a |Δ_a| / 2`` came within 1 % of the change to the next resolution at skip 4.
+    ``err`` is 2.0-36x that change for 15 of the 16 default thresholds; at skip 1.5,
+    layer 2 outer and inner terms of 2e-12 cancel in the change (3e-14), which no size
+    estimate sees (tests/test_table_speed.py).  The embedded coarser rule overestimated by
+    10^3-10^7 (BENCHMARKS.md, "Default table").  Costs four more
+    evaluations of the operator.
+    """
+    p = second.shape[-1]
+    G = second - np.eye(second.shape[-4] * p).reshape(second.shape[-4:])
+    lam0 = direction_eigenvalues(operator_matrix(G, outer_w), p)
+    parts = []
+    obs0 = None
+    for outer_shift, inner_shift in HALF_STEP_SHIFTS:
+        if outer_shift is not None:
+            obs, flat_w, _ = _output_grid(channel, settings, outer_shift)
+        else:
+            if obs0 is None:
+                obs0, w0, _ = _output_grid(channel, settings)
+            obs, flat_w = obs0, w0
+        sets, _ = channel.null_moment_sets(obs, inner_shift=inner_shift, primary_only=True)
+        Gv = sets.second[0] - np.eye(second.shape[-4] * p).reshape(second.shape[-4:])
+        lam = direction_eigenvalues(
+            operator_matrix(Gv, flat_w[0] * np.exp(sets.log_norm[0])), p)
+        parts.append(np.abs(lam0 - lam))
+    err = np.sum(parts, axis=0)
+    names = ("outer_u", "outer_v", "inner_u", "inner_v")
+    diag = {f"eigenvalue_error_{n}": part.tolist() for n, part in zip(names, parts, strict=True)}
+    return err, diag
+
+
 def weak_recovery_thresholds(
     channel: Channel, settings: ThresholdSettings | None = None
 ) -> ThresholdResult:
@@ -257,6 +332,7 @@ def weak_recovery_thresholds(
     without an output grid).
     """
     settings = settings or ThresholdSettings()
+    eigenvalue_error = None
     if settings.method not in ("auto", "quadrature", "mc"):
         raise ValueError(f"unknown threshold method {settings.method!r}")
     ch = channel.refined(settings.resolution, settings.seed)
@@ -278,11 +354,17 @@ def weak_recovery_thresholds(
         w = np.exp(log_norm[0])
         outer_w, outer_kind, desc = np.vstack([w, w]), "embedded", "exact sum over outputs"
         normalisation = outer_w.sum(axis=1)
-    elif method == "quadrature" and (grid := ch.output_grid(
-            settings.resolution, settings.outer_nodes, settings.outer_half_width)) is not None:
+    elif method == "quadrature" and (grid := _output_grid(ch, settings)) is not None:
         obs, flat_w, desc = grid
-        log_norm, second, mean, inner_kind = _fibre_sets(ch, obs)
-        outer_w = flat_w * np.exp(log_norm[0])[None, :]
+        if _half_step_grids(ch):
+            sets, inner_kind = ch.null_moment_sets(obs, primary_only=True)
+            log_norm, second, mean = sets.log_norm, sets.second, None
+            outer_w = flat_w[:1] * np.exp(log_norm[0])[None, :]
+            eigenvalue_error = _half_step_error(ch, settings, second[0], outer_w[0])
+            desc += "; error: half-step shifted rules"
+        else:
+            log_norm, second, mean, inner_kind = _fibre_sets(ch, obs)
+            outer_w = flat_w * np.exp(log_norm[0])[None, :]
         outer_kind = "embedded"
         normalisation = outer_w.sum(axis=1)
     else:
@@ -305,6 +387,7 @@ def weak_recovery_thresholds(
         inner_kind,
         mean_sets=None if ch.sign_symmetric else mean,
         trivial=ch.has_trivial_direction(),
+        eigenvalue_error=eigenvalue_error,
     )
     diag["normalisation"] = np.asarray(normalisation).tolist()
     diag["outer"] = desc

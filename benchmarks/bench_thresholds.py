@@ -1,57 +1,282 @@
-"""Benchmark: the default depth-2 threshold table (8 skip values), time and accuracy.
+"""Benchmark: the default threshold table (``smi thresholds``: depth 2, L = 2, 8 skips, 16
+thresholds), cold and warm, against the code before issue 15 measured side by side.
 
-Times ``smi thresholds`` at its default resolution (after a warm-up that compiles the numba
-kernels) and measures its accuracy against a twice-finer quadrature (resolution + 1).
-Prints the wall time, the worst relative difference and the worst reported error.
+    git archive 9d75abb | tar -x -C /tmp/smi-prev     # the previous code, once
+    python benchmarks/bench_thresholds.py --previous /tmp/smi-prev [--repeats 3]
 
-    python benchmarks/bench_thresholds.py [--resolution 1]
+Prints, each the minimum over ``--repeats`` runs, new and previous interleaved:
+
+* ``smi thresholds --no-cache`` end to end in a fresh process: "fresh install cold" (the
+  package's numba cache files ``__pycache__/*.nbi, *.nbc`` deleted first: compilation
+  included) and warm (cache files present), wall and CPU seconds, and their ratios;
+* the Q = 0 kernel alone per (outer, inner) node pair, CPU time on one numba thread: the
+  previous kernel (one pass with a running maximum, kept below) and the two-pass kernel on
+  the same unfolded grids, the two-token kernel of ω_last = 0, L = 2 (unfolded, and folded
+  with the primary weights only: what the table runs), and a floor: a loop doing only one
+  ``exp`` per pair;
+* the new code on a spawned pool of 2 workers (``--workers 2``), warm;
+* the table's accuracy: the worst relative change from the previous default numbers and
+  whether every error covers it.
+
+Without ``--previous`` only the new code is timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import math
 import os
 import platform
+import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from asymptotics.channels.registry import make_channel
-from asymptotics.thresholds import ThresholdSettings, weak_recovery_thresholds
-from smi.commands.thresholds import DEFAULT_SKIPS
-from smi.options import parse_values
+import numba
+import numpy as np
+from numba import njit, prange
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asymptotics.channels.attention import AttentionChannel  # noqa: E402
 
 
-def table(resolution: int):
+@njit(parallel=True)  # no cache: a script's cache breaks when it is imported
+def previous_unlearned_inner_moments(
+    a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, mean_last, layer_second
+):
+    """The kernel before issue 15 (commit 9d75abb), kept as the reference: one pass with a
+    running maximum of ``log w``.  Fibre moments when the first ``depth-1`` layers are
+    unlearned (``ω_U = 0``, ``V_UU = I``, no correlation with the last layer) and the last layer has
+    ``ω_last`` (per observation) and variance ``v_last``: Q = 0 (``ω = 0, v = 1``) and the
+    staircase of the last layer (THEORY §5).  The mixers of the shared inner nodes are
+    precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
+    unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
+
+    a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
+    W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L))
+        acc = np.zeros((S, m + 1, L, L))
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                dp = t - omega_last[k, r]
+                dm = t + omega_last[k, r]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = -inv2v * qp - logdet_sh[i]
+            lwm = -inv2v * qm - logdet_sh[i]
+            lw = max(lwp, lwm)
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for r in range(L):
+                            accM[s, r] *= f
+                        for j in range(m + 1):
+                            for r in range(L):
+                                for c in range(r, L):
+                                    acc[s, j, r, c] *= f
+                lmax = lw
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
+            for s in range(S):
+                ws = W[s, i]
+                if ws == 0.0:
+                    continue
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for r in range(L):
+                    accM[s, r] += wd * x[r]
+                for j in range(m):
+                    for r in range(L):
+                        wr = we * ZU[i, r, j]
+                        for c in range(r, L):
+                            acc[s, j, r, c] += wr * ZU[i, c, j]
+                for r in range(L):
+                    wr = we * x[r]
+                    for c in range(r, L):
+                        acc[s, m, r, c] += wr * x[c]
+        for s in range(S):
+            lognorm[s, k] = math.log(accZ[s]) + lmax + const
+            for r in range(L):
+                mean_last[s, k, r] = accM[s, r] / accZ[s]
+            for j in range(m + 1):
+                for r in range(L):
+                    for c in range(r, L):
+                        v = acc[s, j, r, c] / accZ[s]
+                        layer_second[s, k, j, r, c] = v
+                        layer_second[s, k, j, c, r] = v
+
+
+@njit(parallel=True)  # no cache: a script's cache breaks when it is imported
+def exp_floor(a, logdet_sh, out):
+    """One ``exp`` per (observation, node) pair and nothing else: the floor of a pair at
+    Q = 0 (both signs share the weight)."""
+    K = a.shape[0]
+    n = logdet_sh.shape[0]
+    for k in prange(K):
+        acc = 0.0
+        for i in range(n):
+            acc += math.exp(a[k, 0] * a[k, 1] - logdet_sh[i])
+        out[k] = acc
+
+
+def clear_numba_cache(root: Path) -> int:
+    files = [f for pat in ("*.nbi", "*.nbc")
+             for f in glob.glob(str(root / "**" / "__pycache__" / pat), recursive=True)]
+    for f in files:
+        os.remove(f)
+    return len(files)
+
+
+def cli_run(root: Path, cold: bool, extra: tuple = ()) -> tuple[float, float, list]:
+    """Wall and CPU seconds of ``smi thresholds --no-cache --format json`` run in ``root``."""
+    if cold:
+        clear_numba_cache(root / "asymptotics")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "smi", "thresholds", "--no-cache", "--quiet",
+                          "--format", "json", *extra], cwd=root, capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(out)
+
+
+def _cpu_best(fn, args, repeats: int) -> float:
+    fn(*args)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn(*args)
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def two_token(args: tuple) -> tuple:
+    """The arguments of the general kernel less ω_last and the mean: the two-token one's."""
+    return tuple(x for i, x in enumerate(args) if i not in (1, 8))
+
+
+def kernel_times(repeats: int, skip: float = 1.0) -> dict:
+    """CPU seconds (one numba thread) and pairs of the previous kernel and the two-pass one
+    on the same unfolded grids with the embedded weights (S = 2), of the two-pass one on the
+    folded grids with the primary weights (S = 1: what the table runs), and of the floor."""
+    from asymptotics.channels import _attention_kernels as kern
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
     out = {}
-    for c in parse_values(DEFAULT_SKIPS, "skip"):
-        res = weak_recovery_thresholds(
-            make_channel(skip=c), ThresholdSettings(resolution=resolution)
-        )
-        for d in res.directions:
-            out[(c, d.direction)] = (d.alpha_c, d.stderr)
+    for res in (0, 1):
+        ch = AttentionChannel(skip=skip).refined(res)
+        obs_full = np.ascontiguousarray(ch.output_grid(res)[0])
+        obs_fold = np.ascontiguousarray(ch.output_grid(res, fold=True)[0])
+        T, W = ch._inner_nodes()
+        n = len(T)
+        Binv, logdet = np.empty((n, 2, 2)), np.empty(n)
+        kern.precompute_mixers(T, ch.skip, ch.beta, Binv, logdet)
+        Tf, Wf, Binvf, logdetf = ch._folded_unlearned_nodes()
+        Wf = np.ascontiguousarray(Wf[:1])
+
+        def args_of(obs, Bi, ld, TT, WW):
+            K, S = len(obs), WW.shape[0]
+            return (obs, np.zeros_like(obs), 1.0, Bi, ld, TT, WW, np.empty((S, K)),
+                    np.empty((S, K, 2)), np.empty((S, K, 2, 2, 2))), K * len(TT)
+
+        full, pairs = args_of(obs_full, Binv, logdet, T, W)
+        folded, pairs_f = args_of(obs_fold, Binvf, logdetf, Tf, Wf)
+        out[f"previous, res {res}"] = (
+            _cpu_best(previous_unlearned_inner_moments, full, repeats), pairs)
+        out[f"two-pass, res {res}"] = (_cpu_best(kern.unlearned_inner_moments, full, repeats),
+                                       pairs)
+        out[f"two-pass folded S=1, res {res}"] = (
+            _cpu_best(kern.unlearned_inner_moments, folded, repeats), pairs_f)
+        out[f"two-token, res {res}"] = (
+            _cpu_best(kern.null_moments_two_tokens, two_token(full), repeats), pairs)
+        out[f"two-token folded S=1, res {res}"] = (
+            _cpu_best(kern.null_moments_two_tokens, two_token(folded), repeats), pairs_f)
+        out[f"floor (1 exp), res {res}"] = (
+            _cpu_best(exp_floor, (obs_full, logdet, np.empty(len(obs_full))), repeats), pairs)
+    numba.set_num_threads(threads)
     return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--resolution", type=int, default=1)
+    ap.add_argument("--previous", default=None, help="a copy of the previous code (see above)")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    weak_recovery_thresholds(make_channel(), ThresholdSettings(resolution=0))  # compile
-    t0 = time.perf_counter()
-    base = table(args.resolution)
-    t_base = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fine = table(args.resolution + 1)
-    t_fine = time.perf_counter() - t0
-    worst_rel = max(abs(base[k][0] - fine[k][0]) / fine[k][0] for k in base)
-    worst_err = max(base[k][1] / base[k][0] for k in base)
-    honest = all(abs(base[k][0] - fine[k][0]) <= base[k][1] + 1e-15 for k in base)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"default table (resolution {args.resolution}, 16 thresholds): {t_base:.2f} s")
-    print(f"twice-finer table (resolution {args.resolution + 1}): {t_fine:.2f} s")
-    print(f"worst relative change under refinement: {worst_rel:.2e}")
-    print(f"worst reported relative error: {worst_err:.2e}; error bars cover the change: {honest}")
-    for (c, k), (a, e) in sorted(base.items()):
-        print(f"  skip={c:<5} layer {k}: {a:.12g} ± {e:.1e}   (finer: {fine[(c, k)][0]:.12g})")
+    prev = Path(args.previous) if args.previous else None
+    load = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}, load average {load[0]:.1f} / {load[1]:.1f} at start")
+    roots = {"new": ROOT} | ({"previous": prev} if prev else {})
+    best = {(name, cold): (math.inf, math.inf) for name in roots for cold in (True, False)}
+    pool = (math.inf, math.inf)
+    tables = {}
+    for _ in range(args.repeats):
+        for cold in (True, False):
+            for name, root in roots.items():
+                wall, cpu, rows = cli_run(root, cold)
+                w0, c0 = best[name, cold]
+                best[name, cold] = (min(w0, wall), min(c0, cpu))
+                tables[name] = rows
+        wall, cpu, _ = cli_run(ROOT, False, ("--workers", "2"))
+        pool = (min(pool[0], wall), min(pool[1], cpu))
+    for cold in (True, False):
+        what = "fresh install cold" if cold else "warm (numba cache)"
+        line = f"smi thresholds {what:>19}: new {best['new', cold][0]:6.2f} s wall " \
+               f"{best['new', cold][1]:6.2f} CPU-s"
+        if prev:
+            pw, pc = best["previous", cold]
+            line += (f" | previous {pw:6.2f} s wall {pc:6.2f} CPU-s | ratio "
+                     f"{pw / best['new', cold][0]:.1f}x wall, {pc / best['new', cold][1]:.1f}x CPU")
+        print(line)
+    print(f"smi thresholds warm --workers 2 (a spawned pool): new {pool[0]:6.2f} s wall "
+          f"{pool[1]:6.2f} CPU-s (the default runs in process)")
+    for name, (t, pairs) in kernel_times(args.repeats).items():
+        print(f"kernel {name:>30}: {pairs:.2e} pairs, {t:.3f} CPU-s, "
+              f"{1e9 * t / pairs:5.1f} ns/pair (1 thread)")
+    if prev:
+        new, old = tables["new"], tables["previous"]
+        rel = max(abs(a["alpha_c"] - b["alpha_c"]) / b["alpha_c"] for a, b in zip(new, old,
+                                                                                  strict=True))
+        cover = all(abs(a["alpha_c"] - b["alpha_c"]) <= a["stderr"]
+                    for a, b in zip(new, old, strict=True))
+        ratios = [a["stderr"] / max(abs(a["alpha_c"] - b["alpha_c"]), 1e-12 * b["alpha_c"])
+                  for a, b in zip(new, old, strict=True)]
+        print(f"worst relative change from the previous table: {rel:.1e}; errors cover it: "
+              f"{cover}; error / change: {min(ratios):.1f} to {max(ratios):.1f} "
+              f"(median {np.median(ratios):.1f})")
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} / {load[1]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -134,16 +134,18 @@ def inverse_logdet_into(B, Binv, work):
     return logdet
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def precompute_mixers(ZU, skip, beta, Binv_out, logdet_out):
-    """Inverse mixers and log|det| for a shared set of inner nodes ``ZU (n, L, m)``."""
+    """Inverse mixers and log|det| for a shared set of inner nodes ``ZU (n, L, m)``.
+
+    One thread: ~0.1 µs a node, and a parallel loop cost ~2 CPU-s more to compile cold."""
     n, L, _ = ZU.shape
-    for i in prange(n):
-        B = np.empty((L, L))
-        A = np.empty((L, L))
-        tmp = np.empty((L, L))
-        work = np.empty((L, L))
-        s = np.empty(L)
+    B = np.empty((L, L))
+    A = np.empty((L, L))
+    tmp = np.empty((L, L))
+    work = np.empty((L, L))
+    s = np.empty(L)
+    for i in range(n):
         mixer_into(ZU[i], skip, beta, B, A, s, tmp)
         logdet_out[i] = inverse_logdet_into(B, Binv_out[i], work)
 
@@ -290,6 +292,13 @@ def unlearned_inner_moments(
     precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
     unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
 
+    Two passes per observation: the first stores ``x_i = B_i^{-1} a`` and
+    ``log w_{i,±} = -|±x_i - ω_last|²/(2 v_last) - log|det B_i|`` and takes their maximum
+    ``M``; the second sums ``e^{log w - M}`` (log-sum-exp without the rescaling branch of
+    a running maximum, BENCHMARKS.md "Default table").  At ``ω_last = 0`` both signs
+    have the same weight (``|x|² = |-x|²``): one ``exp`` per pair and no mean terms (the
+    mean is exactly 0, as the signed sum gives).
+
     a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
     W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
     """
@@ -299,13 +308,22 @@ def unlearned_inner_moments(
     const = -0.5 * L * math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
     for k in prange(K):
-        x = np.empty(L)
+        xs = np.empty((n, L))
+        lwp = np.empty(n)
+        lwm = np.empty(n)
         accZ = np.zeros(S)
         accM = np.zeros((S, L))
         acc = np.zeros((S, m + 1, L, L))
+        # ω_last = 0 (Q = 0): both signs have one weight, e = 2 e^{lw - M}, d = 0 exactly
+        signed = False
+        for r in range(L):
+            if omega_last[k, r] != 0.0:
+                signed = True
         lmax = -np.inf
         for i in range(n):
             if logdet_sh[i] == -np.inf:
+                lwp[i] = -np.inf
+                lwm[i] = -np.inf
                 continue
             qp = 0.0
             qm = 0.0
@@ -313,48 +331,49 @@ def unlearned_inner_moments(
                 t = 0.0
                 for c in range(L):
                     t += Binv_sh[i, r, c] * a[k, c]
-                x[r] = t
+                xs[i, r] = t
                 dp = t - omega_last[k, r]
                 dm = t + omega_last[k, r]
                 qp += dp * dp
                 qm += dm * dm
-            lwp = -inv2v * qp - logdet_sh[i]
-            lwm = -inv2v * qm - logdet_sh[i]
-            lw = max(lwp, lwm)
-            if lw > lmax:
-                if lmax > -np.inf:
-                    f = math.exp(lmax - lw)
-                    for s in range(S):
-                        accZ[s] *= f
-                        for r in range(L):
-                            accM[s, r] *= f
-                        for j in range(m + 1):
-                            for r in range(L):
-                                for c in range(r, L):
-                                    acc[s, j, r, c] *= f
-                lmax = lw
-            ep = math.exp(lwp - lmax)
-            em = math.exp(lwm - lmax)
-            e = ep + em
-            d = ep - em
+            p = -inv2v * qp - logdet_sh[i]
+            q = -inv2v * qm - logdet_sh[i]
+            lwp[i] = p
+            lwm[i] = q
+            if p > lmax:
+                lmax = p
+            if q > lmax:
+                lmax = q
+        for i in range(n):
+            if lwp[i] == -np.inf and lwm[i] == -np.inf:
+                continue
+            if signed:
+                ep = math.exp(lwp[i] - lmax)
+                em = math.exp(lwm[i] - lmax)
+                e = ep + em
+                d = ep - em
+            else:
+                e = 2.0 * math.exp(lwp[i] - lmax)
+                d = 0.0
             for s in range(S):
                 ws = W[s, i]
                 if ws == 0.0:
                     continue
                 we = ws * e
                 accZ[s] += we
-                wd = ws * d
-                for r in range(L):
-                    accM[s, r] += wd * x[r]
+                if signed:
+                    wd = ws * d
+                    for r in range(L):
+                        accM[s, r] += wd * xs[i, r]
                 for j in range(m):
                     for r in range(L):
                         wr = we * ZU[i, r, j]
                         for c in range(r, L):
                             acc[s, j, r, c] += wr * ZU[i, c, j]
                 for r in range(L):
-                    wr = we * x[r]
+                    wr = we * xs[i, r]
                     for c in range(r, L):
-                        acc[s, m, r, c] += wr * x[c]
+                        acc[s, m, r, c] += wr * xs[i, c]
         for s in range(S):
             lognorm[s, k] = math.log(accZ[s]) + lmax + const
             for r in range(L):
@@ -512,3 +531,61 @@ def mean_forward(omega, offsets, weights, skip, beta, out):
         for r in range(L):
             for c in range(L):
                 out[k, r, c] = acc[r, c]
+
+
+@njit(parallel=True, cache=True)
+def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer_second):
+    """:func:`unlearned_inner_moments` at ``ω_last = 0`` for L = 2, depth 2 (the default
+    table), written with scalar accumulators: per pair ``x = B_i^{-1} a`` and one
+    ``exp(log w - M)``, ``log w = -|x|²/(2 v_last) - log|det B_i|`` (both signs equal, the
+    mean is 0).  Nodes with a singular mixer must be dropped by the caller.
+
+    a (K, 2); Binv_sh (n, 2, 2); logdet_sh (n,) finite; ZU (n, 2, 1); W (S, n).
+    Outputs: lognorm (S, K); layer_second (S, K, 2, 2, 2).
+    """
+    K = a.shape[0]
+    n = ZU.shape[0]
+    S = W.shape[0]
+    const = -math.log(2.0 * math.pi * v_last) + math.log(2.0)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        lmax = -np.inf
+        for i in range(n):
+            x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
+            x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
+            lw = -inv2v * (x0 * x0 + x1 * x1) - logdet_sh[i]
+            lmax = max(lmax, lw)
+        for s in range(S):
+            z = 0.0
+            u00 = 0.0
+            u01 = 0.0
+            u11 = 0.0
+            x00 = 0.0
+            x01 = 0.0
+            x11 = 0.0
+            for i in range(n):
+                x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
+                x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
+                lw = -inv2v * (x0 * x0 + x1 * x1) - logdet_sh[i]
+                e = W[s, i] * math.exp(lw - lmax)
+                t0 = ZU[i, 0, 0]
+                t1 = ZU[i, 1, 0]
+                z += e
+                u00 += e * t0 * t0
+                u01 += e * t0 * t1
+                u11 += e * t1 * t1
+                x00 += e * x0 * x0
+                x01 += e * x0 * x1
+                x11 += e * x1 * x1
+            lognorm[s, k] = math.log(z) + lmax + const
+            inv = 1.0 / z
+            layer_second[s, k, 0, 0, 0] = u00 * inv
+            layer_second[s, k, 0, 0, 1] = u01 * inv
+            layer_second[s, k, 0, 1, 0] = u01 * inv
+            layer_second[s, k, 0, 1, 1] = u11 * inv
+            layer_second[s, k, 1, 0, 0] = x00 * inv
+            layer_second[s, k, 1, 0, 1] = x01 * inv
+            layer_second[s, k, 1, 1, 0] = x01 * inv
+            layer_second[s, k, 1, 1, 1] = x11 * inv

@@ -159,10 +159,20 @@ class AttentionChannel(Channel):
         """``(depth-1)·L`` inner and ``L`` outer dimensions of the Q = 0 quadrature."""
         return (self.depth - 1) * self.seq_len + self.seq_len
 
-    def null_moment_sets(self, obs) -> tuple[MomentSets, str]:
-        """Q = 0 moments from the unlearned-layer kernel (second moments per layer)."""
+    def null_moment_sets(self, obs, inner_shift: tuple[int, int] | None = None,
+                         primary_only: bool = False) -> tuple[MomentSets, str]:
+        """Q = 0 moments from the unlearned-layer kernel (second moments per layer).
+
+        ``inner_shift = (s_u, s_v)`` integrates on the default inner rule with its nodes
+        moved by half a step along ``u`` and/or ``v`` (:func:`half_step_inner_rule`; the
+        channel must carry a default rule); ``primary_only`` keeps only the primary weight
+        set (S = 1).
+        """
+        if inner_shift is not None and any(inner_shift):
+            rule = half_step_inner_rule(self, inner_shift)
+            return self.with_inner_rule(rule).null_moment_sets(obs, None, primary_only)
         L, p = self.seq_len, self.dim
-        log_norm, _, blocks = self.unlearned_inner_moments(obs)
+        log_norm, _, blocks = self.unlearned_inner_moments(obs, primary_only=primary_only)
         S, K = log_norm.shape
         second = np.zeros((S, K, L, p, L, p))
         for k in range(p):
@@ -202,28 +212,52 @@ class AttentionChannel(Channel):
     def observation_from_output(self, y):
         return fibre_from_output(y, self.beta)
 
-    def output_grid(self, resolution: int = 0, nodes: int = 0, half_width: float = 0.0):
+    def output_grid(self, resolution: int = 0, nodes: int = 0, half_width: float = 0.0,
+                    shift: tuple[int, int] = (0, 0), fold: bool = False):
         """Deterministic rule on the output statistic ``a ∈ R^L`` (L = 2 only).
 
         Rotated trapezoid with a sinh map of scale ``skip`` across ``a_0 = a_1``, where the
         density of ``a`` has a peak of width about ``skip``; half-width
         ``8.5 (1 + skip)``.  ``Z_out(a)`` sums ``a`` and ``-a``, so every output is counted
-        twice over ``R^L``: the weights carry the factor 1/2.
+        twice over ``R^L``: the weights carry the factor 1/2.  ``shift = (s_u, s_v)`` moves
+        the nodes by half a step along ``u`` and/or ``v`` (:func:`sinh_grid_2d`).
+
+        ``fold=True`` keeps the nodes with ``u >= 0, w >= 0`` and multiplies their weights by
+        the size of their orbit under ``u -> -u`` and ``w -> -w``, i.e. ``a -> -a`` and the
+        token swap ``a_0 <-> a_1``.  Exact for the Q = 0 operator
+        ``F(M) = Σ_{l,l'} E_y[G_{ll'} M G_{l'l}]``: ``a`` and ``-a`` have one fibre, so
+        ``Z_out`` and ``G`` are equal there; swapping tokens permutes the token indices of
+        ``G`` (``G_{ll'} -> G_{πl πl'}``), which the sum over ``l, l'`` absorbs, and leaves
+        ``Z_out`` unchanged (the model is token-equivariant).  The grid and its weights
+        are symmetric under both maps, so each orbit's terms are equal and the folded sum
+        is the full one (to rounding; tests check 1e-12).
         """
         if self.seq_len != 2:
             return None
         n = nodes or (GRID_NODES * 2**resolution + 1)
         R = half_width or GRID_HALF_WIDTH * (1.0 + self.skip)
         scale = max(MIN_SCALE, min(1.0, self.skip))
-        rule = sinh_trapezoid_2d(n, n, R, R, scale, gaussian=False)
-        return rule.points, 0.5 * rule.weight_sets, f"{rule.description} on a"
+        pts, wsets = sinh_grid_2d(n, R, R, scale, False, shift, fold)
+        what = "sinh-trapezoid" + (" half-step shifted" if any(shift) else "")
+        desc = f"{what} {n}x{n} (scale {scale:.3g}{', folded' if fold else ''}) on a"
+        return pts, 0.5 * wsets, desc
 
-    def unlearned_inner_moments(self, obs, omega_last=None, v_last: float = 1.0):
+    def unlearned_inner_moments(self, obs, omega_last=None, v_last: float = 1.0,
+                                primary_only: bool = False):
         """Fibre moments with the first ``depth-1`` layers unlearned (Q_UU = 0, Q_Ul = 0).
 
         ``omega_last (K, L)`` (default 0) and ``v_last`` describe the last layer.  Returns
         ``(log_norm (S, K), mean_last (S, K, L), layer_second (S, K, depth, L, L))`` on each
-        inner weight set.  At ``omega_last = 0, v_last = 1`` this is the prior (Q = 0).
+        inner weight set (``primary_only``: the primary one, S = 1).  At
+        ``omega_last = 0, v_last = 1`` this is the prior (Q = 0).
+
+        An inner rule closed under ``t -> -t`` (node ``i`` and node ``n-1-i``, equal weights:
+        the trapezoids) is folded onto its first half: ``B(z_U)`` depends on ``z_U`` only
+        through the rank-one softmaxes ``softmax(β s sᵀ)``, even in ``s``, so ``B(-t) =
+        B(t)`` and ``x``, ``log w`` and ``z_U z_Uᵀ`` are equal on both nodes (exact; half
+        the pairs).  At ``omega_last = 0`` with L = 2, depth 2 a kernel with scalar
+        accumulators runs (:func:`~._attention_kernels.null_moments_two_tokens`, 2x faster
+        per pair).
         """
         a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
         K = a.shape[0]
@@ -232,17 +266,41 @@ class AttentionChannel(Channel):
         omega_last = np.ascontiguousarray(np.broadcast_to(omega_last, a.shape), dtype=float)
         if not v_last > 0:
             raise ValueError(f"v_last must be > 0, got {v_last}")
-        m = self.depth - 1
-        Binv, logdet = self._shared_mixers(np.eye(m))
-        T, W = self._inner_nodes()
+        T, W, Binv, logdet = self._folded_unlearned_nodes()
+        if primary_only:
+            W = np.ascontiguousarray(W[:1])
         S, L = W.shape[0], self.seq_len
         lognorm = np.empty((S, K))
         mean_last = np.empty((S, K, L))
         layer_second = np.empty((S, K, self.depth, L, L))
-        kern.unlearned_inner_moments(
-            a, omega_last, float(v_last), Binv, logdet, T, W, lognorm, mean_last, layer_second
-        )
+        if L == 2 and self.depth == 2 and not np.any(omega_last):
+            mean_last[:] = 0.0  # both signs weigh the same: exactly 0
+            kern.null_moments_two_tokens(a, float(v_last), Binv, logdet, T, W, lognorm,
+                                         layer_second)
+        else:
+            kern.unlearned_inner_moments(a, omega_last, float(v_last), Binv, logdet, T, W,
+                                         lognorm, mean_last, layer_second)
         return lognorm, mean_last, layer_second
+
+    def _folded_unlearned_nodes(self):
+        """Inner nodes, weight sets, inverse mixers and log|det| of the unlearned-layer
+        kernel, folded under ``t -> -t`` where the rule allows (see
+        :meth:`unlearned_inner_moments`); cached per channel."""
+        cached = getattr(self, "_unlearned_nodes", None)
+        if cached is not None:
+            return cached
+        T, W = self._inner_nodes()
+        T, W = fold_mirror_nodes(T, W)
+        n, L = T.shape[0], self.seq_len
+        Binv = np.empty((n, L, L))
+        logdet = np.empty(n)
+        kern.precompute_mixers(T, self.skip, self.beta, Binv, logdet)
+        ok = np.isfinite(logdet)  # a singular mixer: no fibre point (the kernels skip it)
+        if not ok.all():
+            T, W = np.ascontiguousarray(T[ok]), np.ascontiguousarray(W[:, ok])
+            Binv, logdet = np.ascontiguousarray(Binv[ok]), np.ascontiguousarray(logdet[ok])
+        self._unlearned_nodes = (T, W, Binv, logdet)
+        return self._unlearned_nodes
 
     # posterior ----------------------------------------------------------------------------
     def _inner_nodes(self):
@@ -557,3 +615,92 @@ class AttentionChannel(Channel):
             out_mean[:, sl] = to_numpy(M)
             out_sec[:, sl] = to_numpy(Sec)
         return FibreMoments(out_ln, out_mean, out_sec)
+
+
+def sinh_grid_2d(n: int, half_width_sum: float, half_width_diff: float, scale: float,
+                 gaussian: bool, shift: tuple[int, int] = (0, 0), fold: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``(K, 2)`` and weight sets ``(2, K)`` (primary, embedded) of
+    :func:`~asymptotics.integrate.sinh_trapezoid_2d` (``n`` nodes per axis, the same
+    ``u`` and ``v`` steps ``h``), optionally shifted and folded.
+
+    ``shift = (s_u, s_v)``: along each axis with ``s = 1`` the nodes sit at
+    ``(i + 1/2) h`` (``n + 1`` of them) instead of ``i h``.  For a trapezoid on an analytic
+    integrand the error is ``Σ_{k≠0} f̂(2πk/h)`` (Poisson summation, ``k`` in Z^4 over
+    the outer and inner axes); moving one axis by ``h/2`` flips the sign of every term with
+    odd ``k`` along it, so the difference of the two rules is twice the error terms odd
+    along that axis (what :func:`asymptotics.thresholds.weak_recovery_thresholds` uses).
+
+    ``fold``: keep ``u >= 0, w >= 0`` with weights times the orbit size under
+    ``u -> -u``, ``w -> -w`` (1, 2 or 4; the caller must know the integrand is invariant).
+    """
+    axes = []
+    for half, s, is_v in ((half_width_sum, shift[0], False), (half_width_diff, shift[1], True)):
+        top = np.arcsinh(half / scale) if is_v else half
+        t = np.linspace(-top, top, n)
+        h = t[1] - t[0]
+        if s:
+            t = (np.arange(n + 1) - 0.5 * n) * h
+        mult = np.ones(len(t))
+        w_c = np.zeros(len(t))
+        w_c[(np.arange(len(t)) - (len(t) - 1) // 2) % 2 == 0] = 2.0
+        if s:
+            w_c[:] = 1.0  # no embedded rule on a shifted axis: the primary again
+        keep = np.arange(len(t))
+        if fold:
+            keep = np.arange(len(t) // 2, len(t))
+            mult = np.where(keep == (len(t) - 1) / 2, 1.0, 2.0)
+        t = t[keep]
+        w_c = w_c[keep]
+        if is_v:
+            x, jac = scale * np.sinh(t), h * (scale * np.cosh(t))
+        else:
+            x, jac = t, np.full(len(t), h)
+        axes.append((x, jac * mult, jac * mult * w_c))
+    (u, wu, wu_c), (w, wv, wv_c) = axes
+    U, Wd = np.meshgrid(u, w, indexing="ij")
+    pts = np.stack([(U + Wd) / np.sqrt(2.0), (U - Wd) / np.sqrt(2.0)], axis=-1).reshape(-1, 2)
+    wt = np.outer(wu, wv).ravel()
+    wt_c = np.outer(wu_c, wv_c).ravel()
+    if gaussian:
+        dens = np.exp(-0.5 * (pts**2).sum(-1)) / (2.0 * np.pi)
+        wt, wt_c = wt * dens, wt_c * dens
+    return pts, np.vstack([wt, wt_c])
+
+
+def half_step_inner_rule(channel: AttentionChannel, shift: tuple[int, int]) -> Rule:
+    """The channel's default inner rule (depth 2, L = 2: the rotated sinh trapezoid) with
+    its nodes moved by half a step along ``u`` and/or ``v`` (:func:`sinh_grid_2d`); depth 1
+    (no inner integral): the rule itself.  ``ValueError`` unless the channel carries a
+    default rule of some resolution."""
+    rule = channel.inner_rule
+    if channel.depth == 1:
+        return rule  # no inner integral (one exact point): nothing to shift
+    n = int(round(np.sqrt(rule.size)))
+    r = int(round(np.log2(max(1, n - 1) / GRID_NODES)))
+    if channel.depth != 2 or channel.seq_len != 2 or n != GRID_NODES * 2**r + 1 or \
+            not np.array_equal(rule.points, default_inner_rule(
+                2, 2, r, 0, channel.skip, channel.beta).points):
+        raise ValueError("half-step shifted inner rules exist only for the default inner "
+                         "rule of depth 2, L = 2")
+    scale = max(MIN_SCALE, min(1.0, np.sqrt(channel.skip / channel.beta)))
+    pts, wsets = sinh_grid_2d(n, GRID_HALF_WIDTH, GRID_HALF_WIDTH, scale, True, shift)
+    return Rule(pts, wsets[0], wsets[1:], "embedded", "sinh-trapezoid",
+                f"sinh-trapezoid half-step shifted {shift} {n}x{n} (scale {scale:.3g})")
+
+
+def fold_mirror_nodes(T: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fold nodes ``T (n, ...)`` with weight sets ``W (S, n)`` onto their first half when
+    node ``n-1-i`` is ``-T_i`` with the same weights (to 1e-13 relative): weights of
+    mirror pairs summed, a self-mirrored centre node kept once.  Otherwise unchanged."""
+    n = T.shape[0]
+    scale = max(1.0, float(np.abs(T).max(initial=0.0)))
+    if n < 2 or not np.allclose(T[::-1], -T, rtol=0, atol=1e-13 * scale) or \
+            not np.allclose(W[:, ::-1], W, rtol=1e-13, atol=0):
+        return T, W
+    h = n // 2
+    Wf = W[:, :h] + W[:, ::-1][:, :h]
+    if n % 2:
+        return (np.ascontiguousarray(T[: h + 1]),
+                np.ascontiguousarray(np.concatenate([Wf, W[:, h:h + 1]], axis=1)))
+    return np.ascontiguousarray(T[:h]), np.ascontiguousarray(Wf)
