@@ -329,6 +329,12 @@ class AttentionChannel(Channel):
         depth, m = self.depth, self.depth - 1
         S = W.shape[0]
         shared = m > 0 and not np.any(om[:, :, :m])
+        if not want_second and not shared and depth == 2 and L == 2 and coef[0] == 0.0:
+            # diagonal V at depth 2, L = 2: the SE map's general kernel, written out
+            lognorm, mean = np.empty((S, K)), np.empty((S, K, L, depth))
+            kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
+                                        self.beta, lognorm, mean)
+            return FibreMoments(lognorm, mean, np.full((S, K, L, depth, L, depth), np.nan))
         if shared:
             Binv, logdet = self._shared_mixers(chol)
         else:
