@@ -328,3 +328,40 @@ def test_se_map_at_fixed_q_equals_the_previous_kernels(q, path, qhat, err, psi):
     np.testing.assert_allclose(np.diag(est.Qhat), qhat, rtol=1e-12)
     np.testing.assert_allclose(np.diag(est.error), err, rtol=1e-12)
     assert est.psi_out == pytest.approx(psi, rel=1e-12)
+
+
+# diag Q, diag Q_stderr and Φ ± stderr of the default curve's rows (both branches) at
+# α = 0.3, 0.5, 0.9 before issue 15 (commit 9d75abb), from
+#   sweep(make_channel(), [0.3, 0.5, 0.9], "both")      (19 min on 2 loaded cores)
+CURVE_BEFORE = [
+    (0.3, "amp", [1.8080518826494913e-22, 0.21192871691210427],
+     [2.5442626488642084e-24, 0.00571460341027666], -0.9364641851258909, 0.0009645532225754817),
+    (0.3, "informed", [8.228495046557255e-33, 0.21192872731327006],
+     [3.127489249439948e-33, 0.0057146034102522605], -0.9364641851479091,
+     0.0009645532225757887),
+    (0.5, "amp", [5.903861185774362e-18, 0.7536806882344562],
+     [1.7970423863723726e-19, 0.011311134698944634], -1.4949958339715481, 0.002638216910587401),
+    (0.5, "informed", [-1.6318525484305416e-19, 0.7536806862262648],
+     [6.797591656352269e-20, 0.011311124146675367], -1.4949958340177445,
+     0.0026382169183531237),
+    (0.9, "amp", [0.5370990053648376, 0.9937063977040144],
+     [0.05382941988089613, 0.0024793060213739487], -1.8150233135408596, 0.014182371623541627),
+    (0.9, "informed", [0.5369888058384451, 0.9936978219700779],
+     [0.04835984055699916, 0.0008701969805639609], -1.8151447580370748, 0.014180303799592143),
+]
+
+
+@pytest.mark.slow
+def test_curve_points_hold_their_fixed_points():
+    """The default curve at α = 0.3, 0.5, 0.9 (both branches) stays within the standard
+    errors of its fixed points and free entropies from before issue 15."""
+    from asymptotics.channels.registry import make_channel
+    from asymptotics.curves import sweep
+
+    rows = {(r["alpha"], r["branch"]): r for r in sweep(make_channel(), [0.3, 0.5, 0.9], "both")}
+    for alpha, branch, q, q_err, phi, phi_err in CURVE_BEFORE:
+        r = rows[(alpha, branch)]
+        assert r["status"] == "converged"
+        np.testing.assert_array_less(np.abs(np.diag(np.array(r["Q"])) - q),
+                                     np.array(q_err) + 1e-12)
+        assert abs(r["free_entropy"] - phi) <= phi_err
