@@ -10,7 +10,11 @@ current ones, in this one process, and prints the ratio of the wall times and th
 difference of the overlaps (in units of their standard error).
 
     python benchmarks/bench_curve.py [--alphas 0.05:1.6:0.05] [--branch both] [--sobol-log2 12]
-                                     [--compare]
+                                     [--compare] [--map]
+
+``--map`` times only single SE-map evaluations (``update``, the call the iterations make;
+2^sobol-log2 outer points) at fixed Q on the general and the shared fibre kernels, the
+previous and the current kernels alternately, min of ``--repeat`` runs each.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 
 from asymptotics.channels.registry import make_channel
 from asymptotics.curves import sweep
-from asymptotics.state_evolution import SESettings
+from asymptotics.state_evolution import SESettings, StateEvolution
 from smi.options import parse_values
 
 try:
@@ -44,7 +48,11 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-8)
     ap.add_argument("--compare", action="store_true",
                     help="run the previous fibre kernels first, side by side")
+    ap.add_argument("--map", action="store_true", help="time single SE-map evaluations only")
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    if args.map:
+        return time_map(args)
     alphas = parse_values(args.alphas, "alphas")
     runs = [("previous", previous_kernels), ("current", contextlib.nullcontext)]
     results = {}
@@ -59,6 +67,30 @@ def main():
                   for r0, r1 in zip(rows0, rows1, strict=True) if r0["branch"] != "bayes")
         print(f"\nprevious {wall0:.1f} s, current {wall1:.1f} s: ratio {wall0 / wall1:.2f}; "
               f"largest |ΔQ| / stderr {gap:.2e}")
+
+
+def time_map(args):
+    """Per-call times of the SE map at fixed Q, previous against current kernels."""
+    settings = SESettings(sobol_log2=args.sobol_log2)
+    channel = make_channel()
+    cases = [((0.3, 0.7), "general"), ((0.3, 0.7), "shared"), ((0.9, 0.99), "general"),
+             ((0.05, 0.999), "general")]
+    for q, path in cases:
+        se = StateEvolution(channel, 0.5, settings, inner_path=path)
+        Q = np.diag(q)
+        times = {"previous": [], "current": []}
+        out = {}
+        for _ in range(args.repeat + 1):  # the first round compiles, not counted
+            for name, context in (("previous", previous_kernels),
+                                  ("current", contextlib.nullcontext)):
+                with context():
+                    t0 = time.perf_counter()
+                    out[name] = se.update(Q)
+                    times[name].append(time.perf_counter() - t0)
+        t_prev, t_cur = min(times["previous"][1:]), min(times["current"][1:])
+        diff = float(np.max(np.abs(out["previous"] - out["current"])))
+        print(f"Q = diag{q} {path:<8} previous {t_prev:.3f} s  current {t_cur:.3f} s  "
+              f"ratio {t_prev / t_cur:.2f}  |ΔQ| {diff:.1e}", flush=True)
 
 
 def run(alphas, args):
