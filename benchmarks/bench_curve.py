@@ -105,7 +105,8 @@ def run(alphas, args):
         def progress(done, total, elapsed):
             nonlocal seen, last
             with open(path) as fh:
-                rows = [json.loads(line) for line in fh if line.strip()]
+                rows = [r for r in (json.loads(line) for line in fh if line.strip())
+                        if "Q" in r]  # the file's first line is its header
             now = time.perf_counter()
             for r in rows[seen:]:
                 q = np.diag(np.array(r["Q"]))

@@ -365,3 +365,23 @@ def test_curve_points_hold_their_fixed_points():
         np.testing.assert_array_less(np.abs(np.diag(np.array(r["Q"])) - q),
                                      np.array(q_err) + 1e-12)
         assert abs(r["free_entropy"] - phi) <= phi_err
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
+def test_two_token_moments_equal_the_previous_kernel(depth, q):
+    """``fibre_moments_two_tokens`` (L = 2, diagonal V, any depth) = the previous general
+    kernel to 1e-12, with and without second moments; the channel routes there."""
+    ch = AttentionChannel(depth=depth, seq_len=2)
+    a, om, V = _outer(ch, q[-depth:], 24, seed=3)
+    T, W = ch._inner_nodes()
+    for second in (False, True):
+        ref, _ = _run(_reference_fibre_moments, ch, a, om, V, second, False)
+        new = (np.empty_like(ref[0]), np.empty_like(ref[1]), np.full_like(ref[2], np.nan))
+        kern.fibre_moments_two_tokens(a, om, T, W, np.sqrt(np.diag(V)[:-1]), V[-1, -1],
+                                      ch.skip, ch.beta, *new, second)
+        for x, y in zip(new, ref, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+        if second:
+            fm = ch.fibre_moments(a, om, V, inner_path="general")
+            np.testing.assert_array_equal(fm.second, new[2])
