@@ -257,14 +257,29 @@ def _two_tokens_by_previous(a, omega, T, W, sd_first, v_last, skip, beta, lognor
                            False)
 
 
+def _two_token_moments_by_previous(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean,
+                                   second, with_second):
+    """The call the channel makes to ``fibre_moments_two_tokens``, on the previous general
+    kernel (diagonal V: Cholesky factor diag(sd), no regression on the first layers)."""
+    previous_fibre_moments(a, omega, T, W, np.diag(sd), np.zeros(len(sd)), v_last, skip, beta,
+                           np.zeros((1, 2, 2)), np.zeros(1), False, lognorm, mean, second,
+                           with_second)
+
+
+NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
+         "fibre_moments_two_tokens")
+
+
 @contextmanager
 def previous_kernels():
     """Run the attention channel on the previous fibre kernels inside the block."""
-    saved = (kern.fibre_moments, kern.diagonal_fibre_means, kern.fibre_means_two_tokens)
-    kern.fibre_moments = previous_fibre_moments
-    kern.diagonal_fibre_means = previous_diagonal_fibre_means
-    kern.fibre_means_two_tokens = _two_tokens_by_previous
+    saved = [getattr(kern, name) for name in NAMES]
+    previous = (previous_fibre_moments, previous_diagonal_fibre_means, _two_tokens_by_previous,
+                _two_token_moments_by_previous)
+    for name, f in zip(NAMES, previous, strict=True):
+        setattr(kern, name, f)
     try:
         yield
     finally:
-        kern.fibre_moments, kern.diagonal_fibre_means, kern.fibre_means_two_tokens = saved
+        for name, f in zip(NAMES, saved, strict=True):
+            setattr(kern, name, f)
