@@ -307,8 +307,8 @@ def test_diagonal_fibre_means_equal_the_previous_kernel(depth):
 
 
 # Q̂ (diagonal), its error and ψ_out of the default channel at α = 0.5, sobol_log2 = 6,
-# computed with the kernels before issue 15 (commit 9d75abb, python3 /tmp/qref.py:
-# StateEvolution(make_channel(), 0.5, SESettings(sobol_log2=6), inner_path=path).qhat(diag q))
+# computed with the kernels before issue 15 (commit 9d75abb):
+# StateEvolution(make_channel(), 0.5, SESettings(sobol_log2=6), inner_path=path).qhat(diag q)
 SE_MAP_BEFORE = [
     ((0.3, 0.7), "general", [0.039311353570900584, 2.367379222078166],
      [0.008963575038215694, 0.198442052334992], -2.424560415498334),
