@@ -4,14 +4,23 @@ Runs ``smi curve``'s sweep on the default model (depth 2, L = 2, c = 1, β = 1) 
 ``--alphas`` (default 0.05:1.6:0.05, 32 values) on both branches, in this process, after
 a warm-up that compiles the numba kernels, and prints one line per row as it is computed
 (time, SE steps: coarse / full / replicate, Q with its fixed-point standard error), then
-the wall time and the largest overlap standard error.
+the wall time and the largest overlap standard error.  ``--compare`` first runs the same
+sweep on the fibre kernels before issue 15 (benchmarks/previous_kernels.py), then on the
+current ones, in this one process, and prints the ratio of the wall times and the largest
+difference of the overlaps (in units of their standard error).
 
     python benchmarks/bench_curve.py [--alphas 0.05:1.6:0.05] [--branch both] [--sobol-log2 12]
+                                     [--compare] [--map]
+
+``--map`` times only single SE-map evaluations (``update``, the call the iterations make;
+2^sobol-log2 outer points) at fixed Q on the general and the shared fibre kernels, the
+previous and the current kernels alternately, min of ``--repeat`` runs each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,8 +31,13 @@ import numpy as np
 
 from asymptotics.channels.registry import make_channel
 from asymptotics.curves import sweep
-from asymptotics.state_evolution import SESettings
+from asymptotics.state_evolution import SESettings, StateEvolution
 from smi.options import parse_values
+
+try:
+    from previous_kernels import previous_kernels
+except ImportError:  # run as a module
+    from benchmarks.previous_kernels import previous_kernels
 
 
 def main():
@@ -32,8 +46,55 @@ def main():
     ap.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
     ap.add_argument("--sobol-log2", type=int, default=12)
     ap.add_argument("--tol", type=float, default=1e-8)
+    ap.add_argument("--compare", action="store_true",
+                    help="run the previous fibre kernels first, side by side")
+    ap.add_argument("--map", action="store_true", help="time single SE-map evaluations only")
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    if args.map:
+        return time_map(args)
     alphas = parse_values(args.alphas, "alphas")
+    runs = [("previous", previous_kernels), ("current", contextlib.nullcontext)]
+    results = {}
+    for name, context in runs if args.compare else runs[1:]:
+        with context():
+            print(f"--- {name} kernels", flush=True)
+            results[name] = run(alphas, args)
+    if args.compare:
+        (rows0, wall0), (rows1, wall1) = results["previous"], results["current"]
+        gap = max(float(np.max(np.abs(np.diag(np.array(r1["Q"])) - np.diag(np.array(r0["Q"])))
+                               / np.maximum(np.diag(np.array(r0["Q_stderr"])), 1e-300)))
+                  for r0, r1 in zip(rows0, rows1, strict=True) if r0["branch"] != "bayes")
+        print(f"\nprevious {wall0:.1f} s, current {wall1:.1f} s: ratio {wall0 / wall1:.2f}; "
+              f"largest |ΔQ| / stderr {gap:.2e}")
+
+
+def time_map(args):
+    """Per-call times of the SE map at fixed Q, previous against current kernels."""
+    settings = SESettings(sobol_log2=args.sobol_log2)
+    channel = make_channel()
+    cases = [((0.3, 0.7), "general"), ((0.3, 0.7), "shared"), ((0.9, 0.99), "general"),
+             ((0.05, 0.999), "general")]
+    for q, path in cases:
+        se = StateEvolution(channel, 0.5, settings, inner_path=path)
+        Q = np.diag(q)
+        times = {"previous": [], "current": []}
+        out = {}
+        for _ in range(args.repeat + 1):  # the first round compiles, not counted
+            for name, context in (("previous", previous_kernels),
+                                  ("current", contextlib.nullcontext)):
+                with context():
+                    t0 = time.perf_counter()
+                    out[name] = se.update(Q)
+                    times[name].append(time.perf_counter() - t0)
+        t_prev, t_cur = min(times["previous"][1:]), min(times["current"][1:])
+        diff = float(np.max(np.abs(out["previous"] - out["current"])))
+        print(f"Q = diag{q} {path:<8} previous {t_prev:.3f} s  current {t_cur:.3f} s  "
+              f"ratio {t_prev / t_cur:.2f}  |ΔQ| {diff:.1e}", flush=True)
+
+
+def run(alphas, args):
+    """One sweep (after a compiling warm-up): its rows and wall time, printed."""
     channel = make_channel()
     settings = SESettings(sobol_log2=args.sobol_log2)
     sweep(channel, [0.5], "amp", settings=SESettings(sobol_log2=9))  # compile
@@ -44,7 +105,8 @@ def main():
         def progress(done, total, elapsed):
             nonlocal seen, last
             with open(path) as fh:
-                rows = [json.loads(line) for line in fh if line.strip()]
+                rows = [r for r in (json.loads(line) for line in fh if line.strip())
+                        if "Q" in r]  # the file's first line is its header
             now = time.perf_counter()
             for r in rows[seen:]:
                 q = np.diag(np.array(r["Q"]))
@@ -65,7 +127,7 @@ def main():
           f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'})")
     print(f"largest overlap standard error {np.nanmax(errs):.2e}; "
           f"rows above 2e-3: {sum(e > 2e-3 for e in errs)} of {len(errs)}")
-
+    return rows, wall
 
 if __name__ == "__main__":
     main()

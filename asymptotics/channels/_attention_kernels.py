@@ -7,8 +7,10 @@ factor of ``V_UU``):
     B = B_{depth-1}(z_U),  x = B^{-1} a,
     log w_± = -Σ_l (±x_l - μ_l)² / (2 v_c) - log|det B|,   μ_l = ω_last,l + c·(C t_l)
 
-and the posterior moments of ``Z = [z_U, ±x]`` are weight-averaged.  Accumulation uses a
-running maximum of ``log w`` (log-sum-exp), so tiny ``v_c`` cannot underflow.
+and the posterior moments of ``Z = [z_U, ±x]`` are weight-averaged.  The mean kernels make
+two passes per observation: ``log w`` at every node and its maximum ``M``, then the sums of
+``W e^{log w - M}`` (log-sum-exp), so tiny ``v_c`` cannot underflow; the sign pair is
+folded (``e_+ + e_-`` weighs what is even in the sign, ``e_+ - e_-`` what is odd).
 
 The rescaling loops and the two-token softmax are written out in each kernel on purpose:
 the shared forms measured 1.45-1.75x slower (BENCHMARKS.md, "Why the code is as it is").
@@ -175,6 +177,9 @@ def fibre_moments(
     W (S, n) weight sets; chol (m, m); cvec (m,); vc: conditional variance of the last
     layer.  Outputs: lognorm (S, K), mean (S, K, L, depth), second (S, K, L, depth, L, depth)
     (left untouched when ``with_second`` is False: state evolution needs only the mean).
+
+    Two passes per observation: the first stores ``log w_±`` and ``x = B^{-1} a`` per node
+    and their maximum ``M``, the second sums ``W e^{log w - M}`` (no rescaling branch).
     """
     K, L = a.shape
     depth = omega.shape[2]
@@ -182,84 +187,127 @@ def fibre_moments(
     n = T.shape[0]
     S = W.shape[0]
     const = -0.5 * L * math.log(2.0 * math.pi * vc)
+    inv2v = 0.5 / vc
+    # C t per node (the same for every observation)
+    CT = np.empty((n, L, m))
+    MU = np.zeros((n, L))  # c·(C t_l): the regression part of the last layer's mean
+    for i in range(n):
+        for l in range(L):
+            mu = 0.0
+            for j in range(m):
+                acc = 0.0
+                for q in range(j + 1):
+                    acc += chol[j, q] * T[i, l, q]
+                CT[i, l, j] = acc
+                mu += cvec[j] * acc
+            MU[i, l] = mu
     for k in prange(K):
         zU = np.empty((L, m))
-        ct = np.empty((L, m))
         B = np.empty((L, L))
         Binv = np.empty((L, L))
         A = np.empty((L, L))
         tmp = np.empty((L, L))
         work = np.empty((L, L))
         s = np.empty(L)
-        x = np.empty(L)
+        X = np.empty((n, L))
+        LW = np.empty((n, 2))
         z = np.empty((L, depth))
         accZ = np.zeros(S)
         accM = np.zeros((S, L, depth))
         accS = np.zeros((S, L, depth, L, depth) if with_second else (S, 1, 1, 1, 1))
         lmax = -np.inf
         for i in range(n):
-            for l in range(L):
-                for j in range(m):
-                    acc = 0.0
-                    for q in range(j + 1):
-                        acc += chol[j, q] * T[i, l, q]
-                    ct[l, j] = acc
-                    zU[l, j] = omega[k, l, j] + acc
             if shared:
                 ld = logdet_sh[i]
+                if ld == -np.inf:
+                    LW[i, 0] = -np.inf
+                    LW[i, 1] = -np.inf
+                    continue
                 for r in range(L):
+                    acc = 0.0
                     for c in range(L):
-                        Binv[r, c] = Binv_sh[i, r, c]
+                        acc += Binv_sh[i, r, c] * a[k, c]
+                    X[i, r] = acc
             else:
+                for l in range(L):
+                    for j in range(m):
+                        zU[l, j] = omega[k, l, j] + CT[i, l, j]
                 mixer_into(zU, skip, beta, B, A, s, tmp)
                 ld = inverse_logdet_into(B, Binv, work)
-            if ld == -np.inf:
-                continue
-            for r in range(L):
-                acc = 0.0
-                for c in range(L):
-                    acc += Binv[r, c] * a[k, c]
-                x[r] = acc
-            for sgn_i in range(2):
-                sgn = 1.0 if sgn_i == 0 else -1.0
-                lw = -ld
+                if ld == -np.inf:
+                    LW[i, 0] = -np.inf
+                    LW[i, 1] = -np.inf
+                    continue
+                for r in range(L):
+                    acc = 0.0
+                    for c in range(L):
+                        acc += Binv[r, c] * a[k, c]
+                    X[i, r] = acc
+            qp = 0.0
+            qm = 0.0
+            for l in range(L):
+                mu = omega[k, l, m] + MU[i, l]
+                dp = X[i, l] - mu
+                dm = X[i, l] + mu
+                qp += dp * dp
+                qm += dm * dm
+            lwp = -ld - inv2v * qp
+            lwm = -ld - inv2v * qm
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        if lmax > -np.inf:
+            # the sign pair folded: z_U is weighed by e_+ + e_-, x by e_+ - e_-, and in the
+            # second moment the (U, U) and (x, x) blocks by e_+ + e_-, the (U, x) blocks
+            # by e_+ - e_- (upper triangle only, mirrored at the end)
+            for i in range(n):
+                ep = math.exp(LW[i, 0] - lmax)
+                em = math.exp(LW[i, 1] - lmax)
+                e = ep + em
+                if e == 0.0:
+                    continue
+                d = ep - em
                 for l in range(L):
-                    mu = omega[k, l, m]
                     for j in range(m):
-                        mu += cvec[j] * ct[l, j]
-                    d = sgn * x[l] - mu
-                    lw -= d * d / (2.0 * vc)
-                if lw > lmax:
-                    if lmax > -np.inf:
-                        f = math.exp(lmax - lw)
-                        for q in range(S):
-                            accZ[q] *= f
-                            for l in range(L):
-                                for j in range(depth):
-                                    accM[q, l, j] *= f
-                                    if with_second:
-                                        for l2 in range(L):
-                                            for j2 in range(depth):
-                                                accS[q, l, j, l2, j2] *= f
-                    lmax = lw
-                e = math.exp(lw - lmax)
-                for l in range(L):
-                    for j in range(m):
-                        z[l, j] = zU[l, j]
-                    z[l, m] = sgn * x[l]
+                        z[l, j] = omega[k, l, j] + CT[i, l, j]
+                    z[l, m] = X[i, l]
                 for q in range(S):
-                    ws = W[q, i] * e
-                    if ws == 0.0:
+                    we = W[q, i] * e
+                    if we == 0.0:
                         continue
-                    accZ[q] += ws
+                    wd = W[q, i] * d
+                    accZ[q] += we
                     for l in range(L):
-                        for j in range(depth):
-                            wz = ws * z[l, j]
-                            accM[q, l, j] += wz
-                            if with_second:
-                                for l2 in range(L):
+                        for j in range(m):
+                            accM[q, l, j] += we * z[l, j]
+                        accM[q, l, m] += wd * z[l, m]
+                    if with_second:
+                        for l in range(L):
+                            for j in range(depth):
+                                wlj = (we if j < m else wd) * z[l, j]
+                                for l2 in range(l, L):
                                     for j2 in range(depth):
-                                        accS[q, l, j, l2, j2] += wz * z[l2, j2]
+                                        if l2 == l and j2 < j:
+                                            continue
+                                        if j == m:
+                                            f = we * z[l, j] if j2 == m else wlj
+                                        elif j2 == m:
+                                            f = wd * z[l, j]
+                                        else:
+                                            f = wlj
+                                        accS[q, l, j, l2, j2] += f * z[l2, j2]
+        if with_second:
+            for q in range(S):
+                for l in range(L):
+                    for j in range(depth):
+                        for l2 in range(l, L):
+                            for j2 in range(depth):
+                                if l2 == l and j2 < j:
+                                    continue
+                                accS[q, l2, j2, l, j] = accS[q, l, j, l2, j2]
         for q in range(S):
             if accZ[q] > 0.0:
                 lognorm[q, k] = math.log(accZ[q]) + lmax + const
@@ -404,6 +452,8 @@ def diagonal_fibre_means(
         log w_± = node_base_i + Σ_{l,j} t_{lj} ω_{lj} / v_j - |±x - ω_last|² / (2 v_last)
 
     are evaluated, where ``node_base_i = Σ_{l,j} t_{lj}² (1 - 1/v_j)/2 - log|det B_i|``.
+    Two passes per observation: ``log w_±`` and their maximum ``M``, then the sums of
+    ``W e^{log w - M}`` (no rescaling branch).
 
     a (K, L); omega (K, L, depth); ZU (n, L, m); Binv_sh (n, L, L); logdet_sh, node_base
     (n,); inv_vU (m,); W (S, n).  Outputs: lognorm (S, K), mean (S, K, L, depth).
@@ -418,7 +468,8 @@ def diagonal_fibre_means(
     const0 = -0.5 * L * logv - 0.5 * L * math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
     for k in prange(K):
-        x = np.empty(L)
+        X = np.empty((n, L))
+        LW = np.empty((n, 2))
         accZ = np.zeros(S)
         accM = np.zeros((S, L, depth))
         ow = np.empty((L, m))
@@ -430,6 +481,8 @@ def diagonal_fibre_means(
         lmax = -np.inf
         for i in range(n):
             if logdet_sh[i] == -np.inf:
+                LW[i, 0] = -np.inf
+                LW[i, 1] = -np.inf
                 continue
             lb = node_base[i]
             for l in range(L):
@@ -441,36 +494,34 @@ def diagonal_fibre_means(
                 t = 0.0
                 for c in range(L):
                     t += Binv_sh[i, r, c] * a[k, c]
-                x[r] = t
+                X[i, r] = t
                 dp = t - omega[k, r, m]
                 dm = t + omega[k, r, m]
                 qp += dp * dp
                 qm += dm * dm
             lwp = lb - inv2v * qp
             lwm = lb - inv2v * qm
-            lw = max(lwp, lwm)
-            if lw > lmax:
-                if lmax > -np.inf:
-                    f = math.exp(lmax - lw)
-                    for s in range(S):
-                        accZ[s] *= f
-                        for l in range(L):
-                            for j in range(depth):
-                                accM[s, l, j] *= f
-                lmax = lw
-            ep = math.exp(lwp - lmax)
-            em = math.exp(lwm - lmax)
-            e = ep + em
-            d = ep - em
-            for s in range(S):
-                ws = W[s, i]
-                we = ws * e
-                accZ[s] += we
-                wd = ws * d
-                for l in range(L):
-                    for j in range(m):
-                        accM[s, l, j] += we * ZU[i, l, j]
-                    accM[s, l, m] += wd * x[l]
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        if lmax > -np.inf:
+            for i in range(n):
+                ep = math.exp(LW[i, 0] - lmax)
+                em = math.exp(LW[i, 1] - lmax)
+                e = ep + em
+                d = ep - em
+                for s in range(S):
+                    ws = W[s, i]
+                    we = ws * e
+                    accZ[s] += we
+                    wd = ws * d
+                    for l in range(L):
+                        for j in range(m):
+                            accM[s, l, j] += we * ZU[i, l, j]
+                        accM[s, l, m] += wd * X[i, l]
         for s in range(S):
             if accZ[s] > 0.0:
                 lognorm[s, k] = math.log(accZ[s]) + lmax + const
@@ -589,3 +640,230 @@ def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer
             layer_second[s, k, 1, 0, 1] = x01 * inv
             layer_second[s, k, 1, 1, 0] = x01 * inv
             layer_second[s, k, 1, 1, 1] = x11 * inv
+
+
+@njit(parallel=True, cache=True)
+def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean):
+    """:func:`fibre_moments` without second moments, written out for depth 2, L = 2 and a
+    diagonal ``V = diag(v_first, v_last)`` (``sd_first = sqrt(v_first)``): the general
+    (shifted-node) mean kernel of state evolution at depth 2.
+
+    Per pair ``z = ω_0 + sd_first t`` (both tokens), ``B = softmax(β z zᵀ) + cI`` (two
+    sigmoids), ``x = B^{-1} a`` by the adjugate and
+
+        log w_± = -|±x - ω_1|² / (2 v_last) - log|det B|;
+
+    the sign pair is folded (``e_+ + e_-`` weighs ``z_0``, ``e_+ - e_-`` weighs ``x``).  Two
+    passes per observation: ``log w_±`` and their maximum, then the sums.
+    a (K, 2); omega (K, 2, 2); T (n, 2, 1); W (S, n).  Outputs: lognorm (S, K),
+    mean (S, K, 2, 2).
+    """
+    K = a.shape[0]
+    n = T.shape[0]
+    S = W.shape[0]
+    const = -math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        Z = np.empty((n, 2))
+        X = np.empty((n, 2))
+        LW = np.empty((n, 2))
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        w0 = omega[k, 0, 0]
+        w1 = omega[k, 1, 0]
+        m0 = omega[k, 0, 1]
+        m1 = omega[k, 1, 1]
+        lmax = -np.inf
+        for i in range(n):
+            z0 = w0 + sd_first * T[i, 0, 0]
+            z1 = w1 + sd_first * T[i, 1, 0]
+            Z[i, 0] = z0
+            Z[i, 1] = z1
+            p0 = _sigmoid(-(beta * z0 * (z1 - z0)))
+            p1 = _sigmoid(-(beta * z1 * (z0 - z1)))
+            b00 = p0 + skip
+            b01 = 1.0 - p0
+            b10 = 1.0 - p1
+            b11 = p1 + skip
+            det = b00 * b11 - b01 * b10
+            if det == 0.0:
+                LW[i, 0] = -np.inf
+                LW[i, 1] = -np.inf
+                continue
+            inv = 1.0 / det
+            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+            X[i, 0] = x0
+            X[i, 1] = x1
+            ld = math.log(abs(det))
+            dp0 = x0 - m0
+            dp1 = x1 - m1
+            dm0 = x0 + m0
+            dm1 = x1 + m1
+            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
+            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        for s in range(S):
+            accZ = 0.0
+            c00 = 0.0
+            c10 = 0.0
+            c01 = 0.0
+            c11 = 0.0
+            if lmax > -np.inf:
+                for i in range(n):
+                    ep = math.exp(LW[i, 0] - lmax)
+                    em = math.exp(LW[i, 1] - lmax)
+                    we = W[s, i] * (ep + em)
+                    wd = W[s, i] * (ep - em)
+                    accZ += we
+                    c00 += we * Z[i, 0]
+                    c10 += we * Z[i, 1]
+                    c01 += wd * X[i, 0]
+                    c11 += wd * X[i, 1]
+            if accZ > 0.0:
+                lognorm[s, k] = math.log(accZ) + lmax + const
+                inv = 1.0 / accZ
+                mean[s, k, 0, 0] = c00 * inv
+                mean[s, k, 1, 0] = c10 * inv
+                mean[s, k, 0, 1] = c01 * inv
+                mean[s, k, 1, 1] = c11 * inv
+            else:
+                lognorm[s, k] = -np.inf
+                for r in range(2):
+                    for c in range(2):
+                        mean[s, k, r, c] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, second,
+                             with_second):
+    """:func:`fibre_moments` written out for L = 2 and a diagonal ``V`` (any depth):
+    ``z_U = ω_U + sd t`` per layer (``sd (m,)``: the square roots of ``V``'s first ``m``
+    diagonal entries), the mixer ``B = Π_j (softmax(β s_j s_jᵀ) + cI)`` on 2×2 scalars
+    (sigmoid rows, as :func:`mixer_into`), ``x = B^{-1} a`` by the adjugate,
+
+        log w_± = -|±x - ω_last|² / (2 v_last) - log|det B|,
+
+    the sign pair folded (even parts by ``e_+ + e_-``, odd ones by ``e_+ - e_-``), two
+    passes per observation.  Same outputs as :func:`fibre_moments`.
+    """
+    K = a.shape[0]
+    n = T.shape[0]
+    m = T.shape[2]
+    depth = m + 1
+    S = W.shape[0]
+    P = 2 * depth  # the entries (l, j) of z, flattened l * depth + j
+    const = -math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        ZU = np.empty((n, 2, m))
+        X = np.empty((n, 2))
+        LW = np.empty((n, 2))
+        z = np.empty(P)
+        odd = np.zeros(P)
+        odd[m] = 1.0
+        odd[depth + m] = 1.0
+        accZ = np.zeros(S)
+        accM = np.zeros((S, P))
+        accS = np.zeros((S, P, P) if with_second else (S, 1, 1))
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        m0 = omega[k, 0, m]
+        m1 = omega[k, 1, m]
+        lmax = -np.inf
+        for i in range(n):
+            b00 = 1.0
+            b01 = 0.0
+            b10 = 0.0
+            b11 = 1.0
+            for j in range(m):
+                u0 = omega[k, 0, j] + sd[j] * T[i, 0, j]
+                u1 = omega[k, 1, j] + sd[j] * T[i, 1, j]
+                ZU[i, 0, j] = u0
+                ZU[i, 1, j] = u1
+                s0 = b00 * u0 + b01 * u1
+                s1 = b10 * u0 + b11 * u1
+                p0 = _sigmoid(-(beta * s0 * (s1 - s0)))
+                p1 = _sigmoid(-(beta * s1 * (s0 - s1)))
+                c00 = p0 + skip
+                c01 = 1.0 - p0
+                c10 = 1.0 - p1
+                c11 = p1 + skip
+                n00 = c00 * b00 + c01 * b10
+                n01 = c00 * b01 + c01 * b11
+                n10 = c10 * b00 + c11 * b10
+                n11 = c10 * b01 + c11 * b11
+                b00 = n00
+                b01 = n01
+                b10 = n10
+                b11 = n11
+            det = b00 * b11 - b01 * b10
+            if det == 0.0:
+                LW[i, 0] = -np.inf
+                LW[i, 1] = -np.inf
+                continue
+            inv = 1.0 / det
+            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+            X[i, 0] = x0
+            X[i, 1] = x1
+            ld = math.log(abs(det))
+            dp0 = x0 - m0
+            dp1 = x1 - m1
+            dm0 = x0 + m0
+            dm1 = x1 + m1
+            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
+            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        if lmax > -np.inf:
+            for i in range(n):
+                ep = math.exp(LW[i, 0] - lmax)
+                em = math.exp(LW[i, 1] - lmax)
+                e = ep + em
+                if e == 0.0:
+                    continue
+                d = ep - em
+                for l in range(2):
+                    for j in range(m):
+                        z[l * depth + j] = ZU[i, l, j]
+                    z[l * depth + m] = X[i, l]
+                for q in range(S):
+                    we = W[q, i] * e
+                    if we == 0.0:
+                        continue
+                    wd = W[q, i] * d
+                    accZ[q] += we
+                    for r in range(P):
+                        w_r = wd if odd[r] == 1.0 else we
+                        accM[q, r] += w_r * z[r]
+                        if with_second:
+                            for c in range(r, P):
+                                w_rc = wd if odd[r] != odd[c] else we
+                                accS[q, r, c] += w_rc * z[r] * z[c]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = accM[q, r] * inv
+                    if with_second:
+                        for c in range(r, P):
+                            v = accS[q, r, c] * inv
+                            second[q, k, r // depth, r % depth, c // depth, c % depth] = v
+                            second[q, k, c // depth, c % depth, r // depth, r % depth] = v
+            else:
+                lognorm[q, k] = -np.inf
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = np.nan
+                    for c in range(P):
+                        second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan

@@ -490,6 +490,19 @@ class AttentionChannel(Channel):
         depth, m = self.depth, self.depth - 1
         S = W.shape[0]
         shared = m > 0 and not np.any(om[:, :, :m])
+        if (not shared and L == 2 and m > 0 and not np.any(coef)
+                and np.all(chol == np.diag(np.diag(chol)))):
+            # diagonal V, two tokens (state evolution, the staircase): written-out kernels
+            lognorm, mean = np.empty((S, K)), np.empty((S, K, L, depth))
+            second = np.full((S, K, L, depth, L, depth), np.nan)
+            if depth == 2 and not want_second:
+                kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
+                                            self.beta, lognorm, mean)
+            else:
+                kern.fibre_moments_two_tokens(a, om, T, W, np.ascontiguousarray(np.diag(chol)),
+                                              vc, self.skip, self.beta, lognorm, mean, second,
+                                              want_second)
+            return FibreMoments(lognorm, mean, second)
         if shared:
             Binv, logdet = self._shared_mixers(chol)
         else:

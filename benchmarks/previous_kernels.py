@@ -1,0 +1,285 @@
+"""The fibre kernels before issue 15, verbatim (one pass, running maximum with rescaling),
+for side-by-side timings: ``previous_kernels()`` swaps them into the channel for a block.
+
+    with previous_kernels():
+        sweep(...)   # runs on the previous kernels
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import numpy as np
+from numba import njit, prange
+
+from asymptotics.channels import _attention_kernels as kern
+from asymptotics.channels._attention_kernels import inverse_logdet_into, mixer_into
+
+
+@njit(parallel=True, cache=True)
+def previous_fibre_moments(
+    a,
+    omega,
+    T,
+    W,
+    chol,
+    cvec,
+    vc,
+    skip,
+    beta,
+    Binv_sh,
+    logdet_sh,
+    shared,
+    lognorm,
+    mean,
+    second,
+    with_second,
+):
+    """Posterior log-normaliser, mean and full second moment for each observation.
+
+    a (K, L); omega (K, L, depth); T (n, L, m) standard inner nodes (m = depth-1);
+    W (S, n) weight sets; chol (m, m); cvec (m,); vc: conditional variance of the last
+    layer.  Outputs: lognorm (S, K), mean (S, K, L, depth), second (S, K, L, depth, L, depth)
+    (left untouched when ``with_second`` is False: state evolution needs only the mean).
+    """
+    K, L = a.shape
+    depth = omega.shape[2]
+    m = depth - 1
+    n = T.shape[0]
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * vc)
+    for k in prange(K):
+        zU = np.empty((L, m))
+        ct = np.empty((L, m))
+        B = np.empty((L, L))
+        Binv = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        work = np.empty((L, L))
+        s = np.empty(L)
+        x = np.empty(L)
+        z = np.empty((L, depth))
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        accS = np.zeros((S, L, depth, L, depth) if with_second else (S, 1, 1, 1, 1))
+        lmax = -np.inf
+        for i in range(n):
+            for l in range(L):
+                for j in range(m):
+                    acc = 0.0
+                    for q in range(j + 1):
+                        acc += chol[j, q] * T[i, l, q]
+                    ct[l, j] = acc
+                    zU[l, j] = omega[k, l, j] + acc
+            if shared:
+                ld = logdet_sh[i]
+                for r in range(L):
+                    for c in range(L):
+                        Binv[r, c] = Binv_sh[i, r, c]
+            else:
+                mixer_into(zU, skip, beta, B, A, s, tmp)
+                ld = inverse_logdet_into(B, Binv, work)
+            if ld == -np.inf:
+                continue
+            for r in range(L):
+                acc = 0.0
+                for c in range(L):
+                    acc += Binv[r, c] * a[k, c]
+                x[r] = acc
+            for sgn_i in range(2):
+                sgn = 1.0 if sgn_i == 0 else -1.0
+                lw = -ld
+                for l in range(L):
+                    mu = omega[k, l, m]
+                    for j in range(m):
+                        mu += cvec[j] * ct[l, j]
+                    d = sgn * x[l] - mu
+                    lw -= d * d / (2.0 * vc)
+                if lw > lmax:
+                    if lmax > -np.inf:
+                        f = math.exp(lmax - lw)
+                        for q in range(S):
+                            accZ[q] *= f
+                            for l in range(L):
+                                for j in range(depth):
+                                    accM[q, l, j] *= f
+                                    if with_second:
+                                        for l2 in range(L):
+                                            for j2 in range(depth):
+                                                accS[q, l, j, l2, j2] *= f
+                    lmax = lw
+                e = math.exp(lw - lmax)
+                for l in range(L):
+                    for j in range(m):
+                        z[l, j] = zU[l, j]
+                    z[l, m] = sgn * x[l]
+                for q in range(S):
+                    ws = W[q, i] * e
+                    if ws == 0.0:
+                        continue
+                    accZ[q] += ws
+                    for l in range(L):
+                        for j in range(depth):
+                            wz = ws * z[l, j]
+                            accM[q, l, j] += wz
+                            if with_second:
+                                for l2 in range(L):
+                                    for j2 in range(depth):
+                                        accS[q, l, j, l2, j2] += wz * z[l2, j2]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = accM[q, l, j] * inv
+                        if with_second:
+                            for l2 in range(L):
+                                for j2 in range(depth):
+                                    second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
+            else:
+                lognorm[q, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = np.nan
+                        for l2 in range(L):
+                            for j2 in range(depth):
+                                second[q, k, l, j, l2, j2] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def previous_diagonal_fibre_means(
+    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean
+):
+    """Log-normaliser and mean of the fibre posterior for a diagonal ``V`` on shared nodes.
+
+    With ``V = diag(v_1, ..., v_m, v_last)`` (one variance per layer, as in state evolution
+    with a diagonal ``Q``) the first layers' posterior factor ``N(z_U; ω_U, v)`` is
+    integrated by importance weighting on fixed standard-normal nodes ``z_U = t``:
+
+        ∫ h(z_U) N(z_U; ω_U, v) dz_U ≈ Σ_i W_i h(t_i) N(t_i; ω_U, v) / φ(t_i),
+
+    so the mixers ``B(t_i)`` are computed once for all observations.  Per pair only
+    ``x = B_i^{-1} a`` and the exponent
+
+        log w_± = node_base_i + Σ_{l,j} t_{lj} ω_{lj} / v_j - |±x - ω_last|² / (2 v_last)
+
+    are evaluated, where ``node_base_i = Σ_{l,j} t_{lj}² (1 - 1/v_j)/2 - log|det B_i|``.
+
+    a (K, L); omega (K, L, depth); ZU (n, L, m); Binv_sh (n, L, L); logdet_sh, node_base
+    (n,); inv_vU (m,); W (S, n).  Outputs: lognorm (S, K), mean (S, K, L, depth).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    depth = m + 1
+    S = W.shape[0]
+    logv = 0.0
+    for j in range(m):
+        logv -= math.log(inv_vU[j])
+    const0 = -0.5 * L * logv - 0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        ow = np.empty((L, m))
+        const = const0
+        for l in range(L):
+            for j in range(m):
+                ow[l, j] = omega[k, l, j] * inv_vU[j]
+                const -= 0.5 * omega[k, l, j] * ow[l, j]
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            lb = node_base[i]
+            for l in range(L):
+                for j in range(m):
+                    lb += ZU[i, l, j] * ow[l, j]
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                dp = t - omega[k, r, m]
+                dm = t + omega[k, r, m]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = lb - inv2v * qp
+            lwm = lb - inv2v * qm
+            lw = max(lwp, lwm)
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for l in range(L):
+                            for j in range(depth):
+                                accM[s, l, j] *= f
+                lmax = lw
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
+            for s in range(S):
+                ws = W[s, i]
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for l in range(L):
+                    for j in range(m):
+                        accM[s, l, j] += we * ZU[i, l, j]
+                    accM[s, l, m] += wd * x[l]
+        for s in range(S):
+            if accZ[s] > 0.0:
+                lognorm[s, k] = math.log(accZ[s]) + lmax + const
+                inv = 1.0 / accZ[s]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = accM[s, l, j] * inv
+            else:
+                lognorm[s, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = np.nan
+
+
+def _two_tokens_by_previous(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean):
+    """The call the channel makes to ``fibre_means_two_tokens``, on the previous general
+    kernel (which the SE map's general means ran on)."""
+    S, K = lognorm.shape
+    second = np.empty((S, K, 2, 2, 2, 2))
+    previous_fibre_moments(a, omega, T, W, np.array([[sd_first]]), np.zeros(1), v_last, skip,
+                           beta, np.zeros((1, 2, 2)), np.zeros(1), False, lognorm, mean, second,
+                           False)
+
+
+def _two_token_moments_by_previous(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean,
+                                   second, with_second):
+    """The call the channel makes to ``fibre_moments_two_tokens``, on the previous general
+    kernel (diagonal V: Cholesky factor diag(sd), no regression on the first layers)."""
+    previous_fibre_moments(a, omega, T, W, np.diag(sd), np.zeros(len(sd)), v_last, skip, beta,
+                           np.zeros((1, 2, 2)), np.zeros(1), False, lognorm, mean, second,
+                           with_second)
+
+
+NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
+         "fibre_moments_two_tokens")
+
+
+@contextmanager
+def previous_kernels():
+    """Run the attention channel on the previous fibre kernels inside the block."""
+    saved = [getattr(kern, name) for name in NAMES]
+    previous = (previous_fibre_moments, previous_diagonal_fibre_means, _two_tokens_by_previous,
+                _two_token_moments_by_previous)
+    for name, f in zip(NAMES, previous, strict=True):
+        setattr(kern, name, f)
+    try:
+        yield
+    finally:
+        for name, f in zip(NAMES, saved, strict=True):
+            setattr(kern, name, f)

@@ -1,0 +1,387 @@
+"""Issue 15 (curve speed): the new fibre kernels equal the previous ones, the SE map at
+fixed Q equals its recorded values from before the change, and (slow) the default curve
+at α = 0.3, 0.5, 0.9 holds its fixed points.
+
+The reference kernels below are the pre-issue-15 ``fibre_moments`` and
+``diagonal_fibre_means`` (one pass with a running maximum of ``log w`` and rescaling),
+serial (``range`` for ``prange``), kept here verbatim as the reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+
+from asymptotics.channels import _attention_kernels as kern
+from asymptotics.channels._attention_kernels import inverse_logdet_into, mixer_into
+from asymptotics.channels.attention import AttentionChannel
+from asymptotics.state_evolution import SESettings, StateEvolution
+
+
+@njit(cache=True)
+def _reference_fibre_moments(
+    a,
+    omega,
+    T,
+    W,
+    chol,
+    cvec,
+    vc,
+    skip,
+    beta,
+    Binv_sh,
+    logdet_sh,
+    shared,
+    lognorm,
+    mean,
+    second,
+    with_second,
+):
+    """The kernel before issue 15 (running maximum with rescaling)."""
+    K, L = a.shape
+    depth = omega.shape[2]
+    m = depth - 1
+    n = T.shape[0]
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * vc)
+    for k in range(K):
+        zU = np.empty((L, m))
+        ct = np.empty((L, m))
+        B = np.empty((L, L))
+        Binv = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        work = np.empty((L, L))
+        s = np.empty(L)
+        x = np.empty(L)
+        z = np.empty((L, depth))
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        accS = np.zeros((S, L, depth, L, depth) if with_second else (S, 1, 1, 1, 1))
+        lmax = -np.inf
+        for i in range(n):
+            for l in range(L):
+                for j in range(m):
+                    acc = 0.0
+                    for q in range(j + 1):
+                        acc += chol[j, q] * T[i, l, q]
+                    ct[l, j] = acc
+                    zU[l, j] = omega[k, l, j] + acc
+            if shared:
+                ld = logdet_sh[i]
+                for r in range(L):
+                    for c in range(L):
+                        Binv[r, c] = Binv_sh[i, r, c]
+            else:
+                mixer_into(zU, skip, beta, B, A, s, tmp)
+                ld = inverse_logdet_into(B, Binv, work)
+            if ld == -np.inf:
+                continue
+            for r in range(L):
+                acc = 0.0
+                for c in range(L):
+                    acc += Binv[r, c] * a[k, c]
+                x[r] = acc
+            for sgn_i in range(2):
+                sgn = 1.0 if sgn_i == 0 else -1.0
+                lw = -ld
+                for l in range(L):
+                    mu = omega[k, l, m]
+                    for j in range(m):
+                        mu += cvec[j] * ct[l, j]
+                    d = sgn * x[l] - mu
+                    lw -= d * d / (2.0 * vc)
+                if lw > lmax:
+                    if lmax > -np.inf:
+                        f = math.exp(lmax - lw)
+                        for q in range(S):
+                            accZ[q] *= f
+                            for l in range(L):
+                                for j in range(depth):
+                                    accM[q, l, j] *= f
+                                    if with_second:
+                                        for l2 in range(L):
+                                            for j2 in range(depth):
+                                                accS[q, l, j, l2, j2] *= f
+                    lmax = lw
+                e = math.exp(lw - lmax)
+                for l in range(L):
+                    for j in range(m):
+                        z[l, j] = zU[l, j]
+                    z[l, m] = sgn * x[l]
+                for q in range(S):
+                    ws = W[q, i] * e
+                    if ws == 0.0:
+                        continue
+                    accZ[q] += ws
+                    for l in range(L):
+                        for j in range(depth):
+                            wz = ws * z[l, j]
+                            accM[q, l, j] += wz
+                            if with_second:
+                                for l2 in range(L):
+                                    for j2 in range(depth):
+                                        accS[q, l, j, l2, j2] += wz * z[l2, j2]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = accM[q, l, j] * inv
+                        if with_second:
+                            for l2 in range(L):
+                                for j2 in range(depth):
+                                    second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
+            else:
+                lognorm[q, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[q, k, l, j] = np.nan
+                        for l2 in range(L):
+                            for j2 in range(depth):
+                                second[q, k, l, j, l2, j2] = np.nan
+
+
+@njit(cache=True)
+def _reference_diagonal_fibre_means(
+    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean
+):
+    """The kernel before issue 15 (running maximum with rescaling)."""
+    K, L = a.shape
+    n, _, m = ZU.shape
+    depth = m + 1
+    S = W.shape[0]
+    logv = 0.0
+    for j in range(m):
+        logv -= math.log(inv_vU[j])
+    const0 = -0.5 * L * logv - 0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in range(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L, depth))
+        ow = np.empty((L, m))
+        const = const0
+        for l in range(L):
+            for j in range(m):
+                ow[l, j] = omega[k, l, j] * inv_vU[j]
+                const -= 0.5 * omega[k, l, j] * ow[l, j]
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            lb = node_base[i]
+            for l in range(L):
+                for j in range(m):
+                    lb += ZU[i, l, j] * ow[l, j]
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                dp = t - omega[k, r, m]
+                dm = t + omega[k, r, m]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = lb - inv2v * qp
+            lwm = lb - inv2v * qm
+            lw = max(lwp, lwm)
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for l in range(L):
+                            for j in range(depth):
+                                accM[s, l, j] *= f
+                lmax = lw
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
+            for s in range(S):
+                ws = W[s, i]
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for l in range(L):
+                    for j in range(m):
+                        accM[s, l, j] += we * ZU[i, l, j]
+                    accM[s, l, m] += wd * x[l]
+        for s in range(S):
+            if accZ[s] > 0.0:
+                lognorm[s, k] = math.log(accZ[s]) + lmax + const
+                inv = 1.0 / accZ[s]
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = accM[s, l, j] * inv
+            else:
+                lognorm[s, k] = -np.inf
+                for l in range(L):
+                    for j in range(depth):
+                        mean[s, k, l, j] = np.nan
+
+
+def _outer(ch, q, K, seed=0):
+    """Observations and ω of ``K`` outer nodes at a diagonal ``Q = diag(q)``."""
+    rng = np.random.default_rng(seed)
+    L, p = ch.seq_len, ch.dim
+    q = np.asarray(q, dtype=float)
+    xi, u = rng.standard_normal((2, K, L, p))
+    om = np.ascontiguousarray(np.sqrt(q) * xi)
+    a = np.ascontiguousarray(ch.observe(om + np.sqrt(1.0 - q) * u))
+    return a, om, np.diag(1.0 - q)
+
+
+def _run(kernel, ch, a, om, V, second, shared):
+    chol, coef, vc = ch._conditional(V)
+    T, W = ch._inner_nodes()
+    S, K, L, p = W.shape[0], a.shape[0], ch.seq_len, ch.dim
+    if shared:
+        om = om.copy()
+        om[:, :, : p - 1] = 0.0
+        Binv, logdet = ch._shared_mixers(chol)
+    else:
+        Binv, logdet = np.zeros((1, L, L)), np.zeros(1)
+    out = (np.empty((S, K)), np.empty((S, K, L, p)), np.full((S, K, L, p, L, p), np.nan))
+    kernel(a, om, T, W, chol, coef, vc, ch.skip, ch.beta, Binv, logdet, shared, *out, second)
+    return out, om
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
+def test_fibre_moments_equal_the_previous_kernel(depth, q):
+    """Two-pass ``fibre_moments`` (sign pair folded) = the one-pass kernel to 1e-12, on
+    shifted and shared nodes, with and without second moments."""
+    ch = AttentionChannel(depth=depth, seq_len=2)
+    a, om, V = _outer(ch, q[-depth:], 24)
+    for second in (False, True):
+        for shared in (False, True):
+            new, om_used = _run(kern.fibre_moments, ch, a, om, V, second, shared)
+            ref, _ = _run(_reference_fibre_moments, ch, a, om_used, V, second, shared)
+            for x, y in zip(new, ref, strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("q", [(0.3, 0.7), (0.05, 0.999), (0.9, 0.99)])
+def test_two_token_kernel_equals_the_previous_general_kernel(q):
+    """``fibre_means_two_tokens`` (depth 2, L = 2, diagonal V) = the previous general
+    kernel's log-normaliser and means to 1e-12, on both inner weight sets; and the
+    channel routes the SE map's general means there."""
+    ch = AttentionChannel(depth=2, seq_len=2)
+    a, om, V = _outer(ch, q, 32, seed=1)
+    (ln, mean, _), _ = _run(_reference_fibre_moments, ch, a, om, V, False, False)
+    T, W = ch._inner_nodes()
+    ln2, mean2 = np.empty_like(ln), np.empty_like(mean)
+    kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
+                                ln2, mean2)
+    np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=1e-12)
+    fm = ch.fibre_moments(a, om, V, second=False, inner_path="general")
+    np.testing.assert_array_equal(fm.mean, mean2)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_diagonal_fibre_means_equal_the_previous_kernel(depth):
+    ch = AttentionChannel(depth=depth, seq_len=2)
+    q = np.array((0.2, 0.4, 0.9))[-depth:]
+    a, om, V = _outer(ch, q, 32, seed=2)
+    m = depth - 1
+    T, W = ch._inner_nodes()
+    Binv, logdet = ch._shared_mixers(np.eye(m))
+    vU = np.diag(V)[:m]
+    base = np.ascontiguousarray(0.5 * np.einsum("nlj,j->n", T**2, 1.0 - 1.0 / vU) - logdet)
+    outs = []
+    for kernel in (kern.diagonal_fibre_means, _reference_diagonal_fibre_means):
+        ln, mean = np.empty((W.shape[0], len(a))), np.empty((W.shape[0], len(a), 2, depth))
+        kernel(a, om, T, Binv, logdet, base, 1.0 / vU, float(V[m, m]), W, ln, mean)
+        outs.append((ln, mean))
+    for x, y in zip(outs[0], outs[1], strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+
+
+# Q̂ (diagonal), its error and ψ_out of the default channel at α = 0.5, sobol_log2 = 6,
+# computed with the kernels before issue 15 (commit 9d75abb):
+# StateEvolution(make_channel(), 0.5, SESettings(sobol_log2=6), inner_path=path).qhat(diag q)
+SE_MAP_BEFORE = [
+    ((0.3, 0.7), "general", [0.039311353570900584, 2.367379222078166],
+     [0.008963575038215694, 0.198442052334992], -2.424560415498334),
+    ((0.3, 0.7), "shared", [0.03931135532419106, 2.3673792239652327],
+     [0.00896357642651429, 0.19844205437756485], -2.424560414859709),
+    ((0.05, 0.999), "general", [0.10536705115779704, 278.2293293551708],
+     [0.10737831261560532, 348.7453501434332], 1.0681887943359545),
+    ((0.9, 0.99), "general", [1.7591923575255308, 68.99217897644215],
+     [0.2493715240430773, 6.991731097309992], 0.5788702948731216),
+]
+
+
+@pytest.mark.parametrize("q, path, qhat, err, psi", SE_MAP_BEFORE)
+def test_se_map_at_fixed_q_equals_the_previous_kernels(q, path, qhat, err, psi):
+    se = StateEvolution(AttentionChannel(), 0.5, SESettings(sobol_log2=6), inner_path=path)
+    est = se.qhat(np.diag(q))
+    np.testing.assert_allclose(np.diag(est.Qhat), qhat, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(est.error), err, rtol=1e-12)
+    assert est.psi_out == pytest.approx(psi, rel=1e-12)
+
+
+# diag Q, diag Q_stderr and Φ ± stderr of the default curve's rows (both branches) at
+# α = 0.3, 0.5, 0.9 before issue 15 (commit 9d75abb), from
+#   sweep(make_channel(), [0.3, 0.5, 0.9], "both")      (19 min on 2 loaded cores)
+CURVE_BEFORE = [
+    (0.3, "amp", [1.8080518826494913e-22, 0.21192871691210427],
+     [2.5442626488642084e-24, 0.00571460341027666], -0.9364641851258909, 0.0009645532225754817),
+    (0.3, "informed", [8.228495046557255e-33, 0.21192872731327006],
+     [3.127489249439948e-33, 0.0057146034102522605], -0.9364641851479091,
+     0.0009645532225757887),
+    (0.5, "amp", [5.903861185774362e-18, 0.7536806882344562],
+     [1.7970423863723726e-19, 0.011311134698944634], -1.4949958339715481, 0.002638216910587401),
+    (0.5, "informed", [-1.6318525484305416e-19, 0.7536806862262648],
+     [6.797591656352269e-20, 0.011311124146675367], -1.4949958340177445,
+     0.0026382169183531237),
+    (0.9, "amp", [0.5370990053648376, 0.9937063977040144],
+     [0.05382941988089613, 0.0024793060213739487], -1.8150233135408596, 0.014182371623541627),
+    (0.9, "informed", [0.5369888058384451, 0.9936978219700779],
+     [0.04835984055699916, 0.0008701969805639609], -1.8151447580370748, 0.014180303799592143),
+]
+
+
+@pytest.mark.slow
+def test_curve_points_hold_their_fixed_points():
+    """The default curve at α = 0.3, 0.5, 0.9 (both branches) stays within the standard
+    errors of its fixed points and free entropies from before issue 15."""
+    from asymptotics.channels.registry import make_channel
+    from asymptotics.curves import sweep
+
+    rows = {(r["alpha"], r["branch"]): r for r in sweep(make_channel(), [0.3, 0.5, 0.9], "both")}
+    for alpha, branch, q, q_err, phi, phi_err in CURVE_BEFORE:
+        r = rows[(alpha, branch)]
+        assert r["status"] == "converged"
+        np.testing.assert_array_less(np.abs(np.diag(np.array(r["Q"])) - q),
+                                     np.array(q_err) + 1e-12)
+        assert abs(r["free_entropy"] - phi) <= phi_err
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
+def test_two_token_moments_equal_the_previous_kernel(depth, q):
+    """``fibre_moments_two_tokens`` (L = 2, diagonal V, any depth) = the previous general
+    kernel to 1e-12, with and without second moments; the channel routes there."""
+    ch = AttentionChannel(depth=depth, seq_len=2)
+    a, om, V = _outer(ch, q[-depth:], 24, seed=3)
+    T, W = ch._inner_nodes()
+    for second in (False, True):
+        ref, _ = _run(_reference_fibre_moments, ch, a, om, V, second, False)
+        new = (np.empty_like(ref[0]), np.empty_like(ref[1]), np.full_like(ref[2], np.nan))
+        kern.fibre_moments_two_tokens(a, om, T, W, np.sqrt(np.diag(V)[:-1]), V[-1, -1],
+                                      ch.skip, ch.beta, *new, second)
+        for x, y in zip(new, ref, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+        if second:
+            fm = ch.fibre_moments(a, om, V, inner_path="general")
+            np.testing.assert_array_equal(fm.second, new[2])
