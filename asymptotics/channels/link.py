@@ -310,13 +310,21 @@ class LinkChannel(Channel):
                                                                  self.dim))
         with np.errstate(all="ignore"):
             y = spec.func(Z)
-            self.symmetric_directions = np.array([
-                np.array_equal(spec.func(Z * np.where(np.arange(self.dim) == k, -1.0, 1.0)),
-                               y) for k in range(self.dim)])
+            flipped = [spec.func(Z * np.where(np.arange(self.dim) == k, -1.0, 1.0))
+                       for k in range(self.dim)]
+            even = np.array([np.array_equal(f, y) for f in flipped])
+            odd = np.array([np.array_equal(f, -y) for f in flipped])
+            global_flip = np.array_equal(spec.func(-Z), y)
             self.orthant = bool(self.discrete and np.array_equal(spec.func(np.sign(Z)), y))
+        # E[z_k | y] = 0: g invariant under flipping direction k (or every direction)
+        self.symmetric_directions = even | global_flip
         self.sign_symmetric = bool(self.symmetric_directions.all())
-        self.capabilities = Capabilities(
-            diagonal_overlaps=bool(self.dim == 1 or self.sign_symmetric), inner_rule=True)
+        # Q stays diagonal: flipping direction k maps y to ±y (a bijection that keeps the
+        # noise and, for discrete links with a symmetric value set, the outputs)
+        symmetric_values = not self.discrete or np.array_equal(
+            np.sort(-self.discrete_outputs), self.discrete_outputs)
+        diagonal = self.dim == 1 or bool(np.all(even | (odd & symmetric_values)))
+        self.capabilities = Capabilities(diagonal_overlaps=diagonal, inner_rule=True)
         self.scale = float(np.sqrt(np.mean(np.var(y, axis=0)))) or 1.0
         self.rule = self._inner_rule()
         if self.orthant:
