@@ -230,3 +230,20 @@ def test_cli_simulate_amp_bad_link(capsys):
     assert main(["simulate", "amp", "--link", "z1 + y"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--link:" in err[0]
+
+
+# -------------------------------------------------------------------------------- AMP
+
+
+def test_amp_on_the_linear_link_follows_the_linear_channel():
+    """Same seed, same data: the link's posterior equals the linear channel's to 1e-10,
+    so the GAMP trajectories agree."""
+    from simulators.amp import AMPConfig, run_amp
+
+    cfg = AMPConfig(dim=200, alpha=1.2, max_iter=15)
+    a = run_amp(LinkChannel("z", noise=0.1), cfg, seed=4)
+    b = run_amp(LinearChannel(0.1), cfg, seed=4)
+    assert a.iterations == b.iterations
+    assert np.allclose(a.final["M"], b.final["M"], atol=1e-7)
+    assert np.allclose(a.final["Q"], b.final["Q"], atol=1e-7)
+    assert 0.6 < a.final["M"][0][0] < 1.0
