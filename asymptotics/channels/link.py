@@ -429,7 +429,7 @@ class LinkChannel(Channel):
         if self.orthant and np.all(V == np.diag(np.diag(V))):
             res = self._orthant_moments(y[:, 0], om, np.diag(V))
         else:
-            res = self._rule_moments(y, om, V, inner_error)
+            res = self._rule_moments(y, om, V, inner_error, second)
         S = res.log_norm.shape[0]
         return MomentSets(res.log_norm.reshape((S,) + batch),
                           res.mean.reshape((S,) + batch + (L, p)),
@@ -448,7 +448,7 @@ class LinkChannel(Channel):
         r2 = ((y - g) ** 2).sum(-1)
         return -0.5 * r2 / self.noise - 0.5 * self.out_dim * (LOG_2PI + np.log(self.noise))
 
-    def _rule_moments(self, y, om, V, inner_error=True) -> MomentSets:
+    def _rule_moments(self, y, om, V, inner_error=True, second=True) -> MomentSets:
         L, p = self.seq_len, self.dim
         d = L * p
         rule = self.rule
@@ -457,7 +457,7 @@ class LinkChannel(Channel):
         n, K, S = T.shape[0], om.shape[0], W.shape[0]
         ln = np.empty((S, K))
         mean = np.empty((S, K, d))
-        sec = np.empty((S, K, d, d))
+        sec = np.empty((S, K, d, d)) if second else np.full((S, K, d, d), np.nan)
         shared = K > 0 and np.all(om == om[0])
         if shared:
             Zs = om[0][None] + T  # (n, L, p)
@@ -483,8 +483,9 @@ class LinkChannel(Channel):
             with np.errstate(all="ignore"):
                 ln[:, sl] = np.log(tot) + lmax[None, :, 0]
                 mean[:, sl] = np.einsum("skn,knd->skd", we, Zf) / tot[..., None]
-                sec[:, sl] = (np.einsum("skn,knd,kne->skde", we, Zf, Zf, optimize=True)
-                              / tot[..., None, None])
+                if second:
+                    sec[:, sl] = (np.einsum("skn,knd,kne->skde", we, Zf, Zf, optimize=True)
+                                  / tot[..., None, None])
         return MomentSets(ln, mean.reshape(S, K, L, p), sec.reshape(S, K, L, p, L, p))
 
     def _orthant_moments(self, y, om, v) -> MomentSets:
