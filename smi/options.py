@@ -182,13 +182,14 @@ def one_value(text, option: str, ok, what: str, prog: str = "smi") -> float:
 
 
 def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = True,
-                        skip: str = "1", link_dim: bool = True) -> None:
+                        skip: str = "1", link_dim: bool = True, link: bool = True) -> None:
     """The options that choose a model: ``--model``, the attention architecture
     (``--depth``, ``--seq-len``, ``--skip``, ``--beta``), the linear and link channels'
     ``--noise``, and ``--link`` (a formula; implies ``--model link``) with ``--dim`` (its
     directions p; only with ``link_dim``: a command whose ``--dim`` is something else
-    infers p from the formula).  With ``several`` each takes values, comma lists or
-    ``start:stop:step`` ranges (several values make a grid); without, one value each."""
+    infers p from the formula; neither without ``link``).  With ``several`` each takes
+    values, comma lists or ``start:stop:step`` ranges (several values make a grid);
+    without, one value each."""
     many = {"nargs": "+"} if several else {}
 
     def default(text):
@@ -208,6 +209,8 @@ def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = T
     p.add_argument("--noise", default=default("0.1"), **many,
                    help=f"linear, link: noise variance Δ (>= 0){grid} [linear: 0.1, link: "
                    "none (a discrete link)]")
+    if not link:
+        return
     p.add_argument("--link", default=None,
                    help="any model y = g(Z) (+ noise): a formula in z (L = p = 1), z1 … zp "
                    "(L = 1) or z<l>_<k> (token l, direction k), e.g. 'sign(z1*z2)' or "

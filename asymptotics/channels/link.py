@@ -248,7 +248,7 @@ class LinkChannel(Channel):
     formula or callable (:func:`parse_link`); standard Gaussian prior of ``Z``.
 
     Posterior moments ``E[h(Z) | y] = ∫ N(Z; ω, V) P(y|Z) h(Z) dZ / Z_out`` with nodes
-    ``Z = ω + chol(V)·t`` on an inner rule over ``t`` (THEORY §7, :attr:`inner_description`):
+    ``Z = ω + chol(V)·t`` on an inner rule over ``t`` (THEORY §9, :attr:`inner_description`):
 
     * L·p <= 2: tensor trapezoid on ``[-9, 9]^d`` (Gaussian weights) whose spacing
       resolves the likelihood, ``h <= √Δ / (3 G)`` with ``G`` the spread of ``g`` on the
