@@ -196,7 +196,27 @@ def test_state_evolution_equals_the_closed_forms():
     assert a.Qhat[0, 0] == pytest.approx(1.0 / (0.1 + 1 - 0.4), rel=1e-8)  # α/(Δ + 1 - Q)
 
 
+def test_fixed_point_equals_the_sign_product_channel():
+    """α = 3: SignProductChannel's fixed point is 0.24270628 (its Legendre rules, 40 s)."""
+    from asymptotics.state_evolution import run_state_evolution
+
+    r = run_state_evolution(LinkChannel("sign(z1*z2)"), 3.0)
+    assert r.converged
+    assert np.allclose(np.diag(r.Q), 0.24270628, atol=2e-7) and r.Q[0, 1] == 0.0
+
+
 # ------------------------------------------------------------------------------- CLI
+
+
+def test_cli_curve_with_a_link(capsys):
+    argv = ["curve", "--link", "sign(z1*z2)", "--alphas", "1", "--branch", "amp",
+            "--format", "json", "--no-cache", "--quiet"]
+    assert main(argv) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["link"] == "sign(z1*z2)" and rows[0]["dim"] == 2
+    assert max(np.ravel(rows[0]["Q"])) < 1e-6  # below α_c = π²/4: Q = 0
 
 
 def test_cli_thresholds_with_a_link(capsys):
