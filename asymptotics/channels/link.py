@@ -260,7 +260,9 @@ class LinkChannel(Channel):
       ``sign(z1*z2)``): exact products of truncated-Gaussian moments when ``V`` is
       diagonal (plain rules converge slowly across the discontinuities).
 
-    ``resolution`` doubles the nodes per axis (or quadruples the QMC points) per unit.
+    ``resolution`` doubles the nodes per axis (or quadruples the QMC points) per unit;
+    ``inner_nodes`` (0: the defaults above) sets the nodes per axis at resolution 0 (QMC:
+    points per net, rounded down to a power of 2, at least 16).
     """
 
     name = "link"
@@ -268,7 +270,7 @@ class LinkChannel(Channel):
 
     def __init__(self, link, seq_len: int | None = None, dim: int | None = None,
                  noise: float | None = None, outputs: str = "auto", resolution: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, inner_nodes: int = 0):
         spec = link if isinstance(link, LinkSpec) else parse_link(link, seq_len, dim)
         if outputs not in OUTPUT_KINDS:
             raise LinkError("--outputs", f"must be one of {OUTPUT_KINDS}, got {outputs!r}")
@@ -305,7 +307,9 @@ class LinkChannel(Channel):
 
         check_int("resolution", resolution, 0, MAX_RESOLUTION)
         check_int("seed", seed, 0)
+        check_int("inner_nodes", inner_nodes, 0)
         self.resolution, self.seed = int(resolution), int(seed)
+        self.inner_nodes = int(inner_nodes)
         Z = np.random.default_rng(PROBE_SEED).standard_normal((PROBE_SIZE, self.seq_len,
                                                                  self.dim))
         with np.errstate(all="ignore"):
@@ -343,16 +347,19 @@ class LinkChannel(Channel):
             if not self.discrete:
                 h = min(h, np.sqrt(self.noise) / (3.0 * self.scale))
             n = min(_odd(2 * HALF_WIDTH / h + 1), MAX_AXIS_NODES[d])
+            if self.inner_nodes:
+                n = max(3, _odd(self.inner_nodes))
             return trapezoid(d, (n - 1) * 2**r + 1, HALF_WIDTH)
         if d <= 4:
-            return gauss_hermite(d, GH_NODES[d] * 2**r)
-        return sobol_replicates(d, QMC_LOG2 + 2 * r, 8, self.seed)
+            return gauss_hermite(d, max(2, self.inner_nodes or GH_NODES[d]) * 2**r)
+        log2 = int(np.log2(self.inner_nodes)) if self.inner_nodes >= 16 else QMC_LOG2
+        return sobol_replicates(d, log2 + 2 * r, 8, self.seed)
 
     def refined(self, resolution: int, seed: int = 0) -> LinkChannel:
         if resolution == self.resolution and seed == self.seed:
             return self
         return LinkChannel(self.spec, noise=self.noise, outputs=self.outputs,
-                           resolution=resolution, seed=seed)
+                           resolution=resolution, seed=seed, inner_nodes=self.inner_nodes)
 
     @property
     def inner_description(self) -> str:
