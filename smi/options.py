@@ -330,8 +330,9 @@ def executor_options(args, n_tasks: int, prog: str = "smi") -> dict:
 # ----------------------------------------------------------------------- result files
 
 _SETTING_OPTIONS = {
-    "grid": "the grid (--model, --depth, --seq-len, --skip, --beta, --noise)",
-    "channels": "the models (--model, --depth, --seq-len, --skip, --beta, --noise)",
+    "grid": "the grid (--model, --link, --dim, --depth, --seq-len, --skip, --beta, --noise)",
+    "channels": "the models (--model, --link, --dim, --depth, --seq-len, --skip, --beta, "
+                "--noise)",
     "staircase_log2_points": "--staircase-points",
     "log2_points": "--staircase-points",
 }
