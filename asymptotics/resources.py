@@ -208,6 +208,10 @@ def channel_shape(channel) -> ChannelShape:
             check_int("inner_resolution", r, 0, MAX_RESOLUTION)
             n, d = inner_rule_size(depth, L, r)
             return ChannelShape("attention", L, depth, inner_points=n, inner_dim=d)
+        if model == "link":  # parsing a link is cheap: take the shape of the channel
+            from .channels.registry import make_channel
+
+            return channel_shape(make_channel(**channel))
         if model not in _CLOSED:
             raise ValueError(f"model must be one of attention, {', '.join(_CLOSED)}, "
                              f"got {model!r} ({type(model).__name__})")
@@ -220,7 +224,8 @@ def channel_shape(channel) -> ChannelShape:
         inner_points=rule.size if rule is not None else 0,
         inner_dim=rule.dim if rule is not None else 0,
         nodes=int(getattr(channel, "nodes", 0) or 0),
-        has_output_grid=channel.name == "product",
+        has_output_grid=channel.name == "product"
+        or (channel.name == "link" and channel.output_grid() is not None),
     )
 
 

@@ -258,6 +258,8 @@ def threshold_columns(rows: list[dict]) -> list[str]:
     keys = list(THRESHOLD_KEYS) + [k for k in THRESHOLD_EXTRA_KEYS if any(k in r for r in rows)]
     if any("noise" in r for r in rows):
         keys.insert(keys.index("beta") + 1, "noise")
+    if any("link" in r for r in rows):  # a link channel: its formula and directions p
+        keys[keys.index("model") + 1:keys.index("model") + 1] = ["link", "dim"]
     return keys
 
 

@@ -1,4 +1,4 @@
-"""Symbolic analysis of a link ``y = g(Z) (+ sqrt(Δ) ξ)`` with sympy (THEORY.md §9).
+"""Symbolic analysis of a link ``y = g(Z) (+ sqrt(Δ) ξ)`` with sympy (THEORY.md §10).
 
 Variables: ``Z ∈ R^{L×p}`` with i.i.d. standard Gaussian entries, listed token-major
 (``z{l}_{k}`` at position ``(l-1)·p + (k-1)``); direction ``k`` owns the ``L`` variables

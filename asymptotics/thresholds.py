@@ -65,6 +65,8 @@ class ThresholdResult:
         }
         if "noise" in self.params:
             base["noise"] = self.params["noise"]
+        if "link" in self.params:  # a link channel: its formula and directions
+            base.update(link=self.params["link"], dim=self.params["dim"])
         out = []
         for d in self.directions:
             row = dict(base)

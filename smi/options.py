@@ -182,11 +182,14 @@ def one_value(text, option: str, ok, what: str, prog: str = "smi") -> float:
 
 
 def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = True,
-                        skip: str = "1") -> None:
+                        skip: str = "1", link_dim: bool = True, link: bool = True) -> None:
     """The options that choose a model: ``--model``, the attention architecture
-    (``--depth``, ``--seq-len``, ``--skip``, ``--beta``) and the linear channel's
-    ``--noise``.  With ``several`` each takes values, comma lists or ``start:stop:step``
-    ranges (several values make a grid); without, one value each."""
+    (``--depth``, ``--seq-len``, ``--skip``, ``--beta``), the linear and link channels'
+    ``--noise``, and ``--link`` (a formula; implies ``--model link``) with ``--dim`` (its
+    directions p; only with ``link_dim``: a command whose ``--dim`` is something else
+    infers p from the formula; neither without ``link``).  With ``several`` each takes
+    values, comma lists or ``start:stop:step`` ranges (several values make a grid);
+    without, one value each."""
     many = {"nargs": "+"} if several else {}
 
     def default(text):
@@ -204,7 +207,63 @@ def add_model_arguments(p: argparse.ArgumentParser, models, *, several: bool = T
     p.add_argument("--beta", default=default("1"), **many,
                    help=f"attention: softmax inverse temperature (> 0){grid} [1]")
     p.add_argument("--noise", default=default("0.1"), **many,
-                   help=f"linear: noise variance Δ (>= 0){grid} [0.1]")
+                   help=f"linear, link: noise variance Δ (>= 0){grid} [linear: 0.1, link: "
+                   "none (a discrete link)]")
+    if not link:
+        return
+    p.add_argument("--link", default=None,
+                   help="any model y = g(Z) (+ noise): a formula in z (L = p = 1), z1 … zp "
+                   "(L = 1) or z<l>_<k> (token l, direction k), e.g. 'sign(z1*z2)' or "
+                   "'(z1, z2**2)'; implies --model link; --seq-len and --dim default to "
+                   "the largest indices used")
+    if link_dim:
+        p.add_argument("--dim", default=None,
+                       help="link: directions p (>= the largest direction index used)")
+
+
+def link_job(args, prog: str = "smi", link_dim: bool = True) -> dict | None:
+    """The ``make_channel`` keyword arguments of ``--link`` (``args.model`` becomes
+    "link"), or None without it; usage errors name the option (``--link`` with another
+    ``--model``, unknown symbols, a shape mismatch, values not finite on Gaussian inputs,
+    a bad ``--noise``), before any work.  The job holds the canonical text of the link.
+    ``link_dim``: the command's ``--dim`` is the link's p (see :func:`add_model_arguments`)."""
+    given = getattr(args, "given", set())
+    if args.link is None:
+        if args.model == "link":
+            raise fail("--model", "link needs --link FORMULA", prog)
+        if link_dim:
+            refuse_inapplicable(args, ("--dim",), False, "--link", prog)
+        return None
+    if "--model" in given and args.model != "link":
+        raise fail("--link", f"applies to --model link only, got --model {args.model}", prog)
+    args.model = "link"
+
+    def one(option: str, texts):
+        vals = values(texts, option, prog)
+        if len(vals) != 1:
+            raise fail(option, f"must be one value with --link, got {vals}", prog)
+        return vals[0]
+
+    seq_len = dim = noise = None
+    if "--seq-len" in given:
+        seq_len = one("--seq-len", args.seq_len)
+        if seq_len != int(seq_len) or seq_len < 1:
+            raise fail("--seq-len", f"must be an integer >= 1, got {seq_len:g}", prog)
+        seq_len = int(seq_len)
+    if link_dim and "--dim" in given:
+        dim = integer(args.dim, "--dim", 1, prog)
+    if "--noise" in given:
+        noise = one("--noise", args.noise)
+        if noise < 0:
+            raise fail("--noise", f"must be >= 0, got {noise:g}", prog)
+    from asymptotics.channels.link import LinkChannel, LinkError
+
+    try:
+        ch = LinkChannel(args.link, seq_len, dim, noise)
+    except LinkError as exc:
+        raise fail(exc.option, exc.message, prog) from None
+    return {"model": "link", "link": ch.spec.text, "seq_len": ch.seq_len, "dim": ch.dim,
+            "noise": ch.noise or None}
 
 
 # ------------------------------------------------------------------ simulation options
@@ -271,8 +330,9 @@ def executor_options(args, n_tasks: int, prog: str = "smi") -> dict:
 # ----------------------------------------------------------------------- result files
 
 _SETTING_OPTIONS = {
-    "grid": "the grid (--model, --depth, --seq-len, --skip, --beta, --noise)",
-    "channels": "the models (--model, --depth, --seq-len, --skip, --beta, --noise)",
+    "grid": "the grid (--model, --link, --dim, --depth, --seq-len, --skip, --beta, --noise)",
+    "channels": "the models (--model, --link, --dim, --depth, --seq-len, --skip, --beta, "
+                "--noise)",
     "staircase_log2_points": "--staircase-points",
     "log2_points": "--staircase-points",
 }

@@ -1,4 +1,4 @@
-"""The symbolic analysis of a link (asymptotics/symbolic.py, ``smi link``; THEORY §9).
+"""The symbolic analysis of a link (asymptotics/symbolic.py, ``smi link``; THEORY §10).
 
 Hand values of c_α = E[g(z) He_α(z)] (He_2 = z² − 1, He_3 = z³ − 3z, He_4 = z⁴ − 6z² + 3;
 E|z| = √(2/π), E|z|³ = 2√(2/π), E|z|⁵ = 8√(2/π)):

@@ -248,7 +248,7 @@ class LinkChannel(Channel):
     formula or callable (:func:`parse_link`); standard Gaussian prior of ``Z``.
 
     Posterior moments ``E[h(Z) | y] = ∫ N(Z; ω, V) P(y|Z) h(Z) dZ / Z_out`` with nodes
-    ``Z = ω + chol(V)·t`` on an inner rule over ``t`` (THEORY §7, :attr:`inner_description`):
+    ``Z = ω + chol(V)·t`` on an inner rule over ``t`` (THEORY §9, :attr:`inner_description`):
 
     * L·p <= 2: tensor trapezoid on ``[-9, 9]^d`` (Gaussian weights) whose spacing
       resolves the likelihood, ``h <= √Δ / (3 G)`` with ``G`` the spread of ``g`` on the
@@ -260,7 +260,9 @@ class LinkChannel(Channel):
       ``sign(z1*z2)``): exact products of truncated-Gaussian moments when ``V`` is
       diagonal (plain rules converge slowly across the discontinuities).
 
-    ``resolution`` doubles the nodes per axis (or quadruples the QMC points) per unit.
+    ``resolution`` doubles the nodes per axis (or quadruples the QMC points) per unit;
+    ``inner_nodes`` (0: the defaults above) sets the nodes per axis at resolution 0 (QMC:
+    points per net, rounded down to a power of 2, at least 16).
     """
 
     name = "link"
@@ -268,7 +270,7 @@ class LinkChannel(Channel):
 
     def __init__(self, link, seq_len: int | None = None, dim: int | None = None,
                  noise: float | None = None, outputs: str = "auto", resolution: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, inner_nodes: int = 0):
         spec = link if isinstance(link, LinkSpec) else parse_link(link, seq_len, dim)
         if outputs not in OUTPUT_KINDS:
             raise LinkError("--outputs", f"must be one of {OUTPUT_KINDS}, got {outputs!r}")
@@ -305,18 +307,28 @@ class LinkChannel(Channel):
 
         check_int("resolution", resolution, 0, MAX_RESOLUTION)
         check_int("seed", seed, 0)
+        check_int("inner_nodes", inner_nodes, 0)
         self.resolution, self.seed = int(resolution), int(seed)
+        self.inner_nodes = int(inner_nodes)
         Z = np.random.default_rng(PROBE_SEED).standard_normal((PROBE_SIZE, self.seq_len,
                                                                  self.dim))
         with np.errstate(all="ignore"):
             y = spec.func(Z)
-            self.symmetric_directions = np.array([
-                np.array_equal(spec.func(Z * np.where(np.arange(self.dim) == k, -1.0, 1.0)),
-                               y) for k in range(self.dim)])
+            flipped = [spec.func(Z * np.where(np.arange(self.dim) == k, -1.0, 1.0))
+                       for k in range(self.dim)]
+            even = np.array([np.array_equal(f, y) for f in flipped])
+            odd = np.array([np.array_equal(f, -y) for f in flipped])
+            global_flip = np.array_equal(spec.func(-Z), y)
             self.orthant = bool(self.discrete and np.array_equal(spec.func(np.sign(Z)), y))
+        # E[z_k | y] = 0: g invariant under flipping direction k (or every direction)
+        self.symmetric_directions = even | global_flip
         self.sign_symmetric = bool(self.symmetric_directions.all())
-        self.capabilities = Capabilities(
-            diagonal_overlaps=bool(self.dim == 1 or self.sign_symmetric), inner_rule=True)
+        # Q stays diagonal: flipping direction k maps y to ±y (a bijection that keeps the
+        # noise and, for discrete links with a symmetric value set, the outputs)
+        symmetric_values = not self.discrete or np.array_equal(
+            np.sort(-self.discrete_outputs), self.discrete_outputs)
+        diagonal = self.dim == 1 or bool(np.all(even | (odd & symmetric_values)))
+        self.capabilities = Capabilities(diagonal_overlaps=diagonal, inner_rule=True)
         self.scale = float(np.sqrt(np.mean(np.var(y, axis=0)))) or 1.0
         self.rule = self._inner_rule()
         if self.orthant:
@@ -335,16 +347,19 @@ class LinkChannel(Channel):
             if not self.discrete:
                 h = min(h, np.sqrt(self.noise) / (3.0 * self.scale))
             n = min(_odd(2 * HALF_WIDTH / h + 1), MAX_AXIS_NODES[d])
+            if self.inner_nodes:
+                n = max(3, _odd(self.inner_nodes))
             return trapezoid(d, (n - 1) * 2**r + 1, HALF_WIDTH)
         if d <= 4:
-            return gauss_hermite(d, GH_NODES[d] * 2**r)
-        return sobol_replicates(d, QMC_LOG2 + 2 * r, 8, self.seed)
+            return gauss_hermite(d, max(2, self.inner_nodes or GH_NODES[d]) * 2**r)
+        log2 = int(np.log2(self.inner_nodes)) if self.inner_nodes >= 16 else QMC_LOG2
+        return sobol_replicates(d, log2 + 2 * r, 8, self.seed)
 
     def refined(self, resolution: int, seed: int = 0) -> LinkChannel:
         if resolution == self.resolution and seed == self.seed:
             return self
         return LinkChannel(self.spec, noise=self.noise, outputs=self.outputs,
-                           resolution=resolution, seed=seed)
+                           resolution=resolution, seed=seed, inner_nodes=self.inner_nodes)
 
     @property
     def inner_description(self) -> str:
@@ -421,7 +436,7 @@ class LinkChannel(Channel):
         if self.orthant and np.all(V == np.diag(np.diag(V))):
             res = self._orthant_moments(y[:, 0], om, np.diag(V))
         else:
-            res = self._rule_moments(y, om, V, inner_error)
+            res = self._rule_moments(y, om, V, inner_error, second)
         S = res.log_norm.shape[0]
         return MomentSets(res.log_norm.reshape((S,) + batch),
                           res.mean.reshape((S,) + batch + (L, p)),
@@ -440,7 +455,7 @@ class LinkChannel(Channel):
         r2 = ((y - g) ** 2).sum(-1)
         return -0.5 * r2 / self.noise - 0.5 * self.out_dim * (LOG_2PI + np.log(self.noise))
 
-    def _rule_moments(self, y, om, V, inner_error=True) -> MomentSets:
+    def _rule_moments(self, y, om, V, inner_error=True, second=True) -> MomentSets:
         L, p = self.seq_len, self.dim
         d = L * p
         rule = self.rule
@@ -449,7 +464,7 @@ class LinkChannel(Channel):
         n, K, S = T.shape[0], om.shape[0], W.shape[0]
         ln = np.empty((S, K))
         mean = np.empty((S, K, d))
-        sec = np.empty((S, K, d, d))
+        sec = np.empty((S, K, d, d)) if second else np.full((S, K, d, d), np.nan)
         shared = K > 0 and np.all(om == om[0])
         if shared:
             Zs = om[0][None] + T  # (n, L, p)
@@ -475,8 +490,9 @@ class LinkChannel(Channel):
             with np.errstate(all="ignore"):
                 ln[:, sl] = np.log(tot) + lmax[None, :, 0]
                 mean[:, sl] = np.einsum("skn,knd->skd", we, Zf) / tot[..., None]
-                sec[:, sl] = (np.einsum("skn,knd,kne->skde", we, Zf, Zf, optimize=True)
-                              / tot[..., None, None])
+                if second:
+                    sec[:, sl] = (np.einsum("skn,knd,kne->skde", we, Zf, Zf, optimize=True)
+                                  / tot[..., None, None])
         return MomentSets(ln, mean.reshape(S, K, L, p), sec.reshape(S, K, L, p, L, p))
 
     def _orthant_moments(self, y, om, v) -> MomentSets:

@@ -32,6 +32,7 @@ from ..options import (
     fail,
     integer,
     integers,
+    link_job,
     number,
     refuse_inapplicable,
     refused_as,
@@ -50,7 +51,7 @@ SE_SOBOL_LOG2 = "12"  # SESettings.sobol_log2, written out: --help must not load
 
 def add_arguments(p) -> None:
     a = p.add_argument
-    add_model_arguments(p, MODELS, several=False)
+    add_model_arguments(p, MODELS, several=False, link_dim=False)
     a("--inner-resolution", default="0",
       help="attention: resolution of the posterior's inner rule (each step doubles the "
            "nodes per axis, cost x4 at depth 2) [0]")
@@ -76,11 +77,14 @@ def add_arguments(p) -> None:
 def parse(args) -> dict:
     """Checked values of every option, before any work (usage errors name the option)."""
     v = simulation_values(args, PROG)
+    link = link_job(args, PROG, link_dim=False)  # --dim is D here: p from the formula
     v["depth"] = integer(args.depth, "--depth", 1, PROG)
-    v["seq_len"] = integer(args.seq_len, "--seq-len", 2, PROG)
+    v["seq_len"] = integer(args.seq_len, "--seq-len", 2 if link is None else 1, PROG)
     v["skip"] = number(args.skip, "--skip", PROG, minimum=0)
     v["beta"] = number(args.beta, "--beta", PROG, above=0)
     v["noise"] = number(args.noise, "--noise", PROG, minimum=0)
+    if link is not None:
+        v.update(link=link["link"], seq_len=link["seq_len"], noise=link["noise"])
     v["inner_resolution"] = integer(args.inner_resolution, "--inner-resolution", 0, PROG)
     v["alpha"] = number(args.alpha, "--alpha", PROG, above=0)
     if args.dims is not None:
@@ -100,15 +104,21 @@ def parse(args) -> dict:
     v["tol"] = number(args.tol, "--tol", PROG, above=0)
     v["init_scale"] = number(args.init_scale, "--init-scale", PROG, minimum=0)
     v["se_sobol_log2"] = integer(args.se_sobol_log2, "--se-sobol-log2", 4, PROG)
-    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta",
-                               "--inner-resolution"), args.model == "attention",
+    refuse_inapplicable(args, ("--depth", "--skip", "--beta"), args.model == "attention",
                         "--model attention", PROG)
-    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear", PROG)
+    refuse_inapplicable(args, ("--seq-len", "--inner-resolution"),
+                        args.model in ("attention", "link"), "--model attention or --link",
+                        PROG)
+    refuse_inapplicable(args, ("--noise",), args.model in ("linear", "link"),
+                        "--model linear or --link", PROG)
     refuse_inapplicable(args, ("--se-sobol-log2",), args.compare_se, "--compare-se", PROG)
     with refused_as("--inner-resolution", PROG):
-        v["channel"] = asy.make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
-                                    skip=v["skip"], beta=v["beta"], noise=v["noise"],
-                                    inner_resolution=v["inner_resolution"])
+        if link is not None:
+            v["channel"] = asy.make_channel(**link, inner_resolution=v["inner_resolution"])
+        else:
+            v["channel"] = asy.make_channel(args.model, depth=v["depth"], seq_len=v["seq_len"],
+                                            skip=v["skip"], beta=v["beta"], noise=v["noise"],
+                                            inner_resolution=v["inner_resolution"])
     if args.compare_se:
         with refused_as("--se-sobol-log2", PROG):
             v["se_settings"] = asy.SESettings(sobol_log2=v["se_sobol_log2"])

@@ -17,6 +17,7 @@ from ..options import (
     fail,
     integer,
     integers,
+    link_job,
     refuse_inapplicable,
     refused_as,
     resume_refusal,
@@ -66,6 +67,7 @@ def add_cache_argument(p) -> None:
 
 
 def run(args) -> int:
+    link = link_job(args)
     depths = integers(args.depth, "--depth", 1)
     seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
     skip = values(args.skip, "--skip")
@@ -90,9 +92,12 @@ def run(args) -> int:
                    "(pip install -e '.[gpu]')")
     if device == "gpu" and args.cpu_kernel != "numba":
         raise fail("--cpu-kernel", "applies to --device cpu only")
-    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta"),
-                        args.model == "attention", "--model attention")
-    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear")
+    refuse_inapplicable(args, ("--depth", "--skip", "--beta"), args.model == "attention",
+                        "--model attention")
+    refuse_inapplicable(args, ("--seq-len",), args.model in ("attention", "link"),
+                        "--model attention or --link")
+    refuse_inapplicable(args, ("--noise",), args.model in ("linear", "link"),
+                        "--model linear or --link")
     with refused_as("--sobol-log2"):
         settings = asy.SESettings(sobol_log2=integer(args.sobol_log2, "--sobol-log2", 6),
                               seed=integer(args.seed, "--seed", 0), device=device,
@@ -101,7 +106,9 @@ def run(args) -> int:
         raise fail("--resume", "needs --output")
     if args.resume and args.overwrite:
         raise fail("--overwrite", "contradicts --resume")
-    if args.model == "attention":
+    if link is not None:
+        grid = [{}]
+    elif args.model == "attention":
         grid = [dict(depth=d, seq_len=n, skip=c, beta=b)
                 for d in depths for n in seq_lens for c in skip for b in beta]
     elif args.model == "linear":
@@ -114,6 +121,8 @@ def run(args) -> int:
         spec = dict(model=args.model, depth=depths[0], seq_len=seq_lens[0], skip=skip[0],
                     beta=beta[0], noise=noise[0])
         spec.update(g)
+        if link is not None:
+            spec = dict(link)
         try:
             asy.make_channel(**spec)
         except ValueError as exc:

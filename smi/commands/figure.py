@@ -55,7 +55,8 @@ class TheoryVsSimulation:
     @staticmethod
     def add_arguments(p) -> None:
         a = p.add_argument
-        add_model_arguments(p, MODELS, several=False)
+        add_model_arguments(p, [m for m in MODELS if m != "link"], several=False,
+                            link=False)
         a("--budget", default="quick", choices=list(BUDGETS),
           help="sizes of every option not given: quick (~30 s on 2 cores) or paper "
           "(α 0.1:2:0.1, D 1000,4000, 8 seeds) [quick]")

@@ -1,4 +1,4 @@
-"""``smi link``: the symbolic analysis of a link ``y = g(Z) (+ sqrt(Δ) ξ)`` (THEORY §9)."""
+"""``smi link``: the symbolic analysis of a link ``y = g(Z) (+ sqrt(Δ) ξ)`` (THEORY §10)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DESCRIPTION = (
     "Hermite coefficients c_α = E[g(Z) He_α(Z)] (exact where sympy closes them, else "
     "numerical ± error), information exponents, the generative-exponent estimate, and apart "
     "from them the Bayes facts at Q = 0 (trivial / not learnable, from the posterior) with "
-    "closed-form and numerical weak-recovery thresholds (THEORY.md §9).")
+    "closed-form and numerical weak-recovery thresholds (THEORY.md §10).")
 
 SHOWN_COEFFICIENTS = 40  # nonzero coefficients printed at most
 

@@ -19,6 +19,7 @@ from ..options import (
     fail,
     integer,
     integers,
+    link_job,
     one_value,
     refuse_inapplicable,
     refused_as,
@@ -73,8 +74,14 @@ def add_arguments(p) -> None:
 def parse(args) -> tuple:
     """Validate every option and list the settings to compute, before any work: the jobs,
     the threshold and staircase settings, and the α of ``--alpha``."""
+    link = link_job(args)
     depths = integers(args.depth, "--depth", 1)
     seq_lens = integers(args.seq_len, "--seq-len", 2 if args.model == "attention" else 1)
+    refuse_inapplicable(args, ("--depth", "--skip", "--beta", "--staircase"),
+                        args.model == "attention", "--model attention")
+    if link is None:
+        refuse_inapplicable(args, ("--seq-len",), args.model == "attention",
+                            "--model attention or --link")
     betas = values(args.beta, "--beta")
     noise = values(args.noise, "--noise")
     skips = values(args.skip, "--skip")
@@ -84,9 +91,8 @@ def parse(args) -> tuple:
         raise fail("--noise", f"must be one value >= 0, got {args.noise!r}")
     if any(c < 0 for c in skips):
         raise fail("--skip", f"values must be >= 0, got {args.skip}")
-    refuse_inapplicable(args, ("--depth", "--seq-len", "--skip", "--beta", "--staircase"),
-                        args.model == "attention", "--model attention")
-    refuse_inapplicable(args, ("--noise",), args.model == "linear", "--model linear")
+    refuse_inapplicable(args, ("--noise",), args.model in ("linear", "link"),
+                        "--model linear or --link")
     refuse_inapplicable(args, ("--staircase-points",), args.staircase, "--staircase")
     refuse_inapplicable(args, ("--mc-samples",), args.method != "quadrature",
                         "--method auto or mc")
@@ -102,7 +108,8 @@ def parse(args) -> tuple:
     if (args.model == "attention" and args.method == "quadrature"
             and max(depths) * max(seq_lens) > 4):
         raise fail("--method", "quadrature needs depth·seq_len <= 4; use --method mc")
-    jobs = asy.threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0])
+    jobs = ([link] if link is not None
+            else asy.threshold_jobs(args.model, depths, seq_lens, skips, betas, noise[0]))
     stair = None
     if args.staircase:
         with refused_as("--staircase-points"):
