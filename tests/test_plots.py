@@ -428,3 +428,14 @@ def test_bad_input_exits_2(files, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err and len(err.splitlines()) == 1, (argv, err)
+
+
+def test_a_link_model_names_its_formula_and_directions():
+    from validation.plots import component_word, setting_title
+
+    rows = [{"model": "link", "link": "sign(z1*z2)", "direction": 1},
+            {"model": "link", "link": "sign(z1*z2)", "direction": 2}]
+    assert setting_title(rows) == "link, g = sign(z1*z2)"
+    assert component_word(rows) == "direction"
+    assert component_word([{"model": "attention", "depth": 2}]) == "layer"
+    assert component_word([{"alpha": 1.0}]) == "layer"  # network rows name no model

@@ -164,12 +164,22 @@ def setting_title(rows, omit=()) -> str:
     models = vals.pop("model")
     if models:
         parts.append(", ".join(str(m) for m in models))
+    links = list(dict.fromkeys(r["link"] for r in rows if r.get("link")))
+    if links:
+        parts.append("g = " + ", ".join(str(g) for g in links))
     if not models or "attention" in models:
         for k, v in vals.items():
             if v and k not in omit:
                 v = sorted(v, key=lambda x: (isinstance(x, str), x))
                 parts.append(SETTING_NAMES[k].format(", ".join(_fmt(x) for x in v)))
     return ", ".join(parts)
+
+
+def component_word(rows) -> str:
+    """What a direction k is called: ``layer`` for attention networks (direction k is layer
+    k) and rows that name no model, ``direction`` for any other model."""
+    models = {r.get("model") for r in rows} - {None}
+    return "layer" if not models or "attention" in models else "direction"
 
 
 def _title(ax, rows, omit=()):
@@ -215,7 +225,7 @@ def _mark_thresholds(ax, rows, xlim, entries):
                 continue
             ls = style.THRESHOLD_LINESTYLES["alpha_c" if key == "alpha_c" else "staircase"]
             line = ax.axvline(a, color=style.layer_colour(k), ls=ls, lw=0.8)
-            entries.append((line, f"{name} layer {k + 1} = {a:.4g}"))
+            entries.append((line, f"{name} {component_word([r])} {k + 1} = {a:.4g}"))
             err = r.get(err_key) or 0.0
             if err > 0:
                 ax.axvspan(a - err, a + err, color=style.layer_colour(k), alpha=0.15, lw=0)
@@ -344,7 +354,8 @@ def plot_overlaps(results, ax, thresholds_skip=None):
     ax.set_ylim(-0.03, 1.03)
     _title(ax, used_rows)
     one = n_layers == 1
-    entries = [] if one else [(_key_handle(colour=style.layer_colour(k)), f"layer {k + 1}")
+    word = component_word(used_rows)
+    entries = [] if one else [(_key_handle(colour=style.layer_colour(k)), f"{word} {k + 1}")
                               for k in range(n_layers)]
     neutral = style.layer_colour(0) if one else style.NEUTRAL
     for ls, mk, mfc, name in styles:
@@ -471,7 +482,8 @@ def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
         c = style.layer_colour(direction - 1)
         mk = style.marker(direction - 1 if n_settings == 1 else settings.index(setting))
         art = ax.errorbar(np.array(x)[fin], y[fin], yerr=e[fin], color=c, ls="-", marker=mk)
-        entries.append((art, fr"layer {direction}, $\alpha_c$ ($Q = 0$)" + tag))
+        word = component_word(rs)
+        entries.append((art, fr"{word} {direction}, $\alpha_c$ ($Q = 0$)" + tag))
         ys += list(y[fin])
         st = [r for r in rs if r.get("staircase_alpha") is not None
               and r.get("staircase_status") != "learned-first"]
@@ -481,7 +493,7 @@ def plot_phase_diagram(results, ax, reference: list[dict] | None = None):
             f2 = np.isfinite(yst)
             art = ax.errorbar(np.array([r[xkey] for r in st])[f2], yst[f2], yerr=es[f2],
                               color=c, ls="--", marker=mk, mfc="none")
-            entries.append((art, f"layer {direction}, staircase" + tag))
+            entries.append((art, f"{word} {direction}, staircase" + tag))
             ys += list(yst[f2])
     for ref in _group_reference(reference or []):
         k = ref["direction"] - 1
