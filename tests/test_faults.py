@@ -46,6 +46,15 @@ def _is_progress(line: str) -> bool:
     return re.fullmatch(r"\[\d+/\d+\].* elapsed, ~\S+ left", line) is not None
 
 
+def _stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
 def _rows(path) -> int:
     try:
         return len(read_result_file(path).rows)
@@ -53,13 +62,37 @@ def _rows(path) -> int:
         return 0
 
 
+# ``smi`` in a child that stops itself (SIGSTOP) once its journal holds ``rows`` rows, so the
+# signal arrives at that point however loaded the machine is (polling the file raced with
+# fast runs: a run could finish between two polls)
+_STOPPING_SMI = """
+import os, signal, sys
+from asymptotics import sweeps
+from smi.cli import main
+real, written = sweeps.Journal.append, [0]
+def append(self, rows):
+    real(self, rows)
+    written[0] += len(rows)
+    if written[0] >= {rows}:
+        os.kill(os.getpid(), signal.SIGSTOP)
+sweeps.Journal.append = append
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _interrupt_after(args, path, rows: int, sig) -> subprocess.CompletedProcess:
-    """Start ``smi args``, send ``sig`` once ``path`` holds ``rows`` complete rows."""
-    proc = _smi(args)
+    """Run ``smi args``; once its file holds ``rows`` complete rows (the child stops
+    itself there), send ``sig`` and let it continue."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", _STOPPING_SMI.format(rows=rows), *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 120
-    while _rows(path) < rows and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while not _stopped(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before its journal held the rows"
     proc.send_signal(sig)
+    os.kill(proc.pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
