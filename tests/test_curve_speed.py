@@ -2,9 +2,9 @@
 fixed Q equals its recorded values from before the change, and (slow) the default curve
 at α = 0.3, 0.5, 0.9 holds its fixed points.
 
-The reference kernels below are the pre-issue-15 ``fibre_moments`` and
-``diagonal_fibre_means`` (one pass with a running maximum of ``log w`` and rescaling),
-serial (``range`` for ``prange``), kept here verbatim as the reference.
+The reference kernels are the pre-issue-15 ``fibre_moments`` and ``diagonal_fibre_means``
+(one pass with a running maximum of ``log w`` and rescaling), kept verbatim in
+``benchmarks/previous_kernels.py``, which the benchmarks time side by side.
 """
 
 from __future__ import annotations
@@ -13,219 +13,11 @@ import math
 
 import numpy as np
 import pytest
-from numba import njit
 
 from asymptotics.channels import _attention_kernels as kern
-from asymptotics.channels._attention_kernels import inverse_logdet_into, mixer_into
 from asymptotics.channels.attention import AttentionChannel
 from asymptotics.state_evolution import SESettings, StateEvolution
-
-
-@njit(cache=True)
-def _reference_fibre_moments(
-    a,
-    omega,
-    T,
-    W,
-    chol,
-    cvec,
-    vc,
-    skip,
-    beta,
-    Binv_sh,
-    logdet_sh,
-    shared,
-    lognorm,
-    mean,
-    second,
-    with_second,
-):
-    """The kernel before issue 15 (running maximum with rescaling)."""
-    K, L = a.shape
-    depth = omega.shape[2]
-    m = depth - 1
-    n = T.shape[0]
-    S = W.shape[0]
-    const = -0.5 * L * math.log(2.0 * math.pi * vc)
-    for k in range(K):
-        zU = np.empty((L, m))
-        ct = np.empty((L, m))
-        B = np.empty((L, L))
-        Binv = np.empty((L, L))
-        A = np.empty((L, L))
-        tmp = np.empty((L, L))
-        work = np.empty((L, L))
-        s = np.empty(L)
-        x = np.empty(L)
-        z = np.empty((L, depth))
-        accZ = np.zeros(S)
-        accM = np.zeros((S, L, depth))
-        accS = np.zeros((S, L, depth, L, depth) if with_second else (S, 1, 1, 1, 1))
-        lmax = -np.inf
-        for i in range(n):
-            for l in range(L):
-                for j in range(m):
-                    acc = 0.0
-                    for q in range(j + 1):
-                        acc += chol[j, q] * T[i, l, q]
-                    ct[l, j] = acc
-                    zU[l, j] = omega[k, l, j] + acc
-            if shared:
-                ld = logdet_sh[i]
-                for r in range(L):
-                    for c in range(L):
-                        Binv[r, c] = Binv_sh[i, r, c]
-            else:
-                mixer_into(zU, skip, beta, B, A, s, tmp)
-                ld = inverse_logdet_into(B, Binv, work)
-            if ld == -np.inf:
-                continue
-            for r in range(L):
-                acc = 0.0
-                for c in range(L):
-                    acc += Binv[r, c] * a[k, c]
-                x[r] = acc
-            for sgn_i in range(2):
-                sgn = 1.0 if sgn_i == 0 else -1.0
-                lw = -ld
-                for l in range(L):
-                    mu = omega[k, l, m]
-                    for j in range(m):
-                        mu += cvec[j] * ct[l, j]
-                    d = sgn * x[l] - mu
-                    lw -= d * d / (2.0 * vc)
-                if lw > lmax:
-                    if lmax > -np.inf:
-                        f = math.exp(lmax - lw)
-                        for q in range(S):
-                            accZ[q] *= f
-                            for l in range(L):
-                                for j in range(depth):
-                                    accM[q, l, j] *= f
-                                    if with_second:
-                                        for l2 in range(L):
-                                            for j2 in range(depth):
-                                                accS[q, l, j, l2, j2] *= f
-                    lmax = lw
-                e = math.exp(lw - lmax)
-                for l in range(L):
-                    for j in range(m):
-                        z[l, j] = zU[l, j]
-                    z[l, m] = sgn * x[l]
-                for q in range(S):
-                    ws = W[q, i] * e
-                    if ws == 0.0:
-                        continue
-                    accZ[q] += ws
-                    for l in range(L):
-                        for j in range(depth):
-                            wz = ws * z[l, j]
-                            accM[q, l, j] += wz
-                            if with_second:
-                                for l2 in range(L):
-                                    for j2 in range(depth):
-                                        accS[q, l, j, l2, j2] += wz * z[l2, j2]
-        for q in range(S):
-            if accZ[q] > 0.0:
-                lognorm[q, k] = math.log(accZ[q]) + lmax + const
-                inv = 1.0 / accZ[q]
-                for l in range(L):
-                    for j in range(depth):
-                        mean[q, k, l, j] = accM[q, l, j] * inv
-                        if with_second:
-                            for l2 in range(L):
-                                for j2 in range(depth):
-                                    second[q, k, l, j, l2, j2] = accS[q, l, j, l2, j2] * inv
-            else:
-                lognorm[q, k] = -np.inf
-                for l in range(L):
-                    for j in range(depth):
-                        mean[q, k, l, j] = np.nan
-                        for l2 in range(L):
-                            for j2 in range(depth):
-                                second[q, k, l, j, l2, j2] = np.nan
-
-
-@njit(cache=True)
-def _reference_diagonal_fibre_means(
-    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean
-):
-    """The kernel before issue 15 (running maximum with rescaling)."""
-    K, L = a.shape
-    n, _, m = ZU.shape
-    depth = m + 1
-    S = W.shape[0]
-    logv = 0.0
-    for j in range(m):
-        logv -= math.log(inv_vU[j])
-    const0 = -0.5 * L * logv - 0.5 * L * math.log(2.0 * math.pi * v_last)
-    inv2v = 0.5 / v_last
-    for k in range(K):
-        x = np.empty(L)
-        accZ = np.zeros(S)
-        accM = np.zeros((S, L, depth))
-        ow = np.empty((L, m))
-        const = const0
-        for l in range(L):
-            for j in range(m):
-                ow[l, j] = omega[k, l, j] * inv_vU[j]
-                const -= 0.5 * omega[k, l, j] * ow[l, j]
-        lmax = -np.inf
-        for i in range(n):
-            if logdet_sh[i] == -np.inf:
-                continue
-            lb = node_base[i]
-            for l in range(L):
-                for j in range(m):
-                    lb += ZU[i, l, j] * ow[l, j]
-            qp = 0.0
-            qm = 0.0
-            for r in range(L):
-                t = 0.0
-                for c in range(L):
-                    t += Binv_sh[i, r, c] * a[k, c]
-                x[r] = t
-                dp = t - omega[k, r, m]
-                dm = t + omega[k, r, m]
-                qp += dp * dp
-                qm += dm * dm
-            lwp = lb - inv2v * qp
-            lwm = lb - inv2v * qm
-            lw = max(lwp, lwm)
-            if lw > lmax:
-                if lmax > -np.inf:
-                    f = math.exp(lmax - lw)
-                    for s in range(S):
-                        accZ[s] *= f
-                        for l in range(L):
-                            for j in range(depth):
-                                accM[s, l, j] *= f
-                lmax = lw
-            ep = math.exp(lwp - lmax)
-            em = math.exp(lwm - lmax)
-            e = ep + em
-            d = ep - em
-            for s in range(S):
-                ws = W[s, i]
-                we = ws * e
-                accZ[s] += we
-                wd = ws * d
-                for l in range(L):
-                    for j in range(m):
-                        accM[s, l, j] += we * ZU[i, l, j]
-                    accM[s, l, m] += wd * x[l]
-        for s in range(S):
-            if accZ[s] > 0.0:
-                lognorm[s, k] = math.log(accZ[s]) + lmax + const
-                inv = 1.0 / accZ[s]
-                for l in range(L):
-                    for j in range(depth):
-                        mean[s, k, l, j] = accM[s, l, j] * inv
-            else:
-                lognorm[s, k] = -np.inf
-                for l in range(L):
-                    for j in range(depth):
-                        mean[s, k, l, j] = np.nan
+from benchmarks.previous_kernels import previous_diagonal_fibre_means, previous_fibre_moments
 
 
 def _outer(ch, q, K, seed=0):
@@ -264,7 +56,7 @@ def test_fibre_moments_equal_the_previous_kernel(depth, q):
     for second in (False, True):
         for shared in (False, True):
             new, om_used = _run(kern.fibre_moments, ch, a, om, V, second, shared)
-            ref, _ = _run(_reference_fibre_moments, ch, a, om_used, V, second, shared)
+            ref, _ = _run(previous_fibre_moments, ch, a, om_used, V, second, shared)
             for x, y in zip(new, ref, strict=True):
                 np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
 
@@ -276,7 +68,7 @@ def test_two_token_kernel_equals_the_previous_general_kernel(q):
     channel routes the SE map's general means there."""
     ch = AttentionChannel(depth=2, seq_len=2)
     a, om, V = _outer(ch, q, 32, seed=1)
-    (ln, mean, _), _ = _run(_reference_fibre_moments, ch, a, om, V, False, False)
+    (ln, mean, _), _ = _run(previous_fibre_moments, ch, a, om, V, False, False)
     T, W = ch._inner_nodes()
     ln2, mean2 = np.empty_like(ln), np.empty_like(mean)
     kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
@@ -298,7 +90,7 @@ def test_diagonal_fibre_means_equal_the_previous_kernel(depth):
     vU = np.diag(V)[:m]
     base = np.ascontiguousarray(0.5 * np.einsum("nlj,j->n", T**2, 1.0 - 1.0 / vU) - logdet)
     outs = []
-    for kernel in (kern.diagonal_fibre_means, _reference_diagonal_fibre_means):
+    for kernel in (kern.diagonal_fibre_means, previous_diagonal_fibre_means):
         ln, mean = np.empty((W.shape[0], len(a))), np.empty((W.shape[0], len(a), 2, depth))
         kernel(a, om, T, Binv, logdet, base, 1.0 / vU, float(V[m, m]), W, ln, mean)
         outs.append((ln, mean))
@@ -376,7 +168,7 @@ def test_two_token_moments_equal_the_previous_kernel(depth, q):
     a, om, V = _outer(ch, q[-depth:], 24, seed=3)
     T, W = ch._inner_nodes()
     for second in (False, True):
-        ref, _ = _run(_reference_fibre_moments, ch, a, om, V, second, False)
+        ref, _ = _run(previous_fibre_moments, ch, a, om, V, second, False)
         new = (np.empty_like(ref[0]), np.empty_like(ref[1]), np.full_like(ref[2], np.nan))
         kern.fibre_moments_two_tokens(a, om, T, W, np.sqrt(np.diag(V)[:-1]), V[-1, -1],
                                       ch.skip, ch.beta, *new, second)
