@@ -76,6 +76,9 @@ def append(self, rows):
     if written[0] >= {rows}:
         os.kill(os.getpid(), signal.SIGSTOP)
 sweeps.Journal.append = append
+# Ctrl-C as in a terminal, also when the tests run as a background job (which starts every
+# child with SIGINT ignored, and Python then installs no KeyboardInterrupt handler)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.exit(main(sys.argv[1:]))
 """
 
