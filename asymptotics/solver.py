@@ -91,6 +91,7 @@ def solve_fixed_point(
     confirm: int = 3,
     anderson: int = 0,
     stop: Callable[[np.ndarray], str | None] | None = None,
+    cut_back_valid: Callable[[np.ndarray], bool] | None = None,
 ) -> SolveResult:
     """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``.
 
@@ -116,14 +117,21 @@ def solve_fixed_point(
     iteration contracts (two successive step-length ratios below 1), i.e. once it is in
     the basin of the fixed point it will converge to; before that the plain iteration
     alone chooses the branch (Anderson, a secant method, could also converge to an
-    unstable fixed point).  An Anderson move is limited to a trust region of
-    ``ANDERSON_TRUST_START`` plain steps, doubled after every step that lowers the
-    residual: near a maximum of ``|T(x) - x|`` the secant slope is nearly flat and an
-    unlimited move overshoots.  An Anderson step that is invalid falls back to
-    the plain step; one whose residual grows beyond twice the best seen restarts from the
-    best point with plain steps and a 4x smaller trust region; one at which the update is
-    not finite (a point beyond the map's domain, e.g. an overlap so close to 1 that the
-    posterior underflows) goes back to the plain step it replaced, likewise.
+    unstable fixed point: started at once from the fixed point of a nearby map, the coarse
+    or the full rule's, it lands on the unstable near-zero overlaps of the replicate maps
+    at α = 0.2, which the plain iteration leaves).  An Anderson move is limited to a trust
+    region of ``ANDERSON_TRUST_START`` plain steps, doubled after every step that lowers
+    the residual: near a maximum of ``|T(x) - x|`` the secant slope is nearly flat and an
+    unlimited move overshoots.  An Anderson move that leaves the domain (``is_valid``) is
+    cut back towards the plain step, to the last point of ``ANDERSON_BACKTRACK`` bisections
+    that ``cut_back_valid`` accepts (default ``is_valid``; :func:`_toward_valid`), else
+    replaced by the plain step; the secant
+    history is kept (an overlap decaying to its invariant 0 beside a slow direction: the
+    one-difference secant overshoots it below 0 at every step, 43 plain steps at
+    α = 0.5).  An Anderson step whose residual grows beyond twice the best seen restarts
+    from the best point with plain steps and a 4x smaller trust region; one at which the
+    update is not finite (a point beyond the map's domain, e.g. an overlap so close to 1
+    that the posterior underflows) goes back to the plain step it replaced, likewise.
     Convergence is then ``η max|T(x) - x| < tol`` at an evaluated point, and the returned
     point is the plain damped step from it.
 
@@ -138,7 +146,8 @@ def solve_fixed_point(
     if anderson:
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
                                is_valid=is_valid, min_damping=min_damping,
-                               keep_history=keep_history, memory=int(anderson), stop=stop)
+                               keep_history=keep_history, memory=int(anderson), stop=stop,
+                               cut_back_valid=cut_back_valid or is_valid)
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
     if tol <= 0 or max_iter < 1:
@@ -220,7 +229,7 @@ def _aitken(x, steps, is_valid):
 
 
 def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping,
-                    keep_history, memory, stop=None):
+                    keep_history, memory, stop=None, cut_back_valid=None):
     """Plain damped steps until they contract, then Anderson type-II steps (see above)."""
     if memory < 1:
         raise ValueError(f"anderson memory must be >= 1, got {memory}")
@@ -295,11 +304,12 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                 if np.max(np.abs(move)) > limit:  # trust region: at most trust x the plain step
                     move *= limit / np.max(np.abs(move))
                 cand = (x.ravel() + move).reshape(shape)
-                if np.all(np.isfinite(cand)) and (is_valid is None or is_valid(cand)):
+                if not _finite_valid(cand, is_valid) and _finite_valid(plain, cut_back_valid):
+                    cand = _toward_valid(plain, cand, cut_back_valid)
+                if cand is not None and _finite_valid(cand, is_valid):
                     new, last_aa = cand, True
                     accelerated += 1
-                else:
-                    X, F = [], []
+                # else the plain step; the history is kept either way
         while not (np.all(np.isfinite(new)) and (is_valid is None or is_valid(new))):
             rollbacks += 1
             eta *= 0.5
@@ -319,6 +329,26 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
 ANDERSON_TRUST_START = 16.0  # an Anderson move is at most this many plain steps long ...
 ANDERSON_TRUST_MIN = 4.0  # ... shrunk 4x (to this) after it went astray,
 ANDERSON_TRUST_MAX = 1e6  # doubled (to this) after each step that lowered the residual
+
+
+ANDERSON_BACKTRACK = 10  # bisections of an Anderson move that leaves the domain
+
+
+def _toward_valid(plain, cand, is_valid):
+    """The valid point ``plain + t (cand - plain)`` of largest ``t`` in [0, 1) found by
+    ``ANDERSON_BACKTRACK`` bisections (``plain`` valid), or None if only ``t = 0`` is.
+
+    An Anderson move that leaves the domain mostly does so in a direction that converges to
+    its edge (an overlap decaying to its invariant 0, overshot by a secant step fitted to
+    a slower direction): the move cut back to the edge keeps its gain in the others."""
+    lo, hi = 0.0, 1.0
+    for _ in range(ANDERSON_BACKTRACK):
+        mid = 0.5 * (lo + hi)
+        if _finite_valid(plain + mid * (cand - plain), is_valid):
+            lo = mid
+        else:
+            hi = mid
+    return None if lo == 0.0 else plain + lo * (cand - plain)
 
 
 def _finite_valid(x, is_valid) -> bool:

@@ -421,16 +421,36 @@ def _reached_perfect_recovery(Q: np.ndarray) -> str | None:
     return "perfect-recovery" if np.all(1.0 - np.diag(Q) < PERFECT_RECOVERY_GAP) else None
 
 
-def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration) -> SolveResult:
+def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
+           first=None) -> SolveResult:
     """The SE fixed point from ``Q0``; status ``perfect-recovery`` where a discrete prior's
-    iteration reaches ``Q = I``."""
+    iteration reaches ``Q = I``.  ``first``: ``se.update(Q0)``, if already evaluated
+    (used once, for the first step)."""
     se.lock_inner_path(Q0)
+    update = se.update
+    if first is not None:
+        pending = [np.array(first, dtype=float)]
+
+        def update(Q):
+            if pending and np.array_equal(Q, Q0):
+                return pending.pop()
+            return se.update(Q)
+
     return solve_fixed_point(
-        se.update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
+        update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
         extrapolate=acceleration == "aitken",
         anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
         stop=_reached_perfect_recovery if se.prior.discrete else None,
+        cut_back_valid=_cut_back_valid,
     )
+
+
+def _cut_back_valid(Q: np.ndarray) -> bool:
+    """Where an Anderson move that left the domain may be cut back to: a valid overlap
+    outside the last ``CONTINUOUS_RECOVERY_GAP`` below ``I``.  Near ``I`` the plain
+    iteration alone approaches it, as :func:`_heads_to_perfect_recovery` needs; a move cut
+    back to the edge ``Q = I`` would leave that approach (at α = 1.3 the fit then fails)."""
+    return _valid_overlap(Q) and bool(np.max(np.diag(Q)) <= 1.0 - CONTINUOUS_RECOVERY_GAP)
 
 
 def run_state_evolution(
@@ -659,8 +679,8 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     spread = np.diag(step_err)[np.diag(step_err) > 0]
     rep_tol = max(tol, REPLICATE_TOL_FRACTION * float(spread.min())) if spread.size else tol
     fixed, its = [], 0
-    for rep in reps:
-        res = _solve(rep, Q, tol=rep_tol, **kw)
+    for rep, first in zip(reps, one_step, strict=True):
+        res = _solve(rep, Q, tol=rep_tol, first=first, **kw)
         if res.status == "perfect-recovery":
             fixed.append(np.eye(Q.shape[0]))
             continue
