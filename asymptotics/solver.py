@@ -82,7 +82,7 @@ def solve_fixed_point(
     x0: np.ndarray,
     *,
     damping: float = 0.5,
-    tol: float = 1e-9,
+    tol: float | np.ndarray = 1e-9,
     max_iter: int = 1000,
     is_valid: Callable[[np.ndarray], bool] | None = None,
     min_damping: float = 1e-3,
@@ -93,7 +93,8 @@ def solve_fixed_point(
     stop: Callable[[np.ndarray], str | None] | None = None,
     cut_back_valid: Callable[[np.ndarray], bool] | None = None,
 ) -> SolveResult:
-    """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``.
+    """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``; ``tol`` may also be
+    an array of tolerances per entry of ``x`` (``|Δx_i| < tol_i`` for all ``i``).
 
     Statuses: ``converged``, ``max-iter``, ``invalid-update`` (see below), or the one that
     ``stop`` returns: called on every value ``T(x)`` of the update, a string ends the solve
@@ -143,6 +144,10 @@ def solve_fixed_point(
     iteration itself goes.
     """
     update = _Counted(update)
+    tol = np.asarray(tol, dtype=float)
+    if np.any(tol <= 0) or max_iter < 1:
+        raise ValueError("tol must be > 0 and max_iter >= 1")
+    tol = np.broadcast_to(tol, np.shape(x0)) if tol.ndim else float(tol)
     if anderson:
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
                                is_valid=is_valid, min_damping=min_damping,
@@ -150,8 +155,6 @@ def solve_fixed_point(
                                cut_back_valid=cut_back_valid or is_valid)
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
-    if tol <= 0 or max_iter < 1:
-        raise ValueError("tol must be > 0 and max_iter >= 1")
     x = np.array(x0, dtype=float)
     history = [x.copy()] if keep_history else []
     eta = damping
@@ -181,10 +184,11 @@ def solve_fixed_point(
         since_jump += 1
         if keep_history:
             history.append(x.copy())
-        if residual < tol and since_jump >= confirm:
+        below = bool(np.all(np.abs(steps[-1]) < tol))
+        if below and since_jump >= confirm:
             return _fixed_point_result(x, "converged", it, update, residual, eta, history,
                                        rollbacks, jumps)
-        if extrapolate and len(steps) == 3 and residual >= tol:
+        if extrapolate and len(steps) == 3 and not below:
             candidate = _aitken(x, steps, is_valid)
             steps = []
             if candidate is not None:
@@ -264,7 +268,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
         f = eta * (tx - x)
         residual = float(np.max(np.abs(f)))
         plain = x + f
-        if residual < tol:
+        if np.all(np.abs(f) < tol):
             ok = is_valid is None or is_valid(plain)
             x_out = plain if ok else x
             if keep_history:

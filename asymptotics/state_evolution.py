@@ -659,10 +659,16 @@ REPLICATE_TOL_FRACTION = 0.01
 def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     """Standard error of the fixed point from the fixed points of the replicate maps.
 
-    Each replicate solve stops at ``max(tol, REPLICATE_TOL_FRACTION σ)``, ``σ`` the
-    smallest standard error of one map step across replicates: the damped residual bound
-    then keeps each replicate within ``2 · 1 %`` of the fixed-point spread (both scale
-    with ``1/(1 - slope)``), at a fraction of the steps near a threshold.
+    Each replicate solve stops at ``max(tol, REPLICATE_TOL_FRACTION σ)`` per entry, ``σ``
+    the standard error of one map step across replicates in that entry: the damped
+    residual bound then keeps each replicate within ``2 · 1 %`` of the fixed-point spread
+    (both scale with ``1/(1 - slope)``), at a fraction of the steps near a threshold.  Per
+    entry, not the smallest ``σ``: an overlap at its invariant 0 has ``σ ≈ 1e-17`` and
+    would hold every direction to ``tol``.
+
+    Each replicate's fixed point is a function of its own net only: the start (the full
+    rule's fixed point, and the one step already evaluated there) and the acceleration
+    change how fast it is reached, not where, so the spread stays an independent estimate.
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
@@ -676,8 +682,7 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     one_step = np.array([rep.update(Q) for rep in reps])
     step_err = one_step.std(axis=0, ddof=1) / np.sqrt(R)
     # each replicate fixed point only has to be exact on the scale of the spread
-    spread = np.diag(step_err)[np.diag(step_err) > 0]
-    rep_tol = max(tol, REPLICATE_TOL_FRACTION * float(spread.min())) if spread.size else tol
+    rep_tol = np.maximum(tol, REPLICATE_TOL_FRACTION * step_err)
     fixed, its = [], 0
     for rep, first in zip(reps, one_step, strict=True):
         res = _solve(rep, Q, tol=rep_tol, first=first, **kw)
