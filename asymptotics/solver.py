@@ -133,6 +133,10 @@ def solve_fixed_point(
     from the best point with plain steps and a 4x smaller trust region; one at which the
     update is not finite (a point beyond the map's domain, e.g. an overlap so close to 1
     that the posterior underflows) goes back to the plain step it replaced, likewise.
+    The secant fit drops singular values below ``ANDERSON_RCOND`` times the largest: a
+    direction that moves only at round-off (an overlap at its invariant 0, ~1e-15) would
+    otherwise get a large coefficient and send the move astray in the others (α = 0.6:
+    a restart and 12 full-size steps, 7 without).
     Convergence is then ``η max|T(x) - x| < tol`` at an evaluated point, and the returned
     point is the plain damped step from it.
 
@@ -302,7 +306,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             if len(X) >= 2:
                 dF = np.diff(np.array(F), axis=0).T  # (n, k)
                 dX = np.diff(np.array(X), axis=0).T
-                gamma, *_ = np.linalg.lstsq(dF, f.ravel(), rcond=None)
+                gamma, *_ = np.linalg.lstsq(dF, f.ravel(), rcond=ANDERSON_RCOND)
                 move = f.ravel() - (dX + dF) @ gamma
                 limit = trust * residual
                 if np.max(np.abs(move)) > limit:  # trust region: at most trust x the plain step
@@ -333,6 +337,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
 ANDERSON_TRUST_START = 16.0  # an Anderson move is at most this many plain steps long ...
 ANDERSON_TRUST_MIN = 4.0  # ... shrunk 4x (to this) after it went astray,
 ANDERSON_TRUST_MAX = 1e6  # doubled (to this) after each step that lowered the residual
+ANDERSON_RCOND = 1e-8  # the secant fit drops singular values below this x the largest
 
 
 ANDERSON_BACKTRACK = 10  # bisections of an Anderson move that leaves the domain
