@@ -151,3 +151,21 @@ def test_anderson_falls_back_to_plain_steps_when_its_residual_grows():
     assert res.converged and ref.converged
     assert res.x[0] == pytest.approx(ref.x[0], abs=1e-9)
     assert res.evaluations < ref.evaluations
+
+
+@pytest.mark.parametrize("anderson", [0, 3])
+def test_fixed_point_tolerance_per_entry(anderson):
+    """x -> (x0 / 2, 0.9 x1 + 0.1): a loose tolerance on x1 ends the solve sooner, while
+    x0 is still held to its own; a tolerance that is not positive is refused."""
+    T = lambda x: np.array([0.5 * x[0], 0.9 * x[1] + 0.1])  # noqa: E731
+    x0 = np.array([1.0, 0.0])
+    tight = solve_fixed_point(T, x0, damping=1.0, tol=1e-12, max_iter=2000, anderson=anderson)
+    loose = solve_fixed_point(T, x0, damping=1.0, tol=np.array([1e-12, 1e-3]), max_iter=2000,
+                              anderson=anderson)
+    assert tight.converged and loose.converged and loose.iterations <= tight.iterations
+    if not anderson:  # Anderson solves this linear map exactly either way
+        assert loose.iterations < tight.iterations / 2
+    assert abs(loose.x[0]) < 2e-12 and abs(loose.x[1] - 1.0) < 1e-2
+    assert abs(tight.x[1] - 1.0) < 1e-10
+    with pytest.raises(ValueError):
+        solve_fixed_point(T, x0, tol=np.array([1e-9, 0.0]), anderson=anderson)
