@@ -91,7 +91,7 @@ def solve_fixed_point(
     confirm: int = 3,
     anderson: int = 0,
     stop: Callable[[np.ndarray], str | None] | None = None,
-    cut_back_valid: Callable[[np.ndarray], bool] | None = None,
+    cut_back: Callable[[np.ndarray], bool] | None = None,
 ) -> SolveResult:
     """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``; ``tol`` may also be
     an array of tolerances per entry of ``x`` (``|Δx_i| < tol_i`` for all ``i``).
@@ -124,8 +124,8 @@ def solve_fixed_point(
     region of ``ANDERSON_TRUST_START`` plain steps, doubled after every step that lowers
     the residual: near a maximum of ``|T(x) - x|`` the secant slope is nearly flat and an
     unlimited move overshoots.  An Anderson move that leaves the domain (``is_valid``) is
-    cut back towards the plain step, to the last point of ``ANDERSON_BACKTRACK`` bisections
-    that ``cut_back_valid`` accepts (default ``is_valid``; :func:`_toward_valid`), else
+    cut back towards the plain step, to the last valid point of ``ANDERSON_BACKTRACK``
+    bisections (:func:`_toward_valid`), if ``cut_back(move's end)`` (default: always), else
     replaced by the plain step (and a fresh secant history, as before: keeping it costs
     three times the steps of the slow approach to ``I`` at α = 1.05).  An overlap decaying
     to its invariant 0 beside a slow direction needs the cut-back: the secant move
@@ -157,7 +157,7 @@ def solve_fixed_point(
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
                                is_valid=is_valid, min_damping=min_damping,
                                keep_history=keep_history, memory=int(anderson), stop=stop,
-                               cut_back_valid=cut_back_valid or is_valid)
+                               cut_back=cut_back)
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
     x = np.array(x0, dtype=float)
@@ -238,7 +238,7 @@ def _aitken(x, steps, is_valid):
 
 
 def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping,
-                    keep_history, memory, stop=None, cut_back_valid=None):
+                    keep_history, memory, stop=None, cut_back=None):
     """Plain damped steps until they contract, then Anderson type-II steps (see above)."""
     if memory < 1:
         raise ValueError(f"anderson memory must be >= 1, got {memory}")
@@ -313,8 +313,10 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                 if np.max(np.abs(move)) > limit:  # trust region: at most trust x the plain step
                     move *= limit / np.max(np.abs(move))
                 cand = (x.ravel() + move).reshape(shape)
-                if not _finite_valid(cand, is_valid) and _finite_valid(plain, cut_back_valid):
-                    cand = _toward_valid(plain, cand, cut_back_valid)
+                if (not _finite_valid(cand, is_valid) and np.all(np.isfinite(cand))
+                        and _finite_valid(plain, is_valid)
+                        and (cut_back is None or cut_back(cand))):
+                    cand = _toward_valid(plain, cand, is_valid)
                 if cand is not None and _finite_valid(cand, is_valid):
                     new, last_aa = cand, True
                     accelerated += 1

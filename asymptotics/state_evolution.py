@@ -441,16 +441,18 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
         extrapolate=acceleration == "aitken",
         anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
         stop=_reached_perfect_recovery if se.prior.discrete else None,
-        cut_back_valid=_cut_back_valid,
+        cut_back=_below_identity,
     )
 
 
-def _cut_back_valid(Q: np.ndarray) -> bool:
-    """Where an Anderson move that left the domain may be cut back to: a valid overlap
-    outside the last ``CONTINUOUS_RECOVERY_GAP`` below ``I``.  Near ``I`` the plain
-    iteration alone approaches it, as :func:`_heads_to_perfect_recovery` needs; a move cut
-    back to the edge ``Q = I`` would leave that approach (at α = 1.3 the fit then fails)."""
-    return _valid_overlap(Q) and bool(np.max(np.diag(Q)) <= 1.0 - CONTINUOUS_RECOVERY_GAP)
+def _below_identity(Q: np.ndarray) -> bool:
+    """Whether an Anderson move that left the domain may be cut back (``cut_back``): only
+    one that left it through ``Q >= 0`` (an overlap decaying to its invariant 0), not
+    through ``Q < I``.  Near ``I`` the plain iteration alone approaches it, as
+    :func:`_heads_to_perfect_recovery` needs (at α = 1.3 the fit fails after cut-back
+    moves), and cut back to just below ``I`` the informed solve at α = 0.9 did not
+    converge in 500 steps."""
+    return bool(np.linalg.eigvalsh(0.5 * (Q + Q.T)).max() < 1.0)
 
 
 def run_state_evolution(

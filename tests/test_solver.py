@@ -124,7 +124,7 @@ def test_anderson_needs_far_fewer_steps_than_damping_on_a_contraction_with_two_r
     assert 0.0 <= fast.x[0] < 5e-9  # its damped residual 0.21 x0 is below tol
     assert plain.iterations > 300 and fast.iterations < 20 and fast.accelerated_steps > 0  # 344, 7
     # the secant move overshoots x0 below its edge: cut back, not dropped
-    dropped = solve_fixed_point(two_rates, x0, anderson=3, cut_back_valid=lambda x: False,
+    dropped = solve_fixed_point(two_rates, x0, anderson=3, cut_back=lambda x: False,
                                 **kw)
     assert dropped.converged and dropped.iterations >= 1.5 * fast.iterations  # 14, 7
 
