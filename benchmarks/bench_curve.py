@@ -3,7 +3,8 @@
 Runs ``smi curve``'s sweep on the default model (depth 2, L = 2, c = 1, β = 1) over
 ``--alphas`` (default 0.05:1.6:0.05, 32 values) on both branches, in this process, after
 a warm-up that compiles the numba kernels, and prints one line per row as it is computed
-(time, SE steps: coarse / full / replicate, Q with its fixed-point standard error), then
+(time, SE steps: coarse / full / replicate, SE-map evaluations: calls and full-map
+equivalents, i.e. outer points / 2^sobol-log2, Q with its fixed-point standard error), then
 the wall time and the largest overlap standard error.  ``--compare`` first runs the same
 sweep on the fibre kernels before issue 15 (benchmarks/previous_kernels.py), then on the
 current ones, in this one process, and prints the ratio of the wall times and the largest
@@ -93,6 +94,34 @@ def time_map(args):
               f"ratio {t_prev / t_cur:.2f}  |ΔQ| {diff:.1e}", flush=True)
 
 
+class MapCounter:
+    """Counts ``StateEvolution.qhat`` calls (every SE-map evaluation goes through it) and
+    their outer points, in full-map equivalents (points / ``full``)."""
+
+    def __init__(self, full: int):
+        self.full, self.calls, self.points = full, 0, 0
+        self._qhat = StateEvolution.qhat
+
+    def __enter__(self):
+        counter = self
+
+        def qhat(se, Q, inner_error=True):
+            counter.calls += 1
+            counter.points += se.rule.size
+            return counter._qhat(se, Q, inner_error)
+
+        StateEvolution.qhat = qhat
+        return self
+
+    def __exit__(self, *exc):
+        StateEvolution.qhat = self._qhat
+
+    def take(self) -> tuple[int, float]:
+        out = (self.calls, self.points / self.full)
+        self.calls, self.points = 0, 0
+        return out
+
+
 def run(alphas, args):
     """One sweep (after a compiling warm-up): its rows and wall time, printed."""
     channel = make_channel()
@@ -101,6 +130,8 @@ def run(alphas, args):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "curve.jsonl")
         seen, last = 0, time.perf_counter()
+        counter = MapCounter(2**args.sobol_log2)
+        totals = [0, 0.0]
 
         def progress(done, total, elapsed):
             nonlocal seen, last
@@ -108,6 +139,9 @@ def run(alphas, args):
                 rows = [r for r in (json.loads(line) for line in fh if line.strip())
                         if "Q" in r]  # the file's first line is its header
             now = time.perf_counter()
+            calls, equiv = counter.take()
+            totals[0] += calls
+            totals[1] += equiv
             for r in rows[seen:]:
                 q = np.diag(np.array(r["Q"]))
                 e = np.diag(np.array(r["Q_stderr"]))
@@ -115,16 +149,19 @@ def run(alphas, args):
                        f"{r.get('replicate_iterations', 0)}")
                 qs = "  ".join(f"{a:.4f}±{b:.4f}" for a, b in zip(q, e, strict=True))
                 print(f"{r['alpha']:5.2f} {r['branch']:<8} {now - last:6.1f}s  steps {its:<10}"
-                      f" Q {qs}  {r['status']}", flush=True)
+                      f" maps {calls:4d} = {equiv:5.1f} full  Q {qs}  {r['status']}",
+                      flush=True)
             seen, last = len(rows), now
 
         t0 = time.perf_counter()
-        rows = sweep(channel, alphas, args.branch, settings=settings, tol=args.tol,
-                     output=path, progress=progress)
+        with counter:
+            rows = sweep(channel, alphas, args.branch, settings=settings, tol=args.tol,
+                         output=path, progress=progress)
         wall = time.perf_counter() - t0
     errs = [max(np.diag(np.array(r["Q_stderr"]))) for r in rows if r["branch"] != "bayes"]
     print(f"\n{len(alphas)} alphas, branch {args.branch}, outer 8 x 2^{args.sobol_log2 - 3}: "
-          f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'})")
+          f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'}); "
+          f"SE-map evaluations {totals[0]} = {totals[1]:.1f} full-map equivalents")
     print(f"largest overlap standard error {np.nanmax(errs):.2e}; "
           f"rows above 2e-3: {sum(e > 2e-3 for e in errs)} of {len(errs)}")
     return rows, wall

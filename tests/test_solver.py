@@ -104,3 +104,68 @@ def test_fixed_point_stop_test_ends_the_solve_with_its_status(anderson):
     assert plain.converged and plain.status == "converged" and abs(plain.x[0] - 1) < 1e-11
     assert plain.evaluations >= plain.iterations and "tol" in plain.message
     assert isinstance(plain.history, list) and plain.damping == 1.0
+
+
+def two_rates(x):
+    """x0 -> 0.58 x0 + 0.5 x0² decays to its edge 0 (valid: x0 >= 0), x1 -> 0.92 x1 +
+    0.0624 converges slowly to 0.78: the two rates of the SE map at α = 0.5."""
+    return np.array([0.58 * x[0] + 0.5 * x[0] ** 2, 0.92 * x[1] + 0.08 * 0.78])
+
+
+def test_anderson_needs_far_fewer_steps_than_damping_on_a_contraction_with_two_rates():
+    valid = lambda x: bool(x[0] >= 0.0)  # noqa: E731
+    x0 = np.array([1e-3, 0.75])
+    kw = dict(damping=0.5, tol=1e-9, max_iter=2000, is_valid=valid)
+    plain = solve_fixed_point(two_rates, x0, **kw)
+    fast = solve_fixed_point(two_rates, x0, anderson=3, **kw)
+    assert plain.converged and fast.converged
+    # the plain step at the end is below tol: its distance to 0.78 at rate 0.96 is 25 tol
+    assert abs(fast.x[1] - 0.78) < 1e-8 and abs(plain.x[1] - 0.78) < 5e-8
+    assert 0.0 <= fast.x[0] < 5e-9  # its damped residual 0.21 x0 is below tol
+    assert plain.iterations > 300 and fast.iterations < 20 and fast.accelerated_steps > 0  # 344, 7
+    # the secant move overshoots x0 below its edge: cut back, not dropped
+    dropped = solve_fixed_point(two_rates, x0, anderson=3, cut_back=lambda x: False,
+                                **kw)
+    assert dropped.converged and dropped.iterations >= 1.5 * fast.iterations  # 14, 7
+
+
+def test_anderson_on_a_map_without_a_stable_fixed_point_reports_it():
+    """x -> 2x + 1: the fixed point -1 repels, the steps grow and Anderson never starts
+    (it waits for contracting steps); x -> x + 1 has no fixed point."""
+    grow = solve_fixed_point(lambda x: 2.0 * x + 1.0, np.array([0.0]), anderson=3,
+                             max_iter=60, is_valid=lambda x: bool(abs(x[0]) < 1e6))
+    assert not grow.converged and grow.status in ("max-iter", "invalid-update")
+    assert grow.accelerated_steps == 0 and abs(grow.x[0] + 1.0) > 1.0
+    shift = solve_fixed_point(lambda x: x + 1.0, np.array([0.0]), anderson=3, max_iter=50)
+    assert not shift.converged and shift.status == "max-iter" and shift.iterations == 50
+    assert "cap" in shift.message and shift.x[0] == pytest.approx(25.0)
+
+
+def test_anderson_falls_back_to_plain_steps_when_its_residual_grows():
+    """A map that contracts near its fixed point 0.3 but whose secant slope misleads further
+    out (a maximum of |T(x) - x| in between): the result is the plain iteration's 0.3."""
+    def T(x):
+        return 0.3 + 0.9 * (x - 0.3) + 0.2 * np.sin(6.0 * (x - 0.3)) ** 2
+    res = solve_fixed_point(T, np.array([1.4]), anderson=3, tol=1e-12, max_iter=3000)
+    ref = solve_fixed_point(T, np.array([1.4]), tol=1e-12, max_iter=20000)
+    assert res.converged and ref.converged
+    assert res.x[0] == pytest.approx(ref.x[0], abs=1e-9)
+    assert res.evaluations < ref.evaluations
+
+
+@pytest.mark.parametrize("anderson", [0, 3])
+def test_fixed_point_tolerance_per_entry(anderson):
+    """x -> (x0 / 2, 0.9 x1 + 0.1): a loose tolerance on x1 ends the solve sooner, while
+    x0 is still held to its own; a tolerance that is not positive is refused."""
+    T = lambda x: np.array([0.5 * x[0], 0.9 * x[1] + 0.1])  # noqa: E731
+    x0 = np.array([1.0, 0.0])
+    tight = solve_fixed_point(T, x0, damping=1.0, tol=1e-12, max_iter=2000, anderson=anderson)
+    loose = solve_fixed_point(T, x0, damping=1.0, tol=np.array([1e-12, 1e-3]), max_iter=2000,
+                              anderson=anderson)
+    assert tight.converged and loose.converged and loose.iterations <= tight.iterations
+    if not anderson:  # Anderson solves this linear map exactly either way
+        assert loose.iterations < tight.iterations / 2
+    assert abs(loose.x[0]) < 2e-12 and abs(loose.x[1] - 1.0) < 1e-2
+    assert abs(tight.x[1] - 1.0) < 1e-10
+    with pytest.raises(ValueError):
+        solve_fixed_point(T, x0, tol=np.array([1e-9, 0.0]), anderson=anderson)
