@@ -184,16 +184,24 @@ class AttentionOracle:
     sample).  ``None`` (default) fuses on cupy arrays when numba.cuda is usable and the
     network fits the kernel, else uses the array path; ``True`` forces the kernel (on numpy
     arrays it runs under numba's CUDA simulator or through host-device copies: tests).
-    ``fused_products=True`` (opt-in, ``p <= 4``) also does the two products with X by the
-    streaming kernels ``xw``/``xtg`` of that module instead of cuBLAS (on the H200 they did
-    not yet beat cuBLAS inside a step: benchmarks/bench_training.py --fused).
+    ``fused_products=True`` (``p <= 4``) also does the two products with X by the streaming
+    kernels ``xw``/``xtg`` of that module instead of cuBLAS; ``None`` (default) does so for
+    float32 data on the fused path, where they won on the H200 (a step at D = 10^4, α = 15:
+    9.3 ms against 13.0 ms with cuBLAS), and not for float64 (12.8 against 12.0 ms;
+    benchmarks/bench_training.py --fused).
     """
 
     def __init__(self, X, y, model: AttentionModel, fused: bool | None = None,
-                 fused_products: bool = False):
+                 fused_products: bool | None = None):
         self.X_full, self.y_full, self.model = X, y, model
         self.xp = namespace_of(X)
         self.fused = _fused_default(self.xp, model) if fused is None else bool(fused)
+        if fused_products is None:
+            fused_products = self.fused and X.dtype == np.float32
+            if fused_products:
+                from ._training_cuda import products_support
+
+                fused_products = products_support(model.p)
         self.fused_products = bool(fused_products)
         self.set_batch(None)
 
