@@ -20,7 +20,6 @@ import pytest
 import sympy as sp
 from scipy import integrate
 
-import asymptotics.channels.link as link_module
 from asymptotics.channels.closed_form import (
     PhaseRetrievalChannel,
     SignChannel,
@@ -43,9 +42,6 @@ R = sp.sqrt(2 / sp.pi)
 Z = link_symbols(1, 1)
 Z2 = link_symbols(1, 2)
 Z3 = link_symbols(1, 3)
-needs_link_channel = pytest.mark.skipif(not hasattr(link_module, "LinkChannel"),
-                                        reason="LinkChannel not merged yet")
-
 
 def _coefs(expansion):
     return {c.index: c for c in expansion.coefficients}
@@ -143,7 +139,6 @@ def test_identity_checks_pass_and_a_planted_wrong_one_fails():
     assert bad.exact is False and not bad.passed and bad.residual > 1e-3
 
 
-@needs_link_channel
 def test_bayes_facts_come_from_the_posterior():
     trivial = analyse_link("z**3 - 3*z", noise=0.1, order=3)
     assert trivial.information.overall == 3 and trivial.bayes.trivial == [True]
@@ -156,7 +151,6 @@ def test_bayes_facts_come_from_the_posterior():
     assert tokens.closed_form.alpha_c == [sp.pi**2 / 8] and tokens.closed_form.agrees
 
 
-@needs_link_channel
 def test_smi_link_shows_hermite_and_bayes_facts_side_by_side(capsys):
     assert main(["link", "z**3 - 3*z", "--noise", "0.1", "--order", "3"]) == 0
     out = capsys.readouterr().out
