@@ -44,8 +44,11 @@ def read_result_rows(path: str, whole_tasks: bool, task_of: Callable[[dict], str
     try:
         found = read_result_file(path)
     except ResultFileError as exc:
-        raise ResumeError(f"{exc} (a finished table cannot be resumed: use --format csv "
-                          "or json)") from None
+        raise ResumeError(f"{exc} (a finished table cannot be resumed: use --format "
+                          "csv)") from None
+    if header is not None and found.header is None and found.rows:
+        raise ResumeError(f"{path!r} holds rows but no settings record (a JSON array has "
+                          "none), so it cannot be resumed: use --format csv")
     if header is not None and os.path.exists(path) and os.path.getsize(path):
         diffs = settings_differences(found.header, header["kind"], header["settings"])
         if diffs:

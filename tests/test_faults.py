@@ -205,3 +205,12 @@ def test_simulations_refuse_an_existing_output(tmp_path, capsys):
         assert main([*cmd, "--output", str(path)]) == 2
         assert "exists" in capsys.readouterr().err
     assert path.read_text() == '{"kept": true}\n'
+
+
+def test_a_json_array_is_refused_for_resume_with_the_format_that_resumes(tmp_path, capsys):
+    path = tmp_path / "t.json"
+    args = ["thresholds", "--model", "sign-product", "--format", "json", "--output", str(path)]
+    assert main(args) == 0
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no settings record" in err and "--format csv" in err
