@@ -247,6 +247,95 @@ def previous_diagonal_fibre_means(
                         mean[s, k, l, j] = np.nan
 
 
+@njit(parallel=True, cache=True)
+def previous_unlearned_inner_moments(
+    a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, mean_last, layer_second
+):
+    """The kernel before issue 15 (commit 9d75abb), kept as the reference: one pass with a
+    running maximum of ``log w``.  Fibre moments when the first ``depth-1`` layers are
+    unlearned (``ω_U = 0``, ``V_UU = I``, no correlation with the last layer) and the last layer has
+    ``ω_last`` (per observation) and variance ``v_last``: Q = 0 (``ω = 0, v = 1``) and the
+    staircase of the last layer (THEORY §5).  The mixers of the shared inner nodes are
+    precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
+    unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
+
+    a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
+    W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        x = np.empty(L)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L))
+        acc = np.zeros((S, m + 1, L, L))
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                continue
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                x[r] = t
+                dp = t - omega_last[k, r]
+                dm = t + omega_last[k, r]
+                qp += dp * dp
+                qm += dm * dm
+            lwp = -inv2v * qp - logdet_sh[i]
+            lwm = -inv2v * qm - logdet_sh[i]
+            lw = max(lwp, lwm)
+            if lw > lmax:
+                if lmax > -np.inf:
+                    f = math.exp(lmax - lw)
+                    for s in range(S):
+                        accZ[s] *= f
+                        for r in range(L):
+                            accM[s, r] *= f
+                        for j in range(m + 1):
+                            for r in range(L):
+                                for c in range(r, L):
+                                    acc[s, j, r, c] *= f
+                lmax = lw
+            ep = math.exp(lwp - lmax)
+            em = math.exp(lwm - lmax)
+            e = ep + em
+            d = ep - em
+            for s in range(S):
+                ws = W[s, i]
+                if ws == 0.0:
+                    continue
+                we = ws * e
+                accZ[s] += we
+                wd = ws * d
+                for r in range(L):
+                    accM[s, r] += wd * x[r]
+                for j in range(m):
+                    for r in range(L):
+                        wr = we * ZU[i, r, j]
+                        for c in range(r, L):
+                            acc[s, j, r, c] += wr * ZU[i, c, j]
+                for r in range(L):
+                    wr = we * x[r]
+                    for c in range(r, L):
+                        acc[s, m, r, c] += wr * x[c]
+        for s in range(S):
+            lognorm[s, k] = math.log(accZ[s]) + lmax + const
+            for r in range(L):
+                mean_last[s, k, r] = accM[s, r] / accZ[s]
+            for j in range(m + 1):
+                for r in range(L):
+                    for c in range(r, L):
+                        v = acc[s, j, r, c] / accZ[s]
+                        layer_second[s, k, j, r, c] = v
+                        layer_second[s, k, j, c, r] = v
+
+
 def _two_tokens_by_previous(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean):
     """The call the channel makes to ``fibre_means_two_tokens``, on the previous general
     kernel (which the SE map's general means ran on)."""
