@@ -20,14 +20,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
 from .cache import ResultCache, as_cache, cache_location
 from .channels.base import Channel
 from .channels.registry import make_channel
-from .checks import check_int, check_number
+from .checks import MAX_SOBOL_LOG2, check_int, check_number
 from .executors import Executor, SerialExecutor, Task, report_partial
 from .priors import GaussianPrior, Prior, make_prior
 from .results import make_header, plain
@@ -45,34 +45,60 @@ BRANCHES = ("amp", "bayes", "both")
 
 
 def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
-           cache: ResultCache | None = None):
+           cache: ResultCache | None = None, target: tuple[float, int] | None = None):
     """One curve row, and the warm start it leaves for the next α (None: from its Q).
 
     With ``cache`` the row is looked up, and stored once computed, under everything it
     depends on: the channel, prior, α, branch, the warm start ``start`` (rows of a chain
-    are continued from each other), the SE settings, damping, tol and max_iter."""
+    are continued from each other), the SE settings, damping, tol, max_iter and the error
+    target ``target = (target_error, max_sobol_log2)`` (see :func:`sweep_settings`)."""
     if cache is None:
         return _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label,
-                              prior)
+                              prior, target)
     key = {"channel": {"model": channel.name, **channel.params(),
                        "inner_rule": channel.inner_description},
            "prior": prior.name, "alpha": float(alpha), "label": label,
            "start": np.asarray(start).tolist(), "settings": asdict(settings),
            "damping": damping, "tol": tol, "max_iter": max_iter}
+    if target is not None:
+        key["target"] = list(target)
     hit = cache.get("curve_point", key)
     if hit is not None and isinstance(hit.get("row"), dict):
         approach = hit.get("approach")
         return hit["row"], (None if approach is None else np.array(approach, dtype=float))
     row, approach = _compute_point(channel, alpha, start, settings, damping, tol, max_iter,
-                                   label, prior)
+                                   label, prior, target)
     row = plain(row)
     cache.put("curve_point", key, {"row": row, "approach": approach})
     return row, approach
 
 
-def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label, prior):
+def _refined(res, channel, alpha, settings, damping, tol, max_iter, prior, target):
+    """The fixed point refined until its largest overlap error is at most ``target_error``:
+    the outer rule quadrupled (``sobol_log2 + 2``) and the fixed point solved again from the
+    last one, up to ``max_sobol_log2``.  Returns the last result and its ``sobol_log2``."""
+    target_error, max_log2 = target
+    log2 = settings.sobol_log2
+    while (res.converged and res.status != "perfect-recovery" and log2 < max_log2
+           and np.nanmax(res.Q_stderr) > target_error):
+        log2 = min(log2 + 2, max_log2)
+        res = run_state_evolution(channel, alpha, res.Q, damping=damping, tol=tol,
+                                  max_iter=max_iter, settings=replace(settings, sobol_log2=log2),
+                                  prior=prior, multi_fidelity=False)
+    return res, log2
+
+
+def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
+                   target=None):
     res = run_state_evolution(channel, alpha, start, damping=damping, tol=tol,
                               max_iter=max_iter, settings=settings, prior=prior)
+    extra = {}
+    if target is not None and res.Q_stderr is not None:
+        res, log2 = _refined(res, channel, alpha, settings, damping, tol, max_iter, prior,
+                             target)
+        met = bool(res.converged and np.nanmax(res.Q_stderr) <= target[0])
+        extra = {"sobol_log2": log2, "error_target_met": met,
+                 "amplification": plain(res.amplification)}
     Q = res.Q
     if res.status == "perfect-recovery":
         phi, _ = res.free_entropy()
@@ -81,7 +107,7 @@ def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, labe
         return {"alpha": float(alpha), "branch": label, "Q": Q.tolist(),
                 "Q_stderr": np.zeros_like(Q).tolist(), "free_entropy": phi,
                 "free_entropy_stderr": 0.0, **zero, "converged": True,
-                "status": res.status, "iterations": int(res.iterations)}, res.approach
+                "status": res.status, "iterations": int(res.iterations), **extra}, res.approach
     phi, phi_err = res.free_entropy()
     errors = res.generalisation_errors()
     if res.replicate_Q is not None:
@@ -100,6 +126,7 @@ def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, labe
         "iterations": int(res.iterations),
         "coarse_iterations": int(res.coarse_iterations),
         "replicate_iterations": int(res.replicate_iterations),
+        **extra,
     }, None
 
 
@@ -141,8 +168,9 @@ def chain_task(params: dict) -> list[dict]:
     ``params``: ``channel`` (a Channel or keyword arguments of ``make_channel``), ``prior``
     (a prior or its name), ``label`` ("amp" or "informed"), ``alphas``, ``have`` (pairs
     ``(alpha, Q)`` already computed: skipped, but their Q is the warm start), ``settings``
-    (SESettings), ``damping``, ``tol``, ``max_iter``, ``tag`` (keys added to each row) and
-    ``cache`` (the folder of a :class:`~asymptotics.cache.ResultCache`, or None).
+    (SESettings), ``damping``, ``tol``, ``max_iter``, ``tag`` (keys added to each row),
+    ``cache`` (the folder of a :class:`~asymptotics.cache.ResultCache`, or None) and
+    ``target`` (``(target_error, max_sobol_log2)`` or None).
     Each new row is reported with :func:`report_partial` as it is computed; returns them.
     """
     channel = params["channel"]
@@ -161,7 +189,8 @@ def chain_task(params: dict) -> list[dict]:
             Q = _restart(np.array(have[a]), label, p)
             continue
         row, approach = _point(channel, a, Q, params["settings"], params["damping"],
-                               params["tol"], params["max_iter"], label, prior, cache)
+                               params["tol"], params["max_iter"], label, prior, cache,
+                               params.get("target"))
         row = {**params.get("tag", {}), **plain(row)}
         Q = (_approach_restart(approach) if approach is not None
              else _restart(np.array(row["Q"]), label, p))
@@ -195,6 +224,8 @@ def sweep_settings(
     overwrite: bool = False,
     command: str | None = None,
     cache: ResultCache | None = None,
+    target_error: float | None = None,
+    max_sobol_log2: int = 16,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
     keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
@@ -210,8 +241,21 @@ def sweep_settings(
     ``tag``), a single setting's too; ``command`` is recorded in the file's header.
     With ``cache`` (a :class:`~asymptotics.cache.ResultCache`) each fixed point is
     looked up there first and stored once computed; the rows are the same either way.
+
+    ``target_error``: each fixed point whose largest overlap standard error exceeds it is
+    solved again on 4x the outer points, from where it stands, until the error is met or
+    ``max_sobol_log2`` is reached (randomised-QMC rules only).  Such rows carry
+    ``sobol_log2`` (the rule used), ``error_target_met`` and ``amplification`` (the ratio of
+    the fixed point's error to one map step's: ``‖(I - J)⁻¹‖``, large in a threshold's
+    window, where no affordable sample size meets the target; the error is then what the
+    largest rule gives, reported as it is).
     """
     check_number("damping", damping, above=0, maximum=1)
+    target = None
+    if target_error is not None:
+        check_number("target_error", target_error, above=0)
+        check_int("max_sobol_log2", max_sobol_log2, 3, MAX_SOBOL_LOG2)
+        target = (float(target_error), int(max_sobol_log2))
     check_number("tol", tol, above=0)
     check_int("max_iter", max_iter, 1)
     if settings is not None and not isinstance(settings, SESettings):
@@ -227,9 +271,11 @@ def sweep_settings(
     tag_keys = sorted({k for tag, _ in settings_list for k in tag})
     journal = None
     if output:
-        header = make_header("curve", curve_settings(settings_list, alphas, branch, settings,
-                                                     damping, tol, max_iter, prior),
-                             command)
+        recorded = curve_settings(settings_list, alphas, branch, settings, damping, tol,
+                                  max_iter, prior)
+        if target is not None:
+            recorded.update(target_error=target[0], max_sobol_log2=target[1])
+        header = make_header("curve", recorded, command)
         journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False,
                           header=header, overwrite=overwrite)
     done = journal.by_task() if journal is not None else {}
@@ -250,7 +296,7 @@ def sweep_settings(
                 "channel": channel, "prior": prior, "label": label, "alphas": seq,
                 "have": [(r["alpha"], r["Q"]) for r in prev], "settings": settings,
                 "damping": damping, "tol": tol, "max_iter": max_iter, "tag": ident,
-                "cache": cache_location(cache)}))
+                "cache": cache_location(cache), "target": target}))
     total = sum(len(seq) for _, seq, _ in chains)
     count = sum(len({r["alpha"] for r in prev} & set(seq)) for _, seq, prev in chains)
     new: dict[str, list[dict]] = {t.key: [] for t in tasks}

@@ -336,14 +336,29 @@ def previous_unlearned_inner_moments(
                         layer_second[s, k, j, c, r] = v
 
 
-def _two_tokens_by_previous(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean):
+def _two_tokens_by_previous(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean, sq):
     """The call the channel makes to ``fibre_means_two_tokens``, on the previous general
-    kernel (which the SE map's general means ran on)."""
+    kernel (which the SE map's general means ran on; the squares ``sq``, when asked for,
+    from its full second moments)."""
     S, K = lognorm.shape
     second = np.empty((S, K, 2, 2, 2, 2))
     previous_fibre_moments(a, omega, T, W, np.array([[sd_first]]), np.zeros(1), v_last, skip,
                            beta, np.zeros((1, 2, 2)), np.zeros(1), False, lognorm, mean, second,
-                           False)
+                           sq.size > 0)
+    for lay in range(2 if sq.size else 0):
+        for j in range(2):
+            sq[:, :, lay, j] = second[:, :, lay, j, lay, j]
+
+
+def _diagonal_by_previous(a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W,
+                          lognorm, mean, sq):
+    """The call the channel makes to ``diagonal_fibre_means`` on the previous kernel, which
+    has no squares (``sq`` must be empty)."""
+    if sq.size:
+        raise NotImplementedError("the previous shared-node kernel has no second moments: "
+                                  "compare with SESettings(control_variate=False)")
+    previous_diagonal_fibre_means(a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last,
+                                  W, lognorm, mean)
 
 
 def _two_token_moments_by_previous(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean,
@@ -363,7 +378,7 @@ NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
 def previous_kernels():
     """Run the attention channel on the previous fibre kernels inside the block."""
     saved = [getattr(kern, name) for name in NAMES]
-    previous = (previous_fibre_moments, previous_diagonal_fibre_means, _two_tokens_by_previous,
+    previous = (previous_fibre_moments, _diagonal_by_previous, _two_tokens_by_previous,
                 _two_token_moments_by_previous)
     for name, f in zip(NAMES, previous, strict=True):
         setattr(kern, name, f)

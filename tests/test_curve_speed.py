@@ -68,15 +68,20 @@ def test_two_token_kernel_equals_the_previous_general_kernel(q):
     channel routes the SE map's general means there."""
     ch = AttentionChannel(depth=2, seq_len=2)
     a, om, V = _outer(ch, q, 32, seed=1)
-    (ln, mean, _), _ = _run(previous_fibre_moments, ch, a, om, V, False, False)
+    (ln, mean, second), _ = _run(previous_fibre_moments, ch, a, om, V, True, False)
     T, W = ch._inner_nodes()
-    ln2, mean2 = np.empty_like(ln), np.empty_like(mean)
+    ln2, mean2, sq = np.empty_like(ln), np.empty_like(mean), np.empty_like(mean)
     kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
-                                ln2, mean2)
+                                ln2, mean2, sq)
     np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=1e-12)
+    diag = np.stack([np.stack([second[:, :, lay, j, lay, j] for j in range(2)], -1)
+                     for lay in range(2)], 2)
+    np.testing.assert_allclose(sq, diag, rtol=1e-12, atol=1e-12)
     fm = ch.fibre_moments(a, om, V, second=False, inner_path="general")
     np.testing.assert_array_equal(fm.mean, mean2)
+    fm = ch.fibre_moments(a, om, V, second="diagonal", inner_path="general")
+    np.testing.assert_array_equal(fm.second[:, :, 1, 0, 1, 0], sq[:, :, 1, 0])
 
 
 @pytest.mark.parametrize("depth", [2, 3])
@@ -90,12 +95,23 @@ def test_diagonal_fibre_means_equal_the_previous_kernel(depth):
     vU = np.diag(V)[:m]
     base = np.ascontiguousarray(0.5 * np.einsum("nlj,j->n", T**2, 1.0 - 1.0 / vU) - logdet)
     outs = []
-    for kernel in (kern.diagonal_fibre_means, previous_diagonal_fibre_means):
+    sq = np.empty((W.shape[0], len(a), 2, depth))
+    for kernel, extra in ((kern.diagonal_fibre_means, (sq,)),
+                          (previous_diagonal_fibre_means, ())):
         ln, mean = np.empty((W.shape[0], len(a))), np.empty((W.shape[0], len(a), 2, depth))
-        kernel(a, om, T, Binv, logdet, base, 1.0 / vU, float(V[m, m]), W, ln, mean)
+        kernel(a, om, T, Binv, logdet, base, 1.0 / vU, float(V[m, m]), W, ln, mean, *extra)
         outs.append((ln, mean))
     for x, y in zip(outs[0], outs[1], strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    if not ch.shared_nodes_apply(V):
+        return  # depth 3: Sobol' inner nodes, on which the shared nodes are not used
+    # the squares on the shared nodes = the full second moments on shifted nodes, within
+    # the shared nodes' accuracy at these variances
+    full = ch.fibre_moments(a, om, V, second=True, inner_path="general").second
+    for lay in range(2):
+        for j in range(depth):
+            np.testing.assert_allclose(sq[0, :, lay, j], full[0, :, lay, j, lay, j],
+                                       rtol=2e-4, atol=2e-5)
 
 
 # Q̂ (diagonal), its error and ψ_out of the default channel at α = 0.5, sobol_log2 = 6,

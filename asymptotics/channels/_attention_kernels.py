@@ -436,7 +436,7 @@ def unlearned_inner_moments(
 
 @njit(parallel=True, cache=True)
 def diagonal_fibre_means(
-    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean
+    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean, sq
 ):
     """Log-normaliser and mean of the fibre posterior for a diagonal ``V`` on shared nodes.
 
@@ -456,10 +456,13 @@ def diagonal_fibre_means(
     ``W e^{log w - M}`` (no rescaling branch).
 
     a (K, L); omega (K, L, depth); ZU (n, L, m); Binv_sh (n, L, L); logdet_sh, node_base
-    (n,); inv_vU (m,); W (S, n).  Outputs: lognorm (S, K), mean (S, K, L, depth).
+    (n,); inv_vU (m,); W (S, n).  Outputs: lognorm (S, K), mean (S, K, L, depth) and, when
+    ``sq`` has the shape (S, K, L, depth) (else pass a (0, 0, 0, 0) array), the second
+    moments ``E[z_lj²]`` of every entry (even under the sign pair: weighed by ``e_+ + e_-``).
     """
     K, L = a.shape
     n, _, m = ZU.shape
+    squares = sq.shape[0] > 0
     depth = m + 1
     S = W.shape[0]
     logv = 0.0
@@ -472,6 +475,7 @@ def diagonal_fibre_means(
         LW = np.empty((n, 2))
         accZ = np.zeros(S)
         accM = np.zeros((S, L, depth))
+        accQ = np.zeros((S, L, depth) if squares else (1, 1, 1))
         ow = np.empty((L, m))
         const = const0
         for l in range(L):
@@ -522,6 +526,11 @@ def diagonal_fibre_means(
                         for j in range(m):
                             accM[s, l, j] += we * ZU[i, l, j]
                         accM[s, l, m] += wd * X[i, l]
+                    if squares:
+                        for l in range(L):
+                            for j in range(m):
+                                accQ[s, l, j] += we * ZU[i, l, j] * ZU[i, l, j]
+                            accQ[s, l, m] += we * X[i, l] * X[i, l]
         for s in range(S):
             if accZ[s] > 0.0:
                 lognorm[s, k] = math.log(accZ[s]) + lmax + const
@@ -529,11 +538,15 @@ def diagonal_fibre_means(
                 for l in range(L):
                     for j in range(depth):
                         mean[s, k, l, j] = accM[s, l, j] * inv
+                        if squares:
+                            sq[s, k, l, j] = accQ[s, l, j] * inv
             else:
                 lognorm[s, k] = -np.inf
                 for l in range(L):
                     for j in range(depth):
                         mean[s, k, l, j] = np.nan
+                        if squares:
+                            sq[s, k, l, j] = np.nan
 
 
 @njit(parallel=True, cache=True)
@@ -643,7 +656,7 @@ def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer
 
 
 @njit(parallel=True, cache=True)
-def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean):
+def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean, sq):
     """:func:`fibre_moments` without second moments, written out for depth 2, L = 2 and a
     diagonal ``V = diag(v_first, v_last)`` (``sd_first = sqrt(v_first)``): the general
     (shifted-node) mean kernel of state evolution at depth 2.
@@ -656,9 +669,11 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
     the sign pair is folded (``e_+ + e_-`` weighs ``z_0``, ``e_+ - e_-`` weighs ``x``).  Two
     passes per observation: ``log w_±`` and their maximum, then the sums.
     a (K, 2); omega (K, 2, 2); T (n, 2, 1); W (S, n).  Outputs: lognorm (S, K),
-    mean (S, K, 2, 2).
+    mean (S, K, 2, 2) and, when ``sq`` has that shape too (else (0, 0, 0, 0)), the second
+    moments ``E[z_lj²]`` (weighed by ``e_+ + e_-``).
     """
     K = a.shape[0]
+    squares = sq.shape[0] > 0
     n = T.shape[0]
     S = W.shape[0]
     const = -math.log(2.0 * math.pi * v_last)
@@ -714,6 +729,10 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
             c10 = 0.0
             c01 = 0.0
             c11 = 0.0
+            q00 = 0.0
+            q10 = 0.0
+            q01 = 0.0
+            q11 = 0.0
             if lmax > -np.inf:
                 for i in range(n):
                     ep = math.exp(LW[i, 0] - lmax)
@@ -725,6 +744,11 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
                     c10 += we * Z[i, 1]
                     c01 += wd * X[i, 0]
                     c11 += wd * X[i, 1]
+                    if squares:
+                        q00 += we * Z[i, 0] * Z[i, 0]
+                        q10 += we * Z[i, 1] * Z[i, 1]
+                        q01 += we * X[i, 0] * X[i, 0]
+                        q11 += we * X[i, 1] * X[i, 1]
             if accZ > 0.0:
                 lognorm[s, k] = math.log(accZ) + lmax + const
                 inv = 1.0 / accZ
@@ -732,11 +756,18 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
                 mean[s, k, 1, 0] = c10 * inv
                 mean[s, k, 0, 1] = c01 * inv
                 mean[s, k, 1, 1] = c11 * inv
+                if squares:
+                    sq[s, k, 0, 0] = q00 * inv
+                    sq[s, k, 1, 0] = q10 * inv
+                    sq[s, k, 0, 1] = q01 * inv
+                    sq[s, k, 1, 1] = q11 * inv
             else:
                 lognorm[s, k] = -np.inf
                 for r in range(2):
                     for c in range(2):
                         mean[s, k, r, c] = np.nan
+                        if squares:
+                            sq[s, k, r, c] = np.nan
 
 
 @njit(parallel=True, cache=True)

@@ -47,6 +47,16 @@ SHARED_MIN_LAST_VARIANCE = 0.005  # smallest last-layer variance integrated on t
 SHARED_HYSTERESIS = 2.0  # a locked shared path holds until a variance is this far below
 
 
+def _put_diagonal(second: np.ndarray, sq: np.ndarray) -> None:
+    """Write ``sq (S, K, L, d)`` on the diagonal of ``second (S, K, L, d, L, d)`` (in place;
+    nothing when ``sq`` is empty)."""
+    if sq.size:
+        L, d = sq.shape[2:]
+        for l in range(L):
+            for j in range(d):
+                second[:, :, l, j, l, j] = sq[:, :, l, j]
+
+
 def check_attention_parameters(depth, seq_len, skip, beta) -> None:
     """``ValueError`` naming the parameter unless depth >= 1 and seq_len >= 2 are integers,
     skip >= 0 and beta > 0 finite numbers (numpy scalars accepted, bools refused)."""
@@ -332,7 +342,9 @@ class AttentionChannel(Channel):
         """Posterior moments on all inner weight sets, batched over the leading axes.
 
         ``second=False`` skips the second moments (``second`` is then NaN on the numba
-        path) and ``inner_error=False`` uses the primary inner weights only (S = 1): the
+        path), ``second="diagonal"`` asks for the diagonal ``E[z_lj²]`` only (the other
+        entries may be NaN; the numba mean kernels add it at a few operations per node)
+        and ``inner_error=False`` uses the primary inner weights only (S = 1): the
         cheap form state-evolution iterations use.  ``inner_path`` picks the numba mean
         kernel: ``shared`` (importance-weighted shared nodes; only where structurally
         possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
@@ -352,7 +364,8 @@ class AttentionChannel(Channel):
             raise ValueError(f"_gpu_kernel must be 'fused' or 'array', got {_gpu_kernel!r}")
         V = check_variance(V, self.depth)
         if device == "gpu" and _gpu_kernel == "fused":
-            return self._fibre_gpu(obs, omega, V, second, inner_error, inner_path, on_device)
+            return self._fibre_gpu(obs, omega, V, bool(second), inner_error, inner_path,
+                                   on_device)
         obs, omega = to_numpy(obs), to_numpy(omega)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -368,8 +381,8 @@ class AttentionChannel(Channel):
                              "trapezoid and a diagonal V")
         shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
         numba = device == "cpu" and cpu_kernel == "numba"
-        if numba and not second and shared:
-            res = self._fibre_diagonal(a, om, V, inner_error)
+        if numba and second != True and shared:  # noqa: E712 (False or "diagonal")
+            res = self._fibre_diagonal(a, om, V, inner_error, squares=bool(second))
         elif numba:
             res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
         else:
@@ -495,13 +508,15 @@ class AttentionChannel(Channel):
             # diagonal V, two tokens (state evolution, the staircase): written-out kernels
             lognorm, mean = np.empty((S, K)), np.empty((S, K, L, depth))
             second = np.full((S, K, L, depth, L, depth), np.nan)
-            if depth == 2 and not want_second:
+            if depth == 2 and want_second != True:  # noqa: E712 (False or "diagonal")
+                sq = np.empty((S, K, L, depth) if want_second else (0, 0, 0, 0))
                 kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
-                                            self.beta, lognorm, mean)
+                                            self.beta, lognorm, mean, sq)
+                _put_diagonal(second, sq)
             else:
                 kern.fibre_moments_two_tokens(a, om, T, W, np.ascontiguousarray(np.diag(chol)),
                                               vc, self.skip, self.beta, lognorm, mean, second,
-                                              want_second)
+                                              bool(want_second))
             return FibreMoments(lognorm, mean, second)
         if shared:
             Binv, logdet = self._shared_mixers(chol)
@@ -515,7 +530,8 @@ class AttentionChannel(Channel):
             second = np.full((S, K, L, depth, L, depth), np.nan)
         kern.fibre_moments(
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
-            self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second, want_second,
+            self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second,
+            bool(want_second),
         )
         return FibreMoments(lognorm, mean, second)
 
@@ -549,8 +565,9 @@ class AttentionChannel(Channel):
             and d[m] >= SHARED_MIN_LAST_VARIANCE / margin
         )
 
-    def _fibre_diagonal(self, a, om, V, inner_error=True):
-        """Means on the shared standard nodes with importance weights (diagonal ``V``)."""
+    def _fibre_diagonal(self, a, om, V, inner_error=True, squares=False):
+        """Means (and with ``squares`` the diagonal second moments) on the shared standard
+        nodes with importance weights (diagonal ``V``)."""
         m = self.depth - 1
         T, W = self._inner_nodes()
         if not inner_error:
@@ -562,11 +579,13 @@ class AttentionChannel(Channel):
         S = W.shape[0]
         lognorm = np.empty((S, K))
         mean = np.empty((S, K, L, self.depth))
+        sq = np.empty((S, K, L, self.depth) if squares else (0, 0, 0, 0))
         kern.diagonal_fibre_means(
             a, om, T, Binv, logdet, np.ascontiguousarray(node_base), 1.0 / vU,
-            float(V[m, m]), W, lognorm, mean,
+            float(V[m, m]), W, lognorm, mean, sq,
         )
         second = np.full((S, K, L, self.depth, L, self.depth), np.nan)
+        _put_diagonal(second, sq)
         return FibreMoments(lognorm, mean, second)
 
     def _shared_mixers(self, chol):
