@@ -41,14 +41,17 @@ THRESHOLD_EXTRA_KEYS = ["staircase_alpha", "staircase_stderr", "staircase_status
 CURVE_KEYS = ["alpha", "branch", "Q", "Q_stderr", "free_entropy", "free_entropy_stderr",
               "gen_error_plugin", "gen_error_plugin_stderr", "gen_error_bayes",
               "gen_error_bayes_stderr", "converged", "iterations"]
+#: the columns a curve with an error target adds (``smi curve --target-error``)
+CURVE_TARGET_KEYS = ["sobol_log2", "error_target_met", "amplification"]
 
 INT_KEYS = {"depth", "seq_len", "direction", "staircase_order", "iterations", "seed",
-            "dim", "step", "iteration", "rank"}
+            "dim", "step", "iteration", "rank", "sobol_log2"}
 FLOAT_KEYS = {"skip", "beta", "noise", "alpha_c", "stderr", "staircase_alpha",
               "staircase_stderr", "alpha", "free_entropy", "free_entropy_stderr",
               "gen_error_plugin", "gen_error_plugin_stderr", "gen_error_bayes",
-              "gen_error_bayes_stderr"}
-BOOL_KEYS = {"learnable_at_alpha", "converged", "summary", "final", "se", "diverged"}
+              "gen_error_bayes_stderr", "amplification"}
+BOOL_KEYS = {"learnable_at_alpha", "converged", "summary", "final", "se", "diverged",
+             "error_target_met"}
 JSON_KEYS = {"Q", "Q_stderr"}  # nested values: JSON text inside a CSV cell
 
 _NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -366,7 +369,8 @@ def row_kind(row) -> str | None:
     return None
 
 
-__all__ = ["CURVE_KEYS", "NUMERICS_VERSION", "THRESHOLD_EXTRA_KEYS", "THRESHOLD_KEYS",
+__all__ = ["CURVE_KEYS", "CURVE_TARGET_KEYS", "NUMERICS_VERSION", "THRESHOLD_EXTRA_KEYS",
+           "THRESHOLD_KEYS",
            "ResultFile", "ResultFileError", "decode", "encode", "git_commit", "json_line",
            "make_header", "parse_result_text", "plain", "provenance",
            "read_result_file", "read_rows",

@@ -8,7 +8,13 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from asymptotics.results import CURVE_KEYS, threshold_columns, to_csv, to_json
+from asymptotics.results import (
+    CURVE_KEYS,
+    CURVE_TARGET_KEYS,
+    threshold_columns,
+    to_csv,
+    to_json,
+)
 
 
 def format_thresholds(rows: list[dict], fmt: str, header: dict | None = None) -> str:
@@ -61,7 +67,8 @@ def format_curve(rows: list[dict], fmt: str, setting_keys: list[str] | None = No
     if fmt == "json":
         return to_json(rows)
     if fmt == "csv":
-        return to_csv(rows, setting_keys + CURVE_KEYS)
+        target = CURVE_TARGET_KEYS if any("sobol_log2" in r for r in rows) else []
+        return to_csv(rows, setting_keys + CURVE_KEYS + target)
     prefix = "".join(f"{k:<9}" for k in setting_keys)
     lines = [prefix + "alpha    branch    diag(Q) ± stderr                      free_entropy"
              "        gen_plugin         gen_bayes          conv  iters"]

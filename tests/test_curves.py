@@ -219,6 +219,13 @@ def test_error_target_refines_the_outer_rule_until_met_or_capped(tmp_path):
     header = json.loads(open(tmp_path / "c.jsonl").readline())["header"]
     assert header["settings"]["target_error"] == 1e-9
     assert header["settings"]["max_sobol_log2"] == 9
+    from smi.commands.curve import error_target_report
+    from smi.output import format_curve
+
+    csv_text = format_curve([strict, lax], "csv")
+    assert csv_text.splitlines()[0].endswith("sobol_log2,error_target_met,amplification")
+    report = error_target_report([strict, lax], 1e-3, [])
+    assert "not met on 1 row(s)" in report and "at 2^9 points" in report
     for bad in (["--target-error", "0"], ["--max-sobol-log2", "14"],
                 ["--target-error", "1e-3", "--max-sobol-log2", "40"]):
         assert main(["curve", "--alphas", "0.5", *bad]) == 2
