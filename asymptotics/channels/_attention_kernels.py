@@ -613,7 +613,8 @@ def fibre_moments_two_tokens_general(
 
     the sign pair folded, two passes per observation (``log w_±`` and their maximum ``M``,
     then the sums of ``W e^{log w - M}``).  ``e^{log w - M}`` is 0 below ``log w - M <
-    -746`` (under the smallest subnormal), so it is not evaluated there.  Arguments,
+    -746`` (under the smallest subnormal), so it is not evaluated there; the first layer's
+    mixer skips the product with ``B = I``, and at depth 2 the sums are written out.  Arguments,
     outputs and every floating-point operation as :func:`fibre_moments` (the same sums in
     the same order: equal to rounding); ``shared``: the mixers are ``Binv_sh, logdet_sh``.
     """
@@ -667,7 +668,17 @@ def fibre_moments_two_tokens_general(
                 b01 = 0.0
                 b10 = 0.0
                 b11 = 1.0
-                for j in range(m):
+                if m > 0:
+                    # the first layer: B = I, so s = u and B = softmax + cI (exactly)
+                    u0 = omega[k, 0, 0] + CT[i, 0, 0]
+                    u1 = omega[k, 1, 0] + CT[i, 1, 0]
+                    p0 = _sigmoid(-(beta * u0 * (u1 - u0)))
+                    p1 = _sigmoid(-(beta * u1 * (u0 - u1)))
+                    b00 = p0 + skip
+                    b01 = 1.0 - p0
+                    b10 = 1.0 - p1
+                    b11 = p1 + skip
+                for j in range(1, m):
                     u0 = omega[k, 0, j] + CT[i, 0, j]
                     u1 = omega[k, 1, j] + CT[i, 1, j]
                     s0 = b00 * u0 + b01 * u1
@@ -723,6 +734,41 @@ def fibre_moments_two_tokens_general(
                 if e == 0.0:
                     continue
                 d = ep - em
+                if m == 1:
+                    # depth 2: the sums written out, z = (u_0, x_0, u_1, x_1)
+                    u0 = omega[k, 0, 0] + CT[i, 0, 0]
+                    u1 = omega[k, 1, 0] + CT[i, 1, 0]
+                    x0 = X[i, 0]
+                    x1 = X[i, 1]
+                    for q in range(S):
+                        we = W[q, i] * e
+                        if we == 0.0:
+                            continue
+                        wd = W[q, i] * d
+                        eu0 = we * u0
+                        du0 = wd * u0
+                        ex0 = we * x0
+                        dx0 = wd * x0
+                        eu1 = we * u1
+                        du1 = wd * u1
+                        ex1 = we * x1
+                        accZ[q] += we
+                        accM[q, 0] += eu0
+                        accM[q, 1] += dx0
+                        accM[q, 2] += eu1
+                        accM[q, 3] += wd * x1
+                        if with_second:
+                            accS[q, 0, 0] += eu0 * u0
+                            accS[q, 0, 1] += du0 * x0
+                            accS[q, 0, 2] += eu0 * u1
+                            accS[q, 0, 3] += du0 * x1
+                            accS[q, 1, 1] += ex0 * x0
+                            accS[q, 1, 2] += dx0 * u1
+                            accS[q, 1, 3] += ex0 * x1
+                            accS[q, 2, 2] += eu1 * u1
+                            accS[q, 2, 3] += du1 * x1
+                            accS[q, 3, 3] += ex1 * x1
+                    continue
                 for l in range(2):
                     for j in range(m):
                         z[l * depth + j] = omega[k, l, j] + CT[i, l, j]
