@@ -614,9 +614,10 @@ def fibre_moments_two_tokens_general(
     the sign pair folded, two passes per observation (``log w_±`` and their maximum ``M``,
     then the sums of ``W e^{log w - M}``).  ``e^{log w - M}`` is 0 below ``log w - M <
     -746`` (under the smallest subnormal), so it is not evaluated there; the first layer's
-    mixer skips the product with ``B = I``, and at depth 2 the sums are written out.  Arguments,
-    outputs and every floating-point operation as :func:`fibre_moments` (the same sums in
-    the same order: equal to rounding); ``shared``: the mixers are ``Binv_sh, logdet_sh``.
+    mixer skips the product with ``B = I`` (exact), and at depth 2 the sums are written
+    out.  Arguments, outputs and floating-point operations as :func:`fibre_moments` (the
+    same sums in the same order: bitwise equal today, the tests check 1e-12); ``shared``:
+    the mixers are ``Binv_sh, logdet_sh``.
     """
     K = a.shape[0]
     n = T.shape[0]
