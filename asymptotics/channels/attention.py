@@ -513,7 +513,7 @@ class AttentionChannel(Channel):
             second = np.empty((S, K, L, depth, L, depth))
         else:
             second = np.full((S, K, L, depth, L, depth), np.nan)
-        # two tokens, general V (AMP's V = Ĉ): the written-out kernel, the same sums (2.8x)
+        # two tokens, general V (AMP's V = Ĉ): the written-out kernel, the same sums (~4x)
         kernel = kern.fibre_moments_two_tokens_general if L == 2 else kern.fibre_moments
         kernel(
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
