@@ -5,6 +5,7 @@ model (depth 2, L = 2, c = 1, β = 1) at α = 1.2:
 
     python benchmarks/bench_amp.py                    # CPU, D = 1000
     python benchmarks/bench_amp.py --device gpu       # GPU, D = 10^4
+    python benchmarks/bench_amp.py --compare          # CPU kernels, previous vs current
 
 Printed: data set-up time (host drawing, one seeded generator), the converged run
 (iterations, wall time, status), iterations/s over that run (every iteration includes the
@@ -12,23 +13,43 @@ metrics on the test set), and a profile of one iteration at the run's final stat
 two large products ``x Ŵ`` and ``xᵀ g``, the per-sample posterior integrals (ms per
 iteration; on the GPU the fused CUDA kernel with ``ω`` on the device, as the run has it), the
 metrics.
+
+``--compare`` (CPU) times GAMP iterations of the published-figures notebook's AMP cell
+(D = 1000, default attention model, ``max_iter = 100``) on the generic two-pass fibre kernel
+that AMP's general ``V = Ĉ`` ran on before (``benchmarks/previous_kernels.py``,
+``generic_amp_kernel``) and on the written-out L = 2 kernel, alternately in this one
+process, min of ``--repeats`` runs of ``--iters`` iterations at each of ``--alphas``; it
+checks that both give the same trajectory, times one posterior call (the kernel) alone and
+against its libm floor (4 ``exp`` and one ``log`` per sample·node that the kernel cannot
+avoid, on the same threads), and estimates the cell's total (7 α × 4 seeds × 100
+iterations; the per-iteration time ``a + b N`` fitted on the measured α, ``N = αD``: the
+test-set metrics do not scale with N).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 import time
 
 import numpy as np
+from numba import njit, prange
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 from asymptotics.backend import get_namespace  # noqa: E402
 from asymptotics.channels.registry import make_channel  # noqa: E402
+from benchmarks.previous_kernels import generic_amp_kernel  # noqa: E402
 from simulators.amp import AMPConfig, _metrics, make_problem, run_amp  # noqa: E402
 from simulators.data import project, project_transpose  # noqa: E402
+
+#: the notebook's AMP cell (notebooks/published_figures.ipynb, full mode)
+NOTEBOOK_ALPHAS = (0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.2)
+NOTEBOOK_SEEDS = 4
+NOTEBOOK_ITERS = 100
 
 
 def _sync(xp):
@@ -89,6 +110,100 @@ def bench(device, dim, alpha, max_iter, tol, n_test, seed=0, reps=3):
     return {"iterations": res.iterations, "wall": wall, "status": res.status, "profile": times}
 
 
+@njit(parallel=True, cache=True)
+def _libm_floor(t, out):
+    """4 ``exp`` and one ``log`` per entry of ``t (K, n)`` (the transcendental calls per
+    sample·node of the fibre kernel: two sigmoids, ``log|det B|``, the two weights)."""
+    K, n = t.shape
+    for k in prange(K):
+        acc = 0.0
+        for i in range(n):
+            x = t[k, i]
+            acc += math.exp(x) + math.exp(-x) + math.exp(0.5 * x) + math.exp(-0.5 * x)
+            acc += math.log(1.0 + x * x)
+        out[k] = acc
+
+
+def _amp_runs(ch, cfg, prob, iters):
+    """One run of ``iters`` GAMP iterations (tol 0: none stops early); wall time, result."""
+    c = AMPConfig(**{**cfg.__dict__, "max_iter": iters, "tol": 1e-300})
+    t0 = time.perf_counter()
+    res = run_amp(ch, c, 0, problem=prob)
+    return time.perf_counter() - t0, res
+
+
+def compare(dim, alphas, iters, repeats, n_test, seed=0):
+    """Previous (generic kernel) vs current (written-out L = 2 kernel), side by side."""
+    ch = make_channel("attention")
+    runs = (("previous", generic_amp_kernel), ("current", contextlib.nullcontext))
+    print(f"D={dim} model={ch.describe()} iterations per run={iters} repeats={repeats} "
+          f"(min); load average {os.getloadavg()[0]:.2f} at the start")
+    per_iter = {name: [] for name, _ in runs}  # s per iteration at each alpha
+    sizes = []
+    for alpha in alphas:
+        cfg = AMPConfig(dim=dim, alpha=alpha, n_test=n_test)
+        prob = make_problem(ch, cfg, seed)
+        best, results = {}, {}
+        for _name, context in runs:  # warm-up (compile / load the kernels)
+            with context():
+                _amp_runs(ch, cfg, prob, 2)
+        for _ in range(repeats):
+            for name, context in runs:
+                with context():
+                    wall, res = _amp_runs(ch, cfg, prob, iters)
+                best[name] = min(best.get(name, np.inf), wall)
+                results[name] = res
+        same = all(ra["M_raw"] == rb["M_raw"] and ra["V"] == rb["V"]
+                   for ra, rb in zip(results["previous"].records,
+                                     results["current"].records, strict=True))
+        # the posterior call alone at the final state (a general V)
+        res = results["current"]
+        omega = project(prob.X, res.W)
+        tk = {}
+        for _ in range(repeats):
+            for name, context in runs:
+                with context():
+                    t0 = time.perf_counter()
+                    ch.posterior(prob.obs, omega, res.C)
+                    t = time.perf_counter() - t0
+                tk[name] = min(tk.get(name, np.inf), t)
+        N = cfg.n_samples
+        n = ch._inner_nodes()[0].shape[0]
+        grid, out = np.linspace(-3.0, 3.0, N * n).reshape(N, n), np.empty(N)
+        _libm_floor(grid, out)
+        floor = np.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            _libm_floor(grid, out)
+            floor = min(floor, time.perf_counter() - t0)
+        p, c = best["previous"] / iters, best["current"] / iters
+        print(f"alpha={alpha} N={N}: per iteration previous {1e3 * p:7.1f} ms, current "
+              f"{1e3 * c:7.1f} ms, ratio {p / c:.2f}; same trajectory: {same}")
+        print(f"  posterior call ({N} samples x {n} nodes): previous "
+              f"{1e3 * tk['previous']:6.1f} ms, current {1e3 * tk['current']:6.1f} ms, "
+              f"ratio {tk['previous'] / tk['current']:.2f}; libm floor {1e3 * floor:6.1f} ms "
+              f"= {floor / tk['current']:.2f} of the current call "
+              f"({1e9 * tk['current'] / (N * n):.0f} ns per sample.node)")
+        sizes.append(N)
+        for name in per_iter:
+            per_iter[name].append(best[name] / iters)
+    # per iteration a + b N (the test-set metrics do not scale with N); one alpha: b N
+    Ns = np.array([round(a * dim) for a in NOTEBOOK_ALPHAS], dtype=float)
+    est = {}
+    for name, t in per_iter.items():
+        if len(set(sizes)) > 1:
+            b, a0 = np.polyfit(sizes, t, 1)
+        else:
+            b, a0 = t[0] / sizes[0], 0.0
+        est[name] = NOTEBOOK_SEEDS * NOTEBOOK_ITERS * float(np.sum(a0 + b * Ns))
+    fit = "a + b N fitted" if len(set(sizes)) > 1 else "proportional to N"
+    print(f"AMP cell estimate (alpha in {NOTEBOOK_ALPHAS}, {NOTEBOOK_SEEDS} seeds, "
+          f"{NOTEBOOK_ITERS} iterations; per iteration {fit} on alpha in {tuple(alphas)}): "
+          f"previous {est['previous']:.0f} s, current {est['current']:.0f} s, "
+          f"ratio {est['previous'] / est['current']:.2f}")
+    return est
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
@@ -98,7 +213,17 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", action="store_true",
+                   help="CPU: previous vs current fibre kernel on the notebook's AMP cell")
+    p.add_argument("--alphas", default="0.8",
+                   help="--compare: comma-separated alphas (default 0.8)")
+    p.add_argument("--iters", type=int, default=10, help="--compare: iterations per run")
+    p.add_argument("--repeats", type=int, default=3, help="--compare: runs (min)")
     a = p.parse_args(argv)
+    if a.compare:
+        alphas = [float(x) for x in a.alphas.split(",")]
+        compare(a.dim or 1000, alphas, a.iters, a.repeats, a.n_test, a.seed)
+        return
     dim = a.dim or (1000 if a.device == "cpu" else 10_000)
     bench(a.device, dim, a.alpha, a.max_iter, a.tol, a.n_test, a.seed)
 

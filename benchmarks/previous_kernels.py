@@ -387,3 +387,40 @@ def previous_kernels():
     finally:
         for name, f in zip(NAMES, saved, strict=True):
             setattr(kern, name, f)
+
+
+# -- AMP (issue 15): the written-out L = 2 kernel for a general V ---------------------------
+#: the generic two-pass kernel, which AMP's posterior (L = 2, general V = Ĉ) ran on before
+#: ``fibre_moments_two_tokens_general`` (captured at import, before any swap)
+generic_fibre_moments = kern.fibre_moments
+
+
+@contextmanager
+def _swapped(name, f):
+    """``kern.<name>`` replaced by ``f`` inside the block."""
+    saved = getattr(kern, name)
+    setattr(kern, name, f)
+    try:
+        yield
+    finally:
+        setattr(kern, name, saved)
+
+
+_previous_kernels_before_amp = previous_kernels
+
+
+@contextmanager
+def previous_kernels():  # extends the definition above
+    """Run the attention channel on the previous fibre kernels inside the block; the L = 2
+    general-V kernel (same arguments as ``fibre_moments``) on the previous general one."""
+    with _previous_kernels_before_amp(), _swapped("fibre_moments_two_tokens_general",
+                                                  previous_fibre_moments):
+        yield
+
+
+@contextmanager
+def generic_amp_kernel():
+    """AMP's posterior (L = 2, general V) on the generic two-pass kernel inside the block:
+    the code the published-figures notebook ran before the written-out kernel."""
+    with _swapped("fibre_moments_two_tokens_general", generic_fibre_moments):
+        yield

@@ -302,3 +302,39 @@ def test_compare_widens_the_tolerance_for_few_seeds():
     few, many = compare(summary(4), se, 10**6), compare(summary(1000), se, 10**6)
     assert few["t"] == pytest.approx(9.219, abs=1e-3) and few["agree"]  # 5 stderr off
     assert many["t"] == pytest.approx(3.0, abs=0.03) and not many["agree"]
+
+
+@pytest.mark.parametrize("depth, skip", [(1, 1.0), (2, 1.0), (2, 0.05), (3, 0.05)])
+def test_two_token_general_v_kernel_equals_the_generic_kernel(depth, skip):
+    """AMP's posterior (L = 2, general ``V = Ĉ``) runs on the written-out kernel
+    ``fibre_moments_two_tokens_general``; it makes the generic kernel's sums in the same
+    order, so the moments agree to 1e-12 relative (bitwise today) on random observations,
+    near-singular mixers (skip c = 0.05), a lopsided correlated ``V`` (variances 2 and
+    1e-3) and a random one, on shifted nodes and on the shared ones (``ω_U = 0``, depth >=
+    2); depth 1 has no mixer (``B = I``)."""
+    from asymptotics.channels import _attention_kernels as kern
+
+    ch = make_channel("attention", depth=depth, seq_len=2, skip=skip, beta=1.0)
+    rng = np.random.default_rng(depth + int(100 * skip))
+    G = rng.normal(size=(depth, depth))
+    lopsided = np.diag([2.0] + [1e-3] * (depth - 1))
+    lopsided[0, -1] = lopsided[-1, 0] = 0.03
+    T, W = ch._inner_nodes()
+    S, K = W.shape[0], 6
+    for V in (lopsided, G @ G.T / depth + 0.05 * np.eye(depth)):
+        chol, coef, vc = ch._conditional(V)
+        for shared in (False, True)[: 1 + (depth > 1)]:
+            a = 1.5 * rng.normal(size=(K, 2))
+            om = 0.7 * rng.normal(size=(K, 2, depth))
+            if shared:
+                om[:, :, : depth - 1] = 0.0
+            got = ch.fibre_moments(a, om, V, inner_path="general")
+            Binv, logdet = ch._shared_mixers(chol) if shared else (np.zeros((1, 2, 2)),
+                                                                   np.zeros(1))
+            ref = (np.empty((S, K)), np.empty((S, K, 2, depth)),
+                   np.empty((S, K, 2, depth, 2, depth)))
+            kern.fibre_moments(a, om, T, W, chol, coef, vc, skip, 1.0, Binv, logdet, shared,
+                               *ref, True)
+            for x, y in zip((got.log_norm, got.mean, got.second), ref, strict=True):
+                assert np.all(np.isfinite(y[0]))  # the primary set (a coarse one may be empty)
+                np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-300)

@@ -598,6 +598,228 @@ def mean_forward(omega, offsets, weights, skip, beta, out):
 
 
 @njit(parallel=True, cache=True)
+def fibre_moments_two_tokens_general(
+    a,
+    omega,
+    T,
+    W,
+    chol,
+    cvec,
+    vc,
+    skip,
+    beta,
+    Binv_sh,
+    logdet_sh,
+    shared,
+    lognorm,
+    mean,
+    second,
+    with_second,
+):
+    """:func:`fibre_moments` written out for L = 2 and a general ``V`` (any depth): AMP's
+    ``V = Ĉ``.  Per node ``z_U = ω_U + C t`` (``C = chol``, the Cholesky factor of
+    ``V_UU``), the mixer ``B = Π_j (softmax(β s_j s_jᵀ) + cI)`` on 2×2 scalars (sigmoid
+    rows), ``x = B^{-1} a`` by the adjugate and, with the last layer conditioned on the
+    upstream ones (``cvec``: regression coefficients, ``vc``: conditional variance),
+
+        log w_± = -Σ_l (±x_l - μ_l)² / (2 v_c) - log|det B|,   μ_l = ω_last,l + cvec·(C t_l);
+
+    the sign pair folded, two passes per observation (``log w_±`` and their maximum ``M``,
+    then the sums of ``W e^{log w - M}``).  ``e^{log w - M}`` is 0 below ``log w - M <
+    -746`` (under the smallest subnormal), so it is not evaluated there; the first layer's
+    mixer skips the product with ``B = I`` (exact), and at depth 2 the sums are written
+    out.  Arguments, outputs and floating-point operations as :func:`fibre_moments` (the
+    same sums in the same order: bitwise equal today, the tests check 1e-12); ``shared``:
+    the mixers are ``Binv_sh, logdet_sh``.
+    """
+    K = a.shape[0]
+    n = T.shape[0]
+    m = T.shape[2]
+    depth = m + 1
+    S = W.shape[0]
+    P = 2 * depth  # the entries (l, j) of z, flattened l * depth + j
+    const = -math.log(2.0 * math.pi * vc)
+    inv2v = 0.5 / vc
+    # per node: C t and the regression part c·(C t_l) of the last layer's mean
+    CT = np.empty((n, 2, m))
+    MU = np.zeros((n, 2))
+    for i in range(n):
+        for l in range(2):
+            mu = 0.0
+            for j in range(m):
+                acc = 0.0
+                for q in range(j + 1):
+                    acc += chol[j, q] * T[i, l, q]
+                CT[i, l, j] = acc
+                mu += cvec[j] * acc
+            MU[i, l] = mu
+    for k in prange(K):
+        X = np.empty((n, 2))
+        LW = np.empty((n, 2))
+        z = np.empty(P)
+        odd = np.zeros(P)
+        odd[m] = 1.0
+        odd[depth + m] = 1.0
+        accZ = np.zeros(S)
+        accM = np.zeros((S, P))
+        accS = np.zeros((S, P, P) if with_second else (S, 1, 1))
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        m0 = omega[k, 0, m]
+        m1 = omega[k, 1, m]
+        lmax = -np.inf
+        for i in range(n):
+            if shared:
+                ld = logdet_sh[i]
+                if ld == -np.inf:
+                    LW[i, 0] = -np.inf
+                    LW[i, 1] = -np.inf
+                    continue
+                x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
+                x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
+            else:
+                b00 = 1.0
+                b01 = 0.0
+                b10 = 0.0
+                b11 = 1.0
+                if m > 0:
+                    # the first layer: B = I, so s = u and B = softmax + cI (exactly)
+                    u0 = omega[k, 0, 0] + CT[i, 0, 0]
+                    u1 = omega[k, 1, 0] + CT[i, 1, 0]
+                    p0 = _sigmoid(-(beta * u0 * (u1 - u0)))
+                    p1 = _sigmoid(-(beta * u1 * (u0 - u1)))
+                    b00 = p0 + skip
+                    b01 = 1.0 - p0
+                    b10 = 1.0 - p1
+                    b11 = p1 + skip
+                for j in range(1, m):
+                    u0 = omega[k, 0, j] + CT[i, 0, j]
+                    u1 = omega[k, 1, j] + CT[i, 1, j]
+                    s0 = b00 * u0 + b01 * u1
+                    s1 = b10 * u0 + b11 * u1
+                    p0 = _sigmoid(-(beta * s0 * (s1 - s0)))
+                    p1 = _sigmoid(-(beta * s1 * (s0 - s1)))
+                    c00 = p0 + skip
+                    c01 = 1.0 - p0
+                    c10 = 1.0 - p1
+                    c11 = p1 + skip
+                    n00 = c00 * b00 + c01 * b10
+                    n01 = c00 * b01 + c01 * b11
+                    n10 = c10 * b00 + c11 * b10
+                    n11 = c10 * b01 + c11 * b11
+                    b00 = n00
+                    b01 = n01
+                    b10 = n10
+                    b11 = n11
+                det = b00 * b11 - b01 * b10
+                if det == 0.0:
+                    LW[i, 0] = -np.inf
+                    LW[i, 1] = -np.inf
+                    continue
+                inv = 1.0 / det
+                x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+                x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+                ld = math.log(abs(det))
+            X[i, 0] = x0
+            X[i, 1] = x1
+            mu0 = m0 + MU[i, 0]
+            mu1 = m1 + MU[i, 1]
+            dp0 = x0 - mu0
+            dp1 = x1 - mu1
+            dm0 = x0 + mu0
+            dm1 = x1 + mu1
+            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
+            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        if lmax > -np.inf:
+            for i in range(n):
+                tp = LW[i, 0] - lmax
+                tm = LW[i, 1] - lmax
+                if tp < -746.0 and tm < -746.0:
+                    continue  # e^{t} == 0 for both signs
+                ep = math.exp(tp)
+                em = math.exp(tm)
+                e = ep + em
+                if e == 0.0:
+                    continue
+                d = ep - em
+                if m == 1:
+                    # depth 2: the sums written out, z = (u_0, x_0, u_1, x_1)
+                    u0 = omega[k, 0, 0] + CT[i, 0, 0]
+                    u1 = omega[k, 1, 0] + CT[i, 1, 0]
+                    x0 = X[i, 0]
+                    x1 = X[i, 1]
+                    for q in range(S):
+                        we = W[q, i] * e
+                        if we == 0.0:
+                            continue
+                        wd = W[q, i] * d
+                        eu0 = we * u0
+                        du0 = wd * u0
+                        ex0 = we * x0
+                        dx0 = wd * x0
+                        eu1 = we * u1
+                        du1 = wd * u1
+                        ex1 = we * x1
+                        accZ[q] += we
+                        accM[q, 0] += eu0
+                        accM[q, 1] += dx0
+                        accM[q, 2] += eu1
+                        accM[q, 3] += wd * x1
+                        if with_second:
+                            accS[q, 0, 0] += eu0 * u0
+                            accS[q, 0, 1] += du0 * x0
+                            accS[q, 0, 2] += eu0 * u1
+                            accS[q, 0, 3] += du0 * x1
+                            accS[q, 1, 1] += ex0 * x0
+                            accS[q, 1, 2] += dx0 * u1
+                            accS[q, 1, 3] += ex0 * x1
+                            accS[q, 2, 2] += eu1 * u1
+                            accS[q, 2, 3] += du1 * x1
+                            accS[q, 3, 3] += ex1 * x1
+                    continue
+                for l in range(2):
+                    for j in range(m):
+                        z[l * depth + j] = omega[k, l, j] + CT[i, l, j]
+                    z[l * depth + m] = X[i, l]
+                for q in range(S):
+                    we = W[q, i] * e
+                    if we == 0.0:
+                        continue
+                    wd = W[q, i] * d
+                    accZ[q] += we
+                    for r in range(P):
+                        w_r = wd if odd[r] == 1.0 else we
+                        accM[q, r] += w_r * z[r]
+                        if with_second:
+                            for c in range(r, P):
+                                w_rc = wd if odd[r] != odd[c] else we
+                                accS[q, r, c] += w_rc * z[r] * z[c]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = accM[q, r] * inv
+                    if with_second:
+                        for c in range(r, P):
+                            v = accS[q, r, c] * inv
+                            second[q, k, r // depth, r % depth, c // depth, c % depth] = v
+                            second[q, k, c // depth, c % depth, r // depth, r % depth] = v
+            else:
+                lognorm[q, k] = -np.inf
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = np.nan
+                    for c in range(P):
+                        second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan
+
+
+@njit(parallel=True, cache=True)
 def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer_second):
     """:func:`unlearned_inner_moments` at ``ω_last = 0`` for L = 2, depth 2 (the default
     table), written with scalar accumulators: per pair ``x = B_i^{-1} a`` and one

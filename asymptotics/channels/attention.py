@@ -528,7 +528,9 @@ class AttentionChannel(Channel):
             second = np.empty((S, K, L, depth, L, depth))
         else:
             second = np.full((S, K, L, depth, L, depth), np.nan)
-        kern.fibre_moments(
+        # two tokens, general V (AMP's V = Ĉ): the written-out kernel, the same sums (~4x)
+        kernel = kern.fibre_moments_two_tokens_general if L == 2 else kern.fibre_moments
+        kernel(
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
             self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second,
             bool(want_second),
