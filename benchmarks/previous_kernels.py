@@ -371,15 +371,16 @@ def _two_token_moments_by_previous(a, omega, T, W, sd, v_last, skip, beta, logno
 
 
 NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
-         "fibre_moments_two_tokens")
+         "fibre_moments_two_tokens", "fibre_moments_two_tokens_general")
 
 
 @contextmanager
 def previous_kernels():
     """Run the attention channel on the previous fibre kernels inside the block."""
     saved = [getattr(kern, name) for name in NAMES]
+    # the L = 2 general-V kernel (AMP) takes the arguments of ``fibre_moments``
     previous = (previous_fibre_moments, _diagonal_by_previous, _two_tokens_by_previous,
-                _two_token_moments_by_previous)
+                _two_token_moments_by_previous, previous_fibre_moments)
     for name, f in zip(NAMES, previous, strict=True):
         setattr(kern, name, f)
     try:
@@ -404,18 +405,6 @@ def _swapped(name, f):
         yield
     finally:
         setattr(kern, name, saved)
-
-
-_previous_kernels_before_amp = previous_kernels
-
-
-@contextmanager
-def previous_kernels():  # extends the definition above
-    """Run the attention channel on the previous fibre kernels inside the block; the L = 2
-    general-V kernel (same arguments as ``fibre_moments``) on the previous general one."""
-    with _previous_kernels_before_amp(), _swapped("fibre_moments_two_tokens_general",
-                                                  previous_fibre_moments):
-        yield
 
 
 @contextmanager
