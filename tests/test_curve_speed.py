@@ -131,7 +131,9 @@ SE_MAP_BEFORE = [
 
 @pytest.mark.parametrize("q, path, qhat, err, psi", SE_MAP_BEFORE)
 def test_se_map_at_fixed_q_equals_the_previous_kernels(q, path, qhat, err, psi):
-    se = StateEvolution(AttentionChannel(), 0.5, SESettings(sobol_log2=6), inner_path=path)
+    """The plain estimator α E[g gᵀ] (``control_variate=False``) as recorded."""
+    se = StateEvolution(AttentionChannel(), 0.5,
+                        SESettings(sobol_log2=6, control_variate=False), inner_path=path)
     est = se.qhat(np.diag(q))
     np.testing.assert_allclose(np.diag(est.Qhat), qhat, rtol=1e-12)
     np.testing.assert_allclose(np.diag(est.error), err, rtol=1e-12)
