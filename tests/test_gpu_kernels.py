@@ -23,19 +23,20 @@ TOL = 1e-10
 
 def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
     """General nodes (correlated and lopsided V, skip 0.05), precomputed shared mixers,
-    importance-weighted means; depth 1, 2, 3 and L = 2, 3; sizes outside L <= 4,
-    depth <= 3 refused by name."""
+    importance-weighted means (and the diagonal second moments the SE map's control variate
+    asks for: the fused kernel sums all of them on the importance nodes); depth 1, 2, 3
+    and L = 2, 3; sizes outside L <= 4, depth <= 3 refused by name."""
     res = subprocess.run([sys.executable, os.path.join(HERE, "cudasim_fibre.py")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     refused = out.pop("refused")
     assert len(refused) == 2 and "seq_len = 5" in refused[0] and "depth = 4" in refused[1]
-    assert len(out) == 7
+    assert len(out) == 8
     for name, errs in out.items():
         for key in ("log_norm", "mean"):
             assert errs[key] < TOL, (name, key, errs[key])
-        if "importance" in name:
+        if name == "d2-L2-importance":
             assert errs["second"] is None  # means only, second NaN as on the CPU
         else:
             assert errs["second"] < TOL, (name, errs["second"])

@@ -364,8 +364,7 @@ class AttentionChannel(Channel):
             raise ValueError(f"_gpu_kernel must be 'fused' or 'array', got {_gpu_kernel!r}")
         V = check_variance(V, self.depth)
         if device == "gpu" and _gpu_kernel == "fused":
-            return self._fibre_gpu(obs, omega, V, bool(second), inner_error, inner_path,
-                                   on_device)
+            return self._fibre_gpu(obs, omega, V, second, inner_error, inner_path, on_device)
         obs, omega = to_numpy(obs), to_numpy(omega)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -430,7 +429,7 @@ class AttentionChannel(Channel):
             raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
                              "trapezoid and a diagonal V")
         shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
-        if shared and not second:
+        if shared and second != True:  # noqa: E712 (False or "diagonal")
             mode = "importance"
         elif m > 0 and not bool(xp.any(om[:, :, :m])):
             mode = "shared"
@@ -438,7 +437,7 @@ class AttentionChannel(Channel):
             mode = "general"
         nodes, vc, const = self._device_nodes(xp, mode, V, chol, coef, vc, inner_error)
         ln, mean, sec = cu.fibre_moments_cuda(xp, a, om, *nodes, vc, self.skip, self.beta,
-                                              const, mode, second)
+                                              const, mode, bool(second))
         S = ln.shape[0]
         return FibreMoments(
             ln.reshape((S,) + batch),
