@@ -38,7 +38,8 @@ class SESettings:
     dimensions) uses a sinh-mapped trapezoid of ``discrete_nodes`` per axis with scale
     ``sqrt((1 - q_k)/q_k)`` per direction, adapted to Q: near perfect recovery the
     integrand lives within that distance of ω = 0, where a fixed rule would miss it.
-    ``control_variate`` (randomised-QMC rules, each replicate net's map too) estimates
+    ``control_variate`` (channels declaring it, randomised-QMC rules with nets of at least
+    ``CONTROL_VARIATE_MIN_NET`` points, each replicate net's map too) estimates
     ``Q̂`` from both of its Nishimori forms, ``α E[g gᵀ]`` and
     ``α E[Σ_l (V⁻¹ - V⁻¹ Cov_l V⁻¹)]``, combined per entry with the variance-minimising
     weight (:func:`nishimori_combination`): the same integral at a lower variance (on the
@@ -103,6 +104,18 @@ class QhatEstimate:
     rule: str
     psi_out: float = float("nan")
     psi_out_error: float = float("nan")
+
+
+#: the fewest points per randomised net on which the control variate's weight is fitted:
+#: on nets of 16 points (sobol_log2 = 7) the fitted weights made replicate maps of the
+#: product channel lose their fixed point
+CONTROL_VARIATE_MIN_NET = 256
+
+
+def _points_per_net(rule: Rule) -> int:
+    """Points of each independent randomised net of ``rule`` (a replicate rule: all)."""
+    nets = rule.alt_weights.shape[0] if rule.error_kind == "replicates" else 1
+    return rule.size // nets
 
 
 def _covariance_form(fm: MomentSets, Vinv: np.ndarray, diagonal: bool) -> np.ndarray:
@@ -256,9 +269,11 @@ class StateEvolution:
             u = pts[:, L * p : 2 * L * p].reshape(-1, L, p)
             noise = pts[:, 2 * L * p :] if ch.noise_dim else None
             self.inner_path = ch.keep_inner_path(self.inner_path, V)
-            # on every randomised rule, the replicate nets' own maps too: their fixed
-            # points' spread is then the error of this very estimator
-            cv = self.settings.control_variate and rule.kind == "rqmc"
+            # on every randomised rule, the replicate nets' own maps too (their fixed
+            # points' spread is then the error of this very estimator), with nets large
+            # enough for the fitted weight to be a constant, not noise
+            cv = (self.settings.control_variate and ch.capabilities.control_variate
+                  and rule.kind == "rqmc" and _points_per_net(rule) >= CONTROL_VARIATE_MIN_NET)
             second = ("diagonal" if self.diagonal_only else True) if cv else False
             omega, fm = outer_moments(ch, xi, u, Q, noise, second=second,
                                       inner_error=inner_error, inner_path=self.inner_path,

@@ -110,7 +110,7 @@ class AttentionChannel(Channel):
     name = "attention"
     sign_symmetric = True
     capabilities = Capabilities(diagonal_overlaps=True, inner_paths=True, staircase=True,
-                                inner_rule=True)
+                                inner_rule=True, control_variate=True)
 
     def __init__(
         self,

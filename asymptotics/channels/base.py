@@ -70,12 +70,19 @@ class Capabilities:
     ``unlearned_inner_moments(obs, omega_last, v_last)`` (first layers unlearned).
     ``inner_rule``: the posterior integrates over an inner rule whose alternative weight
     sets give its error; :meth:`Channel.refined` refines it.
+    ``control_variate``: the SE map may estimate ``Q̂`` from both Nishimori forms
+    (``SESettings.control_variate``; ``posterior_sets`` gives second moments, or their
+    diagonal with ``second="diagonal"``).  Declared where it was tested: an overlap at 0
+    must have ``g ≡ 0`` there (each direction's own sign symmetry), else the fitted weight
+    puts noise on the slope at ``Q = 0`` (the product channel's replicate maps lost their
+    fixed point at α = 0.5).
     """
 
     diagonal_overlaps: bool = False
     inner_paths: bool = False
     staircase: bool = False
     inner_rule: bool = False
+    control_variate: bool = False
 
 
 @dataclass
