@@ -212,7 +212,8 @@ class _OuterNet:
         key = q.tobytes()
         if key not in self.cache:
             L, depth = self.ch.seq_len, self.ch.dim
-            omega, fm = outer_moments(self.ch, self.xi, self.u, q, second=True)
+            # only the per-layer blocks of the second moment enter λ
+            omega, fm = outer_moments(self.ch, self.xi, self.u, q, second="layers")
             v = 1.0 - q
             g = (fm.mean - omega[None]) / v
             m = np.mean(np.sum(g**2, axis=2), axis=1)  # (S, depth)

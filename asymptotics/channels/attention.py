@@ -201,8 +201,10 @@ class AttentionChannel(Channel):
         """Numba form of :meth:`Channel.mean_forward` (same sums, no (M, K) temporaries)."""
         omega = np.ascontiguousarray(omega, dtype=float)
         out = np.empty(omega.shape[:1] + (self.seq_len, self.seq_len))
-        kern.mean_forward(omega, np.ascontiguousarray(offsets, dtype=float),
-                          np.ascontiguousarray(weights, dtype=float), self.skip, self.beta, out)
+        # two tokens: written out, one exp per softmax row (the same sums to the bit)
+        f = kern.mean_forward_two_tokens if self.seq_len == 2 else kern.mean_forward
+        f(omega, np.ascontiguousarray(offsets, dtype=float),
+          np.ascontiguousarray(weights, dtype=float), self.skip, self.beta, out)
         return out
 
     def observe(self, Z, noise=None):
@@ -257,7 +259,8 @@ class AttentionChannel(Channel):
         B(t)`` and ``x``, ``log w`` and ``z_U z_Uᵀ`` are equal on both nodes (exact; half
         the pairs).  At ``omega_last = 0`` with L = 2, depth 2 a kernel with scalar
         accumulators runs (:func:`~._attention_kernels.null_moments_two_tokens`, 2x faster
-        per pair).
+        per pair); with L = 2, depth 3 its written-out form
+        (:func:`~._attention_kernels.unlearned_moments_depth3`, 2.6-3.4x, the same sums).
         """
         a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
         K = a.shape[0]
@@ -277,6 +280,9 @@ class AttentionChannel(Channel):
             mean_last[:] = 0.0  # both signs weigh the same: exactly 0
             kern.null_moments_two_tokens(a, float(v_last), Binv, logdet, T, W, lognorm,
                                          layer_second)
+        elif L == 2 and self.depth == 3:
+            kern.unlearned_moments_depth3(a, omega_last, float(v_last), Binv, logdet, T, W,
+                                          lognorm, mean_last, layer_second)
         else:
             kern.unlearned_inner_moments(a, omega_last, float(v_last), Binv, logdet, T, W,
                                          lognorm, mean_last, layer_second)
@@ -325,15 +331,18 @@ class AttentionChannel(Channel):
         return chol, coef, vc
 
     def fibre_moments(
-        self, obs, omega, V, device: str = "cpu", second: bool = True,
+        self, obs, omega, V, device: str = "cpu", second: bool | str = True,
         inner_error: bool = True, inner_path: str = "auto", cpu_kernel: str = "numba",
         on_device: bool = False, _gpu_kernel: str = "fused",
     ) -> FibreMoments:
         """Posterior moments on all inner weight sets, batched over the leading axes.
 
         ``second=False`` skips the second moments (``second`` is then NaN on the numba
-        path) and ``inner_error=False`` uses the primary inner weights only (S = 1): the
-        cheap form state-evolution iterations use.  ``inner_path`` picks the numba mean
+        path), ``second="layers"`` asks only for the per-layer blocks
+        ``E[z_{l,j} z_{l',j}]`` (what the staircase's ``λ_j`` needs; the written-out
+        depth-3 kernel leaves the other entries NaN, the other paths compute them all),
+        and ``inner_error=False`` uses the primary inner weights only (S = 1): the cheap
+        form state-evolution iterations use.  ``inner_path`` picks the numba mean
         kernel: ``shared`` (importance-weighted shared nodes; only where structurally
         possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
         ``ω_U + chol(V_UU) t``), or ``auto``: shared where :meth:`shared_nodes_apply`.
@@ -346,13 +355,16 @@ class AttentionChannel(Channel):
         vectorised cupy path: a reference for comparisons and the only GPU path there).
         """
         check_device(device, cpu_kernel)
+        if second not in (True, False, "layers"):
+            raise ValueError(f"second must be True, False or 'layers', got {second!r}")
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
         if _gpu_kernel not in ("fused", "array"):
             raise ValueError(f"_gpu_kernel must be 'fused' or 'array', got {_gpu_kernel!r}")
         V = check_variance(V, self.depth)
         if device == "gpu" and _gpu_kernel == "fused":
-            return self._fibre_gpu(obs, omega, V, second, inner_error, inner_path, on_device)
+            return self._fibre_gpu(obs, omega, V, bool(second), inner_error, inner_path,
+                                   on_device)
         obs, omega = to_numpy(obs), to_numpy(omega)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -498,10 +510,15 @@ class AttentionChannel(Channel):
             if depth == 2 and not want_second:
                 kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
                                             self.beta, lognorm, mean)
+            elif depth == 3:  # written out, only the sums asked for
+                mode = (kern.FIBRE_LAYER_BLOCKS if isinstance(want_second, str) else
+                        kern.FIBRE_FULL if want_second else kern.FIBRE_MEANS)
+                kern.fibre_moments_depth3(a, om, T, W, np.ascontiguousarray(np.diag(chol)), vc,
+                                          self.skip, self.beta, lognorm, mean, second, mode)
             else:
                 kern.fibre_moments_two_tokens(a, om, T, W, np.ascontiguousarray(np.diag(chol)),
                                               vc, self.skip, self.beta, lognorm, mean, second,
-                                              want_second)
+                                              bool(want_second))
             return FibreMoments(lognorm, mean, second)
         if shared:
             Binv, logdet = self._shared_mixers(chol)
@@ -515,7 +532,7 @@ class AttentionChannel(Channel):
             second = np.full((S, K, L, depth, L, depth), np.nan)
         kern.fibre_moments(
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
-            self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second, want_second,
+            self.skip, self.beta, Binv, logdet, shared, lognorm, mean, second, bool(want_second),
         )
         return FibreMoments(lognorm, mean, second)
 
