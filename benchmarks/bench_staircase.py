@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import time
+from pathlib import Path
 
-from asymptotics.channels.registry import make_channel
-from asymptotics.staircase import StaircaseSettings, staircase_thresholds
-from asymptotics.thresholds import weak_recovery_thresholds
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
-try:
-    from previous_kernels import previous_kernels
-except ImportError:  # run as a module
-    from benchmarks.previous_kernels import previous_kernels
+from asymptotics.channels.registry import make_channel  # noqa: E402
+from asymptotics.staircase import StaircaseSettings, staircase_thresholds  # noqa: E402
+from asymptotics.thresholds import weak_recovery_thresholds  # noqa: E402
+from benchmarks.previous_kernels import previous_kernels  # noqa: E402
 
 
 def run(args):
