@@ -652,6 +652,14 @@ def _depth3_by_head(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, secon
                                   second, mode != kern.FIBRE_MEANS)
 
 
+
+def _forward_by_head(omega, heads, group, lasts, weights, skip, beta, out):
+    """The call the channel makes to ``mean_forward_two_tokens``, on the kernel it
+    replaced (the offsets rebuilt from their heads)."""
+    offsets = np.concatenate([heads[group], lasts[:, :, None]], axis=2)
+    head_mean_forward(omega, np.ascontiguousarray(offsets), weights, skip, beta, out)
+
+
 NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
          "fibre_moments_two_tokens", "fibre_moments_depth3", "unlearned_moments_depth3",
          "mean_forward_two_tokens")
@@ -663,7 +671,7 @@ def previous_kernels():
     saved = [getattr(kern, name) for name in NAMES]
     previous = (previous_fibre_moments, previous_diagonal_fibre_means, _two_tokens_by_previous,
                 _two_token_moments_by_previous, _depth3_by_head, head_unlearned_inner_moments,
-                head_mean_forward)
+                _forward_by_head)
     for name, f in zip(NAMES, previous, strict=True):
         setattr(kern, name, f)
     try:

@@ -905,31 +905,34 @@ def unlearned_moments_depth3(a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, l
 
 
 @njit(parallel=True, cache=True)
-def mean_forward_two_tokens(omega, offsets, weights, skip, beta, out):
-    """:func:`mean_forward` written out for L = 2 (any depth): the mixer on 2×2 scalars
-    (sigmoid rows) and each output row ``softmax(β s_r s)`` with one exp: the larger of
-    the row's two logits gives ``e^0 = 1``, the other ``e = exp(v_small - v_big)``, so
-    ``y_{rc} = (1 or e) / (1 + e)``, the values and sums of :func:`mean_forward` to the bit.
+def mean_forward_two_tokens(omega, heads, group, lasts, weights, skip, beta, out):
+    """:func:`mean_forward` written out for L = 2 (any depth), on offsets given as
+    ``offsets[i] = (heads[group[i]], lasts[i])``: the first ``depth-1`` layers' part from a
+    list of distinct ``heads`` (a tensor rule has few: 6^4 of 6^6 Gauss–Hermite nodes at
+    depth 3), so each mixer ``B`` (four sigmoid rows at depth 3) is computed once per head
+    and observation, then looked up.  Each output row ``softmax(β s_r s)`` takes one exp: the
+    larger of its two logits gives ``e^0 = 1``, the other ``e = exp(v_small - v_big)``, so
+    ``y_{rc} = (1 or e) / (1 + e)``.  The nodes are summed in their order: the values and
+    sums of :func:`mean_forward` to the bit.
 
-    omega (K, 2, depth); offsets (M, 2, depth); weights (M,); out (K, 2, 2).
+    omega (K, 2, depth); heads (G, 2, depth-1); group (M,) ints in [0, G); lasts (M, 2);
+    weights (M,); out (K, 2, 2).
     """
     K = omega.shape[0]
     depth = omega.shape[2]
-    M = offsets.shape[0]
+    G = heads.shape[0]
+    M = lasts.shape[0]
     m = depth - 1
     for k in prange(K):
-        y00 = 0.0
-        y01 = 0.0
-        y10 = 0.0
-        y11 = 0.0
-        for i in range(M):
+        Bg = np.empty((G, 4))
+        for g in range(G):
             b00 = 1.0
             b01 = 0.0
             b10 = 0.0
             b11 = 1.0
             for j in range(m):
-                u0 = omega[k, 0, j] + offsets[i, 0, j]
-                u1 = omega[k, 1, j] + offsets[i, 1, j]
+                u0 = omega[k, 0, j] + heads[g, 0, j]
+                u1 = omega[k, 1, j] + heads[g, 1, j]
                 s0 = b00 * u0 + b01 * u1
                 s1 = b10 * u0 + b11 * u1
                 p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
@@ -946,10 +949,22 @@ def mean_forward_two_tokens(omega, offsets, weights, skip, beta, out):
                 b01 = n01
                 b10 = n10
                 b11 = n11
-            z0 = omega[k, 0, m] + offsets[i, 0, m]
-            z1 = omega[k, 1, m] + offsets[i, 1, m]
-            s0 = b00 * z0 + b01 * z1
-            s1 = b10 * z0 + b11 * z1
+            Bg[g, 0] = b00
+            Bg[g, 1] = b01
+            Bg[g, 2] = b10
+            Bg[g, 3] = b11
+        w0 = omega[k, 0, m]
+        w1 = omega[k, 1, m]
+        y00 = 0.0
+        y01 = 0.0
+        y10 = 0.0
+        y11 = 0.0
+        for i in range(M):
+            g = group[i]
+            z0 = w0 + lasts[i, 0]
+            z1 = w1 + lasts[i, 1]
+            s0 = Bg[g, 0] * z0 + Bg[g, 1] * z1
+            s1 = Bg[g, 2] * z0 + Bg[g, 3] * z1
             w = weights[i]
             # row 0: logits β s0 s0, β s0 s1
             v0 = beta * s0 * s0

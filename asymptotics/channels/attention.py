@@ -200,11 +200,35 @@ class AttentionChannel(Channel):
     def mean_forward(self, omega, offsets, weights):
         """Numba form of :meth:`Channel.mean_forward` (same sums, no (M, K) temporaries)."""
         omega = np.ascontiguousarray(omega, dtype=float)
+        offsets = np.ascontiguousarray(offsets, dtype=float)
+        weights = np.ascontiguousarray(weights, dtype=float)
         out = np.empty(omega.shape[:1] + (self.seq_len, self.seq_len))
-        # two tokens: written out, one exp per softmax row (the same sums to the bit)
-        f = kern.mean_forward_two_tokens if self.seq_len == 2 else kern.mean_forward
-        f(omega, np.ascontiguousarray(offsets, dtype=float),
-          np.ascontiguousarray(weights, dtype=float), self.skip, self.beta, out)
+        if self.seq_len == 2:  # written out, one mixer per distinct head (the same sums)
+            kern.mean_forward_two_tokens(omega, *self._forward_heads(offsets), weights,
+                                         self.skip, self.beta, out)
+        else:
+            kern.mean_forward(omega, offsets, weights, self.skip, self.beta, out)
+        return out
+
+    def _forward_heads(self, offsets):
+        """``(heads, group, lasts)`` of :func:`~._attention_kernels.mean_forward_two_tokens`:
+        the distinct first-layer parts of ``offsets (M, L, depth)``, each node's index
+        among them, and the last layer's part; cached for the last ``offsets``."""
+        key = (offsets.shape, offsets.tobytes())
+        cached = getattr(self, "_heads_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        m = self.depth - 1
+        M = offsets.shape[0]
+        if m:
+            heads, group = np.unique(offsets[:, :, :m].reshape(M, -1), axis=0,
+                                     return_inverse=True)
+        else:  # depth 1: no mixer, one empty head
+            heads, group = np.zeros((1, 0)), np.zeros(M, dtype=np.int64)
+        out = (np.ascontiguousarray(heads.reshape(len(heads), self.seq_len, m)),
+               np.ascontiguousarray(group.reshape(M), dtype=np.int64),
+               np.ascontiguousarray(offsets[:, :, m]))
+        self._heads_cache = (key, out)
         return out
 
     def observe(self, Z, noise=None):
