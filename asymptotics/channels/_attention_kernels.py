@@ -457,8 +457,9 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
     Per pair ``u_j = ω_{·,j} + sd_j t_j`` (j = 0, 1), ``B = C_2 C_1`` with
     ``C_j = softmax(β s_j s_jᵀ) + cI`` (sigmoid rows), ``s_1 = u_0``, ``s_2 = C_1 u_1``,
     ``x = B^{-1} a`` (adjugate) and ``log w_± = -|±x - ω_2|²/(2 v_last) - log|det B|``,
-    the same operations in the same order as :func:`fibre_moments_two_tokens`.  Three
-    passes per observation: ``log w_±`` and their maximum ``M``; ``E_i = e_+ + e_-`` and
+    the same operations in the same order as :func:`fibre_moments_two_tokens`, but in
+    stages over all nodes (1.5x).  Three passes per observation: ``log w_±`` and their
+    maximum ``M``; ``E_i = e_+ + e_-`` and
     ``D_i = e_+ - e_-`` (``e_± = e^{log w_± - M}``) once for all weight sets; then per
     weight set the weighted sums (even entries by ``W E``, odd ones by ``W D``), each
     accumulated over the nodes in the same order as before (equal to round-off).
@@ -476,6 +477,13 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         E = np.empty(n)
         D = np.empty(n)
         acc = np.empty(28)
+        XA = np.empty(n)
+        XB = np.empty(n)
+        EA = np.empty(n)
+        EB = np.empty(n)
+        C = np.empty((n, 4))
+        DET = np.empty(n)
+        LD = np.empty(n)
         a0 = a[k, 0]
         a1 = a[k, 1]
         w00 = omega[k, 0, 0]
@@ -484,47 +492,81 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         w11 = omega[k, 1, 1]
         m0 = omega[k, 0, 2]
         m1 = omega[k, 1, 2]
-        lmax = -np.inf
+        # pass 1 in stages over all nodes, so that the exps and logs run in tight loops of
+        # independent calls (one node's chain of exp, divide, exp, divide, log is longer than
+        # the processor's window: node by node the calls cannot overlap)
         for i in range(n):
             u0 = w00 + sd0 * T[i, 0, 0]
             u1 = w10 + sd0 * T[i, 1, 0]
-            p0 = _sigmoid_select(-(beta * u0 * (u1 - u0)))
-            p1 = _sigmoid_select(-(beta * u1 * (u0 - u1)))
+            Z[i, 0] = u0
+            Z[i, 3] = u1
+            Z[i, 1] = w01 + sd1 * T[i, 0, 1]
+            Z[i, 4] = w11 + sd1 * T[i, 1, 1]
+            XA[i] = -(beta * u0 * (u1 - u0))
+            XB[i] = -(beta * u1 * (u0 - u1))
+        for i in range(n):
+            EA[i] = math.exp(-abs(XA[i]))
+            EB[i] = math.exp(-abs(XB[i]))
+        for i in range(n):
+            e = EA[i]
+            p0 = (1.0 if XA[i] >= 0 else e) / (1.0 + e)
+            e = EB[i]
+            p1 = (1.0 if XB[i] >= 0 else e) / (1.0 + e)
             c00 = p0 + skip
             c01 = 1.0 - p0
             c10 = 1.0 - p1
             c11 = p1 + skip
-            v0 = w01 + sd1 * T[i, 0, 1]
-            v1 = w11 + sd1 * T[i, 1, 1]
+            C[i, 0] = c00
+            C[i, 1] = c01
+            C[i, 2] = c10
+            C[i, 3] = c11
+            v0 = Z[i, 1]
+            v1 = Z[i, 4]
             s0 = c00 * v0 + c01 * v1
             s1 = c10 * v0 + c11 * v1
-            p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
-            p1 = _sigmoid_select(-(beta * s1 * (s0 - s1)))
+            XA[i] = -(beta * s0 * (s1 - s0))
+            XB[i] = -(beta * s1 * (s0 - s1))
+        for i in range(n):
+            EA[i] = math.exp(-abs(XA[i]))
+            EB[i] = math.exp(-abs(XB[i]))
+        for i in range(n):
+            e = EA[i]
+            p0 = (1.0 if XA[i] >= 0 else e) / (1.0 + e)
+            e = EB[i]
+            p1 = (1.0 if XB[i] >= 0 else e) / (1.0 + e)
             d00 = p0 + skip
             d01 = 1.0 - p0
             d10 = 1.0 - p1
             d11 = p1 + skip
+            c00 = C[i, 0]
+            c01 = C[i, 1]
+            c10 = C[i, 2]
+            c11 = C[i, 3]
             b00 = d00 * c00 + d01 * c10
             b01 = d00 * c01 + d01 * c11
             b10 = d10 * c00 + d11 * c10
             b11 = d10 * c01 + d11 * c11
-            Z[i, 0] = u0
-            Z[i, 1] = v0
-            Z[i, 3] = u1
-            Z[i, 4] = v1
             det = b00 * b11 - b01 * b10
+            DET[i] = det
             if det == 0.0:
                 Z[i, 2] = 0.0
                 Z[i, 5] = 0.0
+                continue
+            inv = 1.0 / det
+            Z[i, 2] = (b11 * inv) * a0 + (-b01 * inv) * a1
+            Z[i, 5] = (-b10 * inv) * a0 + (b00 * inv) * a1
+        for i in range(n):
+            d = DET[i]
+            LD[i] = math.log(abs(d if d != 0.0 else 1.0))
+        lmax = -np.inf
+        for i in range(n):
+            if DET[i] == 0.0:
                 LW[i, 0] = -np.inf
                 LW[i, 1] = -np.inf
                 continue
-            inv = 1.0 / det
-            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
-            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
-            Z[i, 2] = x0
-            Z[i, 5] = x1
-            ld = math.log(abs(det))
+            x0 = Z[i, 2]
+            x1 = Z[i, 5]
+            ld = LD[i]
             dp0 = x0 - m0
             dp1 = x1 - m1
             dm0 = x0 + m0
