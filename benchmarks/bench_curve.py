@@ -11,7 +11,10 @@ current ones, in this one process, and prints the ratio of the wall times and th
 difference of the overlaps (in units of their standard error).
 
     python benchmarks/bench_curve.py [--alphas 0.05:1.6:0.05] [--branch both] [--sobol-log2 12]
-                                     [--compare] [--map]
+                                     [--tol 1e-8] [--depth 2] [--max-iter N] [--compare] [--map]
+
+The notebook's depth-3 curve: ``--depth 3 --alphas 0.15:2.25:0.15 --sobol-log2 10 --tol 1e-6
+--max-iter 500``.
 
 ``--map`` times only single SE-map evaluations (``update``, the call the iterations make;
 2^sobol-log2 outer points) at fixed Q on the general and the shared fibre kernels, the
@@ -47,6 +50,9 @@ def main():
     ap.add_argument("--branch", default="both", choices=["amp", "bayes", "both"])
     ap.add_argument("--sobol-log2", type=int, default=12)
     ap.add_argument("--tol", type=float, default=1e-8)
+    ap.add_argument("--depth", type=int, default=2, help="attention depth (L = 2, c = β = 1)")
+    ap.add_argument("--max-iter", type=int, default=None,
+                    help="the sweep's max_iter (default: its own)")
     ap.add_argument("--compare", action="store_true",
                     help="run the previous fibre kernels first, side by side")
     ap.add_argument("--map", action="store_true", help="time single SE-map evaluations only")
@@ -124,7 +130,7 @@ class MapCounter:
 
 def run(alphas, args):
     """One sweep (after a compiling warm-up): its rows and wall time, printed."""
-    channel = make_channel()
+    channel = make_channel(depth=args.depth)
     settings = SESettings(sobol_log2=args.sobol_log2)
     sweep(channel, [0.5], "amp", settings=SESettings(sobol_log2=9))  # compile
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,11 +161,13 @@ def run(alphas, args):
 
         t0 = time.perf_counter()
         with counter:
+            extra = {} if args.max_iter is None else {"max_iter": args.max_iter}
             rows = sweep(channel, alphas, args.branch, settings=settings, tol=args.tol,
-                         output=path, progress=progress)
+                         output=path, progress=progress, **extra)
         wall = time.perf_counter() - t0
     errs = [max(np.diag(np.array(r["Q_stderr"]))) for r in rows if r["branch"] != "bayes"]
-    print(f"\n{len(alphas)} alphas, branch {args.branch}, outer 8 x 2^{args.sobol_log2 - 3}: "
+    print(f"\n{len(alphas)} alphas, depth {args.depth}, branch {args.branch}, "
+          f"outer 8 x 2^{args.sobol_log2 - 3}: "
           f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'}); "
           f"SE-map evaluations {totals[0]} = {totals[1]:.1f} full-map equivalents")
     print(f"largest overlap standard error {np.nanmax(errs):.2e}; "

@@ -1,5 +1,8 @@
 """The fibre kernels before issue 15, verbatim (one pass, running maximum with rescaling),
 for side-by-side timings: ``previous_kernels()`` swaps them into the channel for a block.
+The depth-3 written-out kernels (``fibre_moments_depth3``, ``unlearned_moments_depth3``)
+and ``mean_forward_two_tokens`` are swapped for the kernels they replaced (``head_*``,
+verbatim from commit ff6a747, where issue 15's depth-3 staircase and curve were timed).
 
     with previous_kernels():
         sweep(...)   # runs on the previous kernels
@@ -14,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from asymptotics.channels import _attention_kernels as kern
-from asymptotics.channels._attention_kernels import inverse_logdet_into, mixer_into
+from asymptotics.channels._attention_kernels import _sigmoid, inverse_logdet_into, mixer_into
 
 
 @njit(parallel=True, cache=True)
@@ -370,8 +373,310 @@ def _two_token_moments_by_previous(a, omega, T, W, sd, v_last, skip, beta, logno
                            with_second)
 
 
+# --- the kernels the depth-3 written-out kernels replaced (issue 15, depth 3), verbatim from
+# commit ff6a747 (renamed head_*): the depth-3 staircase and curve ran on them.
+
+
+@njit(parallel=True, cache=True)
+def head_fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, second,
+                             with_second):
+    """:func:`fibre_moments` written out for L = 2 and a diagonal ``V`` (any depth):
+    ``z_U = ω_U + sd t`` per layer (``sd (m,)``: the square roots of ``V``'s first ``m``
+    diagonal entries), the mixer ``B = Π_j (softmax(β s_j s_jᵀ) + cI)`` on 2×2 scalars
+    (sigmoid rows, as :func:`mixer_into`), ``x = B^{-1} a`` by the adjugate,
+
+        log w_± = -|±x - ω_last|² / (2 v_last) - log|det B|,
+
+    the sign pair folded (even parts by ``e_+ + e_-``, odd ones by ``e_+ - e_-``), two
+    passes per observation.  Same outputs as :func:`fibre_moments`.
+    """
+    K = a.shape[0]
+    n = T.shape[0]
+    m = T.shape[2]
+    depth = m + 1
+    S = W.shape[0]
+    P = 2 * depth  # the entries (l, j) of z, flattened l * depth + j
+    const = -math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        ZU = np.empty((n, 2, m))
+        X = np.empty((n, 2))
+        LW = np.empty((n, 2))
+        z = np.empty(P)
+        odd = np.zeros(P)
+        odd[m] = 1.0
+        odd[depth + m] = 1.0
+        accZ = np.zeros(S)
+        accM = np.zeros((S, P))
+        accS = np.zeros((S, P, P) if with_second else (S, 1, 1))
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        m0 = omega[k, 0, m]
+        m1 = omega[k, 1, m]
+        lmax = -np.inf
+        for i in range(n):
+            b00 = 1.0
+            b01 = 0.0
+            b10 = 0.0
+            b11 = 1.0
+            for j in range(m):
+                u0 = omega[k, 0, j] + sd[j] * T[i, 0, j]
+                u1 = omega[k, 1, j] + sd[j] * T[i, 1, j]
+                ZU[i, 0, j] = u0
+                ZU[i, 1, j] = u1
+                s0 = b00 * u0 + b01 * u1
+                s1 = b10 * u0 + b11 * u1
+                p0 = _sigmoid(-(beta * s0 * (s1 - s0)))
+                p1 = _sigmoid(-(beta * s1 * (s0 - s1)))
+                c00 = p0 + skip
+                c01 = 1.0 - p0
+                c10 = 1.0 - p1
+                c11 = p1 + skip
+                n00 = c00 * b00 + c01 * b10
+                n01 = c00 * b01 + c01 * b11
+                n10 = c10 * b00 + c11 * b10
+                n11 = c10 * b01 + c11 * b11
+                b00 = n00
+                b01 = n01
+                b10 = n10
+                b11 = n11
+            det = b00 * b11 - b01 * b10
+            if det == 0.0:
+                LW[i, 0] = -np.inf
+                LW[i, 1] = -np.inf
+                continue
+            inv = 1.0 / det
+            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+            X[i, 0] = x0
+            X[i, 1] = x1
+            ld = math.log(abs(det))
+            dp0 = x0 - m0
+            dp1 = x1 - m1
+            dm0 = x0 + m0
+            dm1 = x1 + m1
+            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
+            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
+            LW[i, 0] = lwp
+            LW[i, 1] = lwm
+            if lwp > lmax:
+                lmax = lwp
+            if lwm > lmax:
+                lmax = lwm
+        if lmax > -np.inf:
+            for i in range(n):
+                ep = math.exp(LW[i, 0] - lmax)
+                em = math.exp(LW[i, 1] - lmax)
+                e = ep + em
+                if e == 0.0:
+                    continue
+                d = ep - em
+                for l in range(2):
+                    for j in range(m):
+                        z[l * depth + j] = ZU[i, l, j]
+                    z[l * depth + m] = X[i, l]
+                for q in range(S):
+                    we = W[q, i] * e
+                    if we == 0.0:
+                        continue
+                    wd = W[q, i] * d
+                    accZ[q] += we
+                    for r in range(P):
+                        w_r = wd if odd[r] == 1.0 else we
+                        accM[q, r] += w_r * z[r]
+                        if with_second:
+                            for c in range(r, P):
+                                w_rc = wd if odd[r] != odd[c] else we
+                                accS[q, r, c] += w_rc * z[r] * z[c]
+        for q in range(S):
+            if accZ[q] > 0.0:
+                lognorm[q, k] = math.log(accZ[q]) + lmax + const
+                inv = 1.0 / accZ[q]
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = accM[q, r] * inv
+                    if with_second:
+                        for c in range(r, P):
+                            v = accS[q, r, c] * inv
+                            second[q, k, r // depth, r % depth, c // depth, c % depth] = v
+                            second[q, k, c // depth, c % depth, r // depth, r % depth] = v
+            else:
+                lognorm[q, k] = -np.inf
+                for r in range(P):
+                    mean[q, k, r // depth, r % depth] = np.nan
+                    for c in range(P):
+                        second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def head_unlearned_inner_moments(
+    a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, mean_last, layer_second
+):
+    """Fibre moments when the first ``depth-1`` layers are unlearned (``ω_U = 0``,
+    ``V_UU = I``, no correlation with the last layer) and the last layer has
+    ``ω_last`` (per observation) and variance ``v_last``: Q = 0 (``ω = 0, v = 1``) and the
+    staircase of the last layer (THEORY §5).  The mixers of the shared inner nodes are
+    precomputed.  Cross-layer moments vanish by the per-layer sign symmetry of the
+    unlearned layers, so only ``depth`` blocks ``(L, L)`` are accumulated.
+
+    Two passes per observation: the first stores ``x_i = B_i^{-1} a`` and
+    ``log w_{i,±} = -|±x_i - ω_last|²/(2 v_last) - log|det B_i|`` and takes their maximum
+    ``M``; the second sums ``e^{log w - M}`` (log-sum-exp without the rescaling branch of
+    a running maximum, BENCHMARKS.md "Default table").  At ``ω_last = 0`` both signs
+    have the same weight (``|x|² = |-x|²``): one ``exp`` per pair and no mean terms (the
+    mean is exactly 0, as the signed sum gives).
+
+    a (K, L); omega_last (K, L); Binv_sh (n, L, L); logdet_sh (n,); ZU (n, L, m);
+    W (S, n).  Outputs: lognorm (S, K); mean_last (S, K, L); layer_second (S, K, m+1, L, L).
+    """
+    K, L = a.shape
+    n, _, m = ZU.shape
+    S = W.shape[0]
+    const = -0.5 * L * math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    for k in prange(K):
+        xs = np.empty((n, L))
+        lwp = np.empty(n)
+        lwm = np.empty(n)
+        accZ = np.zeros(S)
+        accM = np.zeros((S, L))
+        acc = np.zeros((S, m + 1, L, L))
+        # ω_last = 0 (Q = 0): both signs have one weight, e = 2 e^{lw - M}, d = 0 exactly
+        signed = False
+        for r in range(L):
+            if omega_last[k, r] != 0.0:
+                signed = True
+        lmax = -np.inf
+        for i in range(n):
+            if logdet_sh[i] == -np.inf:
+                lwp[i] = -np.inf
+                lwm[i] = -np.inf
+                continue
+            qp = 0.0
+            qm = 0.0
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += Binv_sh[i, r, c] * a[k, c]
+                xs[i, r] = t
+                dp = t - omega_last[k, r]
+                dm = t + omega_last[k, r]
+                qp += dp * dp
+                qm += dm * dm
+            p = -inv2v * qp - logdet_sh[i]
+            q = -inv2v * qm - logdet_sh[i]
+            lwp[i] = p
+            lwm[i] = q
+            if p > lmax:
+                lmax = p
+            if q > lmax:
+                lmax = q
+        for i in range(n):
+            if lwp[i] == -np.inf and lwm[i] == -np.inf:
+                continue
+            if signed:
+                ep = math.exp(lwp[i] - lmax)
+                em = math.exp(lwm[i] - lmax)
+                e = ep + em
+                d = ep - em
+            else:
+                e = 2.0 * math.exp(lwp[i] - lmax)
+                d = 0.0
+            for s in range(S):
+                ws = W[s, i]
+                if ws == 0.0:
+                    continue
+                we = ws * e
+                accZ[s] += we
+                if signed:
+                    wd = ws * d
+                    for r in range(L):
+                        accM[s, r] += wd * xs[i, r]
+                for j in range(m):
+                    for r in range(L):
+                        wr = we * ZU[i, r, j]
+                        for c in range(r, L):
+                            acc[s, j, r, c] += wr * ZU[i, c, j]
+                for r in range(L):
+                    wr = we * xs[i, r]
+                    for c in range(r, L):
+                        acc[s, m, r, c] += wr * xs[i, c]
+        for s in range(S):
+            lognorm[s, k] = math.log(accZ[s]) + lmax + const
+            for r in range(L):
+                mean_last[s, k, r] = accM[s, r] / accZ[s]
+            for j in range(m + 1):
+                for r in range(L):
+                    for c in range(r, L):
+                        v = acc[s, j, r, c] / accZ[s]
+                        layer_second[s, k, j, r, c] = v
+                        layer_second[s, k, j, c, r] = v
+
+
+@njit(parallel=True, cache=True)
+def head_mean_forward(omega, offsets, weights, skip, beta, out):
+    """``out[k] = Σ_i w_i y(ω_k + offset_i)`` with ``y = softmax_rows(β s sᵀ)``,
+    ``s = B(z_U) z_last`` (rank 1): the Bayes prediction on an inner rule.
+
+    omega (K, L, depth); offsets (M, L, depth); weights (M,); out (K, L, L).
+    """
+    K, L, depth = omega.shape
+    M = offsets.shape[0]
+    m = depth - 1
+    for k in prange(K):
+        zU = np.empty((L, m))
+        B = np.empty((L, L))
+        A = np.empty((L, L))
+        tmp = np.empty((L, L))
+        sv = np.empty(L)
+        s = np.empty(L)
+        row = np.empty(L)
+        acc = np.zeros((L, L))
+        for i in range(M):
+            for l in range(L):
+                for j in range(m):
+                    zU[l, j] = omega[k, l, j] + offsets[i, l, j]
+            mixer_into(zU, skip, beta, B, A, sv, tmp)
+            for r in range(L):
+                t = 0.0
+                for c in range(L):
+                    t += B[r, c] * (omega[k, c, m] + offsets[i, c, m])
+                s[r] = t
+            w = weights[i]
+            for r in range(L):
+                mx = -np.inf
+                for c in range(L):
+                    v = beta * s[r] * s[c]
+                    row[c] = v
+                    if v > mx:
+                        mx = v
+                tot = 0.0
+                for c in range(L):
+                    row[c] = math.exp(row[c] - mx)
+                    tot += row[c]
+                for c in range(L):
+                    acc[r, c] += w * row[c] / tot
+        for r in range(L):
+            for c in range(L):
+                out[k, r, c] = acc[r, c]
+
+
+def _depth3_by_head(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, second, mode):
+    """The call the channel makes to ``fibre_moments_depth3``, on the kernel it replaced
+    (all second moments whenever any are asked for)."""
+    head_fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean,
+                                  second, mode != kern.FIBRE_MEANS)
+
+
+def _forward_by_head(omega, heads, group, lasts, weights, skip, beta, out):
+    """The call the channel makes to ``mean_forward_two_tokens``, on the kernel it
+    replaced (the offsets rebuilt from their heads)."""
+    offsets = np.concatenate([heads[group], lasts[:, :, None]], axis=2)
+    head_mean_forward(omega, np.ascontiguousarray(offsets), weights, skip, beta, out)
+
+
 NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
-         "fibre_moments_two_tokens", "fibre_moments_two_tokens_general")
+         "fibre_moments_two_tokens", "fibre_moments_two_tokens_general",
+         "fibre_moments_depth3", "unlearned_moments_depth3", "mean_forward_two_tokens")
 
 
 @contextmanager
@@ -380,7 +685,8 @@ def previous_kernels():
     saved = [getattr(kern, name) for name in NAMES]
     # the L = 2 general-V kernel (AMP) takes the arguments of ``fibre_moments``
     previous = (previous_fibre_moments, _diagonal_by_previous, _two_tokens_by_previous,
-                _two_token_moments_by_previous, previous_fibre_moments)
+                _two_token_moments_by_previous, previous_fibre_moments, _depth3_by_head,
+                head_unlearned_inner_moments, _forward_by_head)
     for name, f in zip(NAMES, previous, strict=True):
         setattr(kern, name, f)
     try:

@@ -251,6 +251,23 @@ def test_growth_rate_of_the_last_placed_layer_is_one_at_its_threshold(depth3_sta
     assert abs(q_new - q[0]) < 4 * est.error[0, 0] + 0.1 * q[0]
 
 
+@pytest.mark.slow
+def test_coarse_solve_tolerance_changes_only_the_inner_error(depth3_staircase, monkeypatch):
+    """The coarse-rule joint solve to ``COARSE_TOL`` instead of ``newton_tol`` (fewer
+    evaluations): the primary thresholds are the same numbers, the inner-rule errors and
+    the combined errors change by less than 1 %."""
+    from asymptotics import staircase
+    from asymptotics.thresholds import ThresholdSettings
+
+    monkeypatch.setattr(staircase, "COARSE_TOL", 0.0)  # every solve to newton_tol
+    tight = staircase_thresholds(AttentionChannel(depth=3), StaircaseSettings(log2_points=7),
+                                 ThresholdSettings(mc_samples=2**13))
+    for loose, ref in zip(depth3_staircase, tight, strict=True):
+        assert loose.group_alphas == ref.group_alphas and loose.alpha == ref.alpha
+        assert abs(loose.inner_error - ref.inner_error) <= 0.01 * ref.inner_error
+        assert abs(loose.stderr - ref.stderr) <= 0.01 * ref.stderr
+
+
 def test_cli_staircase_order_columns(capsys):
     rc = main(["thresholds", "--skip", "1", "--resolution", "0", "--staircase",
                "--staircase-points", "7", "--format", "json"])

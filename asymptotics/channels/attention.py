@@ -210,9 +210,43 @@ class AttentionChannel(Channel):
     def mean_forward(self, omega, offsets, weights):
         """Numba form of :meth:`Channel.mean_forward` (same sums, no (M, K) temporaries)."""
         omega = np.ascontiguousarray(omega, dtype=float)
+        offsets = np.ascontiguousarray(offsets, dtype=float)
+        weights = np.ascontiguousarray(weights, dtype=float)
         out = np.empty(omega.shape[:1] + (self.seq_len, self.seq_len))
-        kern.mean_forward(omega, np.ascontiguousarray(offsets, dtype=float),
-                          np.ascontiguousarray(weights, dtype=float), self.skip, self.beta, out)
+        if self.seq_len == 2:  # written out, one mixer per distinct head (the same sums)
+            kern.mean_forward_two_tokens(omega, *self._forward_heads(offsets), weights,
+                                         self.skip, self.beta, out)
+        else:
+            kern.mean_forward(omega, offsets, weights, self.skip, self.beta, out)
+        return out
+
+    def _forward_heads(self, offsets):
+        """``(heads, group, lasts)`` of :func:`~._attention_kernels.mean_forward_two_tokens`:
+        the distinct first-layer parts of ``offsets (M, L, depth)``, each node's index
+        among them, and the last layer's part; cached for the last four ``offsets`` (the
+        generalisation errors alternate a fine and a coarse rule)."""
+        key = (offsets.shape, offsets.tobytes())
+        cache = self.__dict__.setdefault("_heads_cache", {})
+        if key in cache:
+            return cache[key]
+        m = self.depth - 1
+        M = offsets.shape[0]
+        if m:  # rows sorted lexicographically, a new head wherever a row changes
+            rows = offsets[:, :, :m].reshape(M, -1)
+            order = np.lexsort(rows.T[::-1])
+            ordered = rows[order]
+            new = np.any(ordered[1:] != ordered[:-1], axis=1)
+            heads = ordered[np.concatenate([[True], new])]
+            group = np.empty(M, dtype=np.int64)
+            group[order] = np.concatenate([[0], np.cumsum(new)])
+        else:  # depth 1: no mixer, one empty head
+            heads, group = np.zeros((1, 0)), np.zeros(M, dtype=np.int64)
+        out = (np.ascontiguousarray(heads.reshape(len(heads), self.seq_len, m)),
+               np.ascontiguousarray(group.reshape(M), dtype=np.int64),
+               np.ascontiguousarray(offsets[:, :, m]))
+        if len(cache) >= 4:
+            cache.pop(next(iter(cache)))
+        cache[key] = out
         return out
 
     def observe(self, Z, noise=None):
@@ -267,7 +301,8 @@ class AttentionChannel(Channel):
         B(t)`` and ``x``, ``log w`` and ``z_U z_Uᵀ`` are equal on both nodes (exact; half
         the pairs).  At ``omega_last = 0`` with L = 2, depth 2 a kernel with scalar
         accumulators runs (:func:`~._attention_kernels.null_moments_two_tokens`, 2x faster
-        per pair).
+        per pair); with L = 2, depth 3 its written-out form
+        (:func:`~._attention_kernels.unlearned_moments_depth3`, 2.6-3.4x, the same sums).
         """
         a = np.ascontiguousarray(np.asarray(obs, dtype=float).reshape(-1, self.seq_len))
         K = a.shape[0]
@@ -287,6 +322,9 @@ class AttentionChannel(Channel):
             mean_last[:] = 0.0  # both signs weigh the same: exactly 0
             kern.null_moments_two_tokens(a, float(v_last), Binv, logdet, T, W, lognorm,
                                          layer_second)
+        elif L == 2 and self.depth == 3:
+            kern.unlearned_moments_depth3(a, omega_last, float(v_last), Binv, logdet, T, W,
+                                          lognorm, mean_last, layer_second)
         else:
             kern.unlearned_inner_moments(a, omega_last, float(v_last), Binv, logdet, T, W,
                                          lognorm, mean_last, layer_second)
@@ -335,7 +373,7 @@ class AttentionChannel(Channel):
         return chol, coef, vc
 
     def fibre_moments(
-        self, obs, omega, V, device: str = "cpu", second: bool = True,
+        self, obs, omega, V, device: str = "cpu", second: bool | str = True,
         inner_error: bool = True, inner_path: str = "auto", cpu_kernel: str = "numba",
         on_device: bool = False, _gpu_kernel: str = "fused",
     ) -> FibreMoments:
@@ -343,9 +381,12 @@ class AttentionChannel(Channel):
 
         ``second=False`` skips the second moments (``second`` is then NaN on the numba
         path), ``second="diagonal"`` asks for the diagonal ``E[z_lj²]`` only (the other
-        entries may be NaN; the numba mean kernels add it at a few operations per node)
-        and ``inner_error=False`` uses the primary inner weights only (S = 1): the
-        cheap form state-evolution iterations use.  ``inner_path`` picks the numba mean
+        entries may be NaN; the numba mean kernels add it at a few operations per node),
+        ``second="layers"`` only for the per-layer blocks ``E[z_{l,j} z_{l',j}]`` (what the
+        staircase's ``λ_j`` needs; the written-out depth-3 kernel leaves the other entries
+        NaN, the other paths compute them all; the diagonal is among them), and
+        ``inner_error=False`` uses the primary inner weights only (S = 1): the cheap
+        form state-evolution iterations use.  ``inner_path`` picks the numba mean
         kernel: ``shared`` (importance-weighted shared nodes; only where structurally
         possible, see :meth:`shared_nodes_possible`), ``general`` (nodes shifted to
         ``ω_U + chol(V_UU) t``), or ``auto``: shared where :meth:`shared_nodes_apply`.
@@ -358,13 +399,16 @@ class AttentionChannel(Channel):
         vectorised cupy path: a reference for comparisons and the only GPU path there).
         """
         check_device(device, cpu_kernel)
+        if second not in (True, False, "layers"):
+            raise ValueError(f"second must be True, False or 'layers', got {second!r}")
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
         if _gpu_kernel not in ("fused", "array"):
             raise ValueError(f"_gpu_kernel must be 'fused' or 'array', got {_gpu_kernel!r}")
         V = check_variance(V, self.depth)
         if device == "gpu" and _gpu_kernel == "fused":
-            return self._fibre_gpu(obs, omega, V, second, inner_error, inner_path, on_device)
+            return self._fibre_gpu(obs, omega, V, bool(second), inner_error, inner_path,
+                                   on_device)
         obs, omega = to_numpy(obs), to_numpy(omega)
         obs = np.asarray(obs, dtype=float)
         L, depth = self.seq_len, self.depth
@@ -512,6 +556,12 @@ class AttentionChannel(Channel):
                 kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
                                             self.beta, lognorm, mean, sq)
                 _put_diagonal(second, sq)
+            elif depth == 3:  # written out, only the sums asked for ("diagonal": the
+                # per-layer blocks hold it)
+                mode = (kern.FIBRE_LAYER_BLOCKS if isinstance(want_second, str) else
+                        kern.FIBRE_FULL if want_second else kern.FIBRE_MEANS)
+                kern.fibre_moments_depth3(a, om, T, W, np.ascontiguousarray(np.diag(chol)), vc,
+                                          self.skip, self.beta, lognorm, mean, second, mode)
             else:
                 kern.fibre_moments_two_tokens(a, om, T, W, np.ascontiguousarray(np.diag(chol)),
                                               vc, self.skip, self.beta, lognorm, mean, second,
