@@ -399,8 +399,9 @@ class AttentionChannel(Channel):
         vectorised cupy path: a reference for comparisons and the only GPU path there).
         """
         check_device(device, cpu_kernel)
-        if second not in (True, False, "layers"):
-            raise ValueError(f"second must be True, False or 'layers', got {second!r}")
+        if second not in (True, False, "layers", "diagonal"):
+            raise ValueError(f"second must be True, False, 'layers' or 'diagonal', got "
+                             f"{second!r}")
         if inner_path not in INNER_PATHS:
             raise ValueError(f"inner_path must be one of {INNER_PATHS}, got {inner_path!r}")
         if _gpu_kernel not in ("fused", "array"):
@@ -424,7 +425,7 @@ class AttentionChannel(Channel):
                              "trapezoid and a diagonal V")
         shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
         numba = device == "cpu" and cpu_kernel == "numba"
-        if numba and second != True and shared:  # noqa: E712 (False or "diagonal")
+        if numba and second in (False, "diagonal") and shared:
             res = self._fibre_diagonal(a, om, V, inner_error, squares=bool(second))
         elif numba:
             res = self._fibre_numba(a, om, chol, coef, vc, second, inner_error)
@@ -473,7 +474,7 @@ class AttentionChannel(Channel):
             raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
                              "trapezoid and a diagonal V")
         shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
-        if shared and second != True:  # noqa: E712 (False or "diagonal")
+        if shared and second in (False, "diagonal"):
             mode = "importance"
         elif m > 0 and not bool(xp.any(om[:, :, :m])):
             mode = "shared"
@@ -551,7 +552,7 @@ class AttentionChannel(Channel):
             # diagonal V, two tokens (state evolution, the staircase): written-out kernels
             lognorm, mean = np.empty((S, K)), np.empty((S, K, L, depth))
             second = np.full((S, K, L, depth, L, depth), np.nan)
-            if depth == 2 and want_second != True:  # noqa: E712 (False or "diagonal")
+            if depth == 2 and want_second in (False, "diagonal"):
                 sq = np.empty((S, K, L, depth) if want_second else (0, 0, 0, 0))
                 kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
                                             self.beta, lognorm, mean, sq)
