@@ -1190,6 +1190,54 @@ def mean_forward(omega, offsets, weights, skip, beta, out):
                 out[k, r, c] = acc[r, c]
 
 
+@njit(cache=True)
+def _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS):
+    """Add node ``i`` (entries ``z (P,)``, sign-pair weights ``e = e_+ + e_-``,
+    ``d = e_+ - e_-``) to every weight set's sums: even entries (``odd = 0``) by ``e``, odd
+    ones by ``d``; second moments ``z_r z_c`` (upper triangle) by ``e`` when ``r``, ``c``
+    have the same parity, else by ``d``."""
+    P = z.shape[0]
+    for q in range(W.shape[0]):
+        we = W[q, i] * e
+        if we == 0.0:
+            continue
+        wd = W[q, i] * d
+        accZ[q] += we
+        for r in range(P):
+            w_r = wd if odd[r] == 1.0 else we
+            accM[q, r] += w_r * z[r]
+            if with_second:
+                for c in range(r, P):
+                    w_rc = wd if odd[r] != odd[c] else we
+                    accS[q, r, c] += w_rc * z[r] * z[c]
+
+
+@njit(cache=True)
+def _write_folded(k, accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
+                  second):
+    """Observation ``k``'s outputs from the sums of :func:`_add_folded_node`:
+    ``lognorm = log Σ + lmax + const``, ``mean = Σ z / Σ``, ``second`` mirrored (NaN where the
+    sum is 0)."""
+    P = accM.shape[1]
+    for q in range(accZ.shape[0]):
+        if accZ[q] > 0.0:
+            lognorm[q, k] = math.log(accZ[q]) + lmax + const
+            inv = 1.0 / accZ[q]
+            for r in range(P):
+                mean[q, k, r // depth, r % depth] = accM[q, r] * inv
+                if with_second:
+                    for c in range(r, P):
+                        v = accS[q, r, c] * inv
+                        second[q, k, r // depth, r % depth, c // depth, c % depth] = v
+                        second[q, k, c // depth, c % depth, r // depth, r % depth] = v
+        else:
+            lognorm[q, k] = -np.inf
+            for r in range(P):
+                mean[q, k, r // depth, r % depth] = np.nan
+                for c in range(P):
+                    second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan
+
+
 @njit(parallel=True, cache=True)
 def fibre_moments_two_tokens_general(
     a,
@@ -1380,36 +1428,9 @@ def fibre_moments_two_tokens_general(
                     for j in range(m):
                         z[l * depth + j] = omega[k, l, j] + CT[i, l, j]
                     z[l * depth + m] = X[i, l]
-                for q in range(S):
-                    we = W[q, i] * e
-                    if we == 0.0:
-                        continue
-                    wd = W[q, i] * d
-                    accZ[q] += we
-                    for r in range(P):
-                        w_r = wd if odd[r] == 1.0 else we
-                        accM[q, r] += w_r * z[r]
-                        if with_second:
-                            for c in range(r, P):
-                                w_rc = wd if odd[r] != odd[c] else we
-                                accS[q, r, c] += w_rc * z[r] * z[c]
-        for q in range(S):
-            if accZ[q] > 0.0:
-                lognorm[q, k] = math.log(accZ[q]) + lmax + const
-                inv = 1.0 / accZ[q]
-                for r in range(P):
-                    mean[q, k, r // depth, r % depth] = accM[q, r] * inv
-                    if with_second:
-                        for c in range(r, P):
-                            v = accS[q, r, c] * inv
-                            second[q, k, r // depth, r % depth, c // depth, c % depth] = v
-                            second[q, k, c // depth, c % depth, r // depth, r % depth] = v
-            else:
-                lognorm[q, k] = -np.inf
-                for r in range(P):
-                    mean[q, k, r // depth, r % depth] = np.nan
-                    for c in range(P):
-                        second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan
+                _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS)
+        _write_folded(k, accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
+                      second)
 
 
 @njit(parallel=True, cache=True)
@@ -1683,33 +1704,6 @@ def fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, me
                     for j in range(m):
                         z[l * depth + j] = ZU[i, l, j]
                     z[l * depth + m] = X[i, l]
-                for q in range(S):
-                    we = W[q, i] * e
-                    if we == 0.0:
-                        continue
-                    wd = W[q, i] * d
-                    accZ[q] += we
-                    for r in range(P):
-                        w_r = wd if odd[r] == 1.0 else we
-                        accM[q, r] += w_r * z[r]
-                        if with_second:
-                            for c in range(r, P):
-                                w_rc = wd if odd[r] != odd[c] else we
-                                accS[q, r, c] += w_rc * z[r] * z[c]
-        for q in range(S):
-            if accZ[q] > 0.0:
-                lognorm[q, k] = math.log(accZ[q]) + lmax + const
-                inv = 1.0 / accZ[q]
-                for r in range(P):
-                    mean[q, k, r // depth, r % depth] = accM[q, r] * inv
-                    if with_second:
-                        for c in range(r, P):
-                            v = accS[q, r, c] * inv
-                            second[q, k, r // depth, r % depth, c // depth, c % depth] = v
-                            second[q, k, c // depth, c % depth, r // depth, r % depth] = v
-            else:
-                lognorm[q, k] = -np.inf
-                for r in range(P):
-                    mean[q, k, r // depth, r % depth] = np.nan
-                    for c in range(P):
-                        second[q, k, r // depth, r % depth, c // depth, c % depth] = np.nan
+                _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS)
+        _write_folded(k, accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
+                      second)
