@@ -46,6 +46,7 @@ def _run(kernel, ch, a, om, V, second, shared):
     return out, om
 
 
+@pytest.mark.slow  # compiles the verbatim previous kernels (~15 s cold)
 @pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
 def test_fibre_moments_equal_the_previous_kernel(depth, q):
@@ -61,6 +62,7 @@ def test_fibre_moments_equal_the_previous_kernel(depth, q):
                 np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # compiles the verbatim previous kernels (~15 s cold)
 @pytest.mark.parametrize("q", [(0.3, 0.7), (0.05, 0.999), (0.9, 0.99)])
 def test_two_token_kernel_equals_the_previous_general_kernel(q):
     """``fibre_means_two_tokens`` (depth 2, L = 2, diagonal V) = the previous general
@@ -84,6 +86,7 @@ def test_two_token_kernel_equals_the_previous_general_kernel(q):
     np.testing.assert_array_equal(fm.second[:, :, 1, 0, 1, 0], sq[:, :, 1, 0])
 
 
+@pytest.mark.slow  # compiles the verbatim previous kernels (~15 s cold)
 @pytest.mark.parametrize("depth", [2, 3])
 def test_diagonal_fibre_means_equal_the_previous_kernel(depth):
     ch = AttentionChannel(depth=depth, seq_len=2)
@@ -180,6 +183,7 @@ def test_curve_points_hold_their_fixed_points():
         assert abs(r["free_entropy"] - phi) <= 3 * math.hypot(phi_err, r["free_entropy_stderr"])
 
 
+@pytest.mark.slow  # compiles the verbatim previous kernels (~15 s cold)
 @pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
 def test_two_token_moments_equal_the_previous_kernel(depth, q):
@@ -259,3 +263,28 @@ def test_depth3_unlearned_and_forward_kernels_equal_the_kernels_they_replaced():
         c = AttentionChannel(depth=depth, seq_len=2, skip=0.5, beta=1.5)
         out = c.mean_forward(omega, offsets, inner.weights)
         np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("q", [(0.3, 0.7), (0.05, 0.999)])
+def test_mean_kernels_squares_equal_the_full_second_moments(q):
+    """``second="diagonal"`` (the control variate's ``E[z_lj²]``, added to the mean kernels)
+    equals the diagonal of the full second moments: to 1e-12 on the shifted nodes (the
+    two-token kernel against ``fibre_moments_two_tokens``), and within the shared nodes'
+    accuracy on the importance-weighted ones."""
+    ch = AttentionChannel(depth=2, seq_len=2)
+    a, om, V = _outer(ch, q, 32, seed=4)
+    full = ch.fibre_moments(a, om, V, second=True, inner_path="general")
+    diag = ch.fibre_moments(a, om, V, second="diagonal", inner_path="general")
+    np.testing.assert_array_equal(diag.mean, ch.fibre_moments(
+        a, om, V, second=False, inner_path="general").mean)
+    for lay in range(2):
+        for j in range(2):
+            np.testing.assert_allclose(diag.second[:, :, lay, j, lay, j],
+                                       full.second[:, :, lay, j, lay, j], rtol=1e-12)
+    if ch.shared_nodes_apply(V):
+        shared = ch.fibre_moments(a, om, V, second="diagonal", inner_path="shared")
+        for lay in range(2):
+            for j in range(2):
+                np.testing.assert_allclose(shared.second[0, :, lay, j, lay, j],
+                                           full.second[0, :, lay, j, lay, j],
+                                           rtol=2e-4, atol=2e-5)
