@@ -206,11 +206,10 @@ def test_two_token_moments_equal_the_previous_kernel(depth, q):
 
 def test_depth3_fibre_kernel_equals_the_kernel_it_replaced():
     """``fibre_moments_depth3`` (written out, scalar accumulators) = the two-token kernel
-    it replaced (``head_fibre_moments_two_tokens``, verbatim) to 1e-12 on both weight
-    sets, in each mode: means, per-layer blocks (the rest left NaN), full second moments;
-    and the channel routes ``second="layers"`` there."""
-    from benchmarks.previous_kernels import head_fibre_moments_two_tokens
-
+    it replaced (``fibre_moments_two_tokens``, any depth; its verbatim copy is in
+    benchmarks/previous_kernels.py) to 1e-12 on both weight sets, in each mode: means,
+    per-layer blocks (the rest left NaN), full second moments; and the channel routes
+    ``second="layers"`` there."""
     ch = AttentionChannel(depth=3, seq_len=2)
     T, W = ch._inner_nodes()
     blocks = np.zeros((2, 3, 2, 3), dtype=bool)
@@ -220,7 +219,7 @@ def test_depth3_fibre_kernel_equals_the_kernel_it_replaced():
         a, om, V = _outer(ch, q, 12, seed=seed)
         args = (a, om, T, W, np.sqrt(np.diag(V)[:2]), V[2, 2], ch.skip, ch.beta)
         ref = (np.empty((2, 12)), np.empty((2, 12, 2, 3)), np.full((2, 12, 2, 3, 2, 3), np.nan))
-        head_fibre_moments_two_tokens(*args, *ref, True)
+        kern.fibre_moments_two_tokens(*args, *ref, True)
         for mode in (kern.FIBRE_MEANS, kern.FIBRE_LAYER_BLOCKS, kern.FIBRE_FULL):
             new = (np.empty_like(ref[0]), np.empty_like(ref[1]), np.full_like(ref[2], np.nan))
             kern.fibre_moments_depth3(*args, *new, mode)
@@ -239,17 +238,16 @@ def test_depth3_fibre_kernel_equals_the_kernel_it_replaced():
 
 def test_depth3_unlearned_and_forward_kernels_equal_the_kernels_they_replaced():
     """``unlearned_moments_depth3`` (at ω_last = 0 and ≠ 0) and ``mean_forward_two_tokens``
-    (depth 1-3) = the kernels they replaced, verbatim in benchmarks/previous_kernels.py,
-    to 1e-12; the channel routes L = 2 there."""
+    (depth 1-3) = the general kernels they replaced for L = 2 (``unlearned_inner_moments``,
+    ``mean_forward``: still those of L > 2) to 1e-12; the channel routes L = 2 there."""
     from asymptotics.integrate import gauss_hermite
-    from benchmarks.previous_kernels import head_mean_forward, head_unlearned_inner_moments
 
     ch = AttentionChannel(depth=3, seq_len=2)
     T, W, Binv, logdet = ch._folded_unlearned_nodes()
     a, om, _ = _outer(ch, (0.2, 0.0, 0.7), 12, seed=6)
     for omega_last in (np.zeros((12, 2)), np.ascontiguousarray(om[:, :, 2])):
         ref = (np.empty((2, 12)), np.empty((2, 12, 2)), np.empty((2, 12, 3, 2, 2)))
-        head_unlearned_inner_moments(a, omega_last, 0.3, Binv, logdet, T, W, *ref)
+        kern.unlearned_inner_moments(a, omega_last, 0.3, Binv, logdet, T, W, *ref)
         new = ch.unlearned_inner_moments(a, omega_last, 0.3)
         for x, y in zip(new, ref, strict=True):
             np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
@@ -259,7 +257,7 @@ def test_depth3_unlearned_and_forward_kernels_equal_the_kernels_they_replaced():
         omega = rng.standard_normal((6, 2, depth))
         offsets = np.ascontiguousarray(0.8 * inner.points.reshape(-1, 2, depth))
         ref = np.empty((6, 2, 2))
-        head_mean_forward(omega, offsets, inner.weights, 0.5, 1.5, ref)
+        kern.mean_forward(omega, offsets, inner.weights, 0.5, 1.5, ref)
         c = AttentionChannel(depth=depth, seq_len=2, skip=0.5, beta=1.5)
         out = c.mean_forward(omega, offsets, inner.weights)
         np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-15)
