@@ -42,6 +42,7 @@ CASES = [
     ("d2-L2-importance", 2, 2, 0.05, np.diag([0.8, 0.6]), False, "shared", False),
     ("d2-L2-importance-diagonal", 2, 2, 0.05, np.diag([0.8, 0.6]), "diagonal", "shared",
      False),
+    ("d3-L2-diagonal", 3, 2, 0.05, np.diag([0.9, 0.7, 0.5]), "diagonal", "general", False),
     ("d2-L2-shared-mixers", 2, 2, 1.0, np.diag([0.8, 0.6]), True, "general", True),
     ("d1-L3", 1, 3, 0.05, np.array([[0.7]]), True, "auto", False),
     ("d3-L2-correlated", 3, 2, 0.05,
@@ -78,10 +79,15 @@ def main():
             x, y = getattr(ref, f), getattr(got, f)
             if f == "second" and not second:
                 errs[f] = None if np.all(np.isnan(y)) else float("inf")
-            elif f == "second" and second == "diagonal":  # the CPU has only E[z_lj²]
-                ok = np.isfinite(x)
-                complete = ok.sum() == x[..., 0, 0, 0, 0].size * L * depth  # every diagonal
-                errs[f] = float(np.max(np.abs(x - y)[ok])) if complete else float("inf")
+            elif f == "second" and second == "diagonal":  # E[z_lj²]: the diagonal only
+                idx = [(lay, j) for lay in range(L) for j in range(depth)]
+                xd = np.stack([x[..., lay, j, lay, j] for lay, j in idx])
+                yd = np.stack([y[..., lay, j, lay, j] for lay, j in idx])
+                off = np.ones(y.shape[-4:], dtype=bool)
+                for lay, j in idx:
+                    off[lay, j, lay, j] = False
+                ok = np.all(np.isfinite(xd)) and np.all(np.isnan(y[..., off]))
+                errs[f] = float(np.max(np.abs(xd - yd))) if ok else float("inf")
             else:
                 same_nan = bool(np.array_equal(np.isnan(x), np.isnan(y)))
                 ok = np.isfinite(x)
@@ -115,7 +121,7 @@ def compile_all():
     sig = (A2, A3, A3, A2, A2, A3, A1, A1, A1, float64, float64, float64, float64, A2, A3, A4)
     out = {}
     specs = [(2, 2, 2, True, "general"), (2, 2, 2, False, "importance"),
-             (2, 2, 2, True, "importance"),
+             (2, 2, 2, "diagonal", "importance"), (2, 2, 2, "diagonal", "general"),
              (2, 2, 2, True, "shared"), (3, 3, 2, True, "general"), (4, 1, 1, False, "general")]
     for spec in specs:
         name = "-".join(map(str, spec))

@@ -32,7 +32,7 @@ def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
     out = json.loads(res.stdout.strip().splitlines()[-1])
     refused = out.pop("refused")
     assert len(refused) == 2 and "seq_len = 5" in refused[0] and "depth = 4" in refused[1]
-    assert len(out) == 8
+    assert len(out) == 9
     for name, errs in out.items():
         for key in ("log_norm", "mean"):
             assert errs[key] < TOL, (name, key, errs[key])

@@ -58,7 +58,7 @@ def check_sizes(seq_len: int, depth: int) -> None:
                          f"got depth = {depth}")
 
 
-def flops_per_pair(seq_len: int, depth: int, n_sets: int, second: bool) -> int:
+def flops_per_pair(seq_len: int, depth: int, n_sets: int, second: bool | str) -> int:
     """Floating-point operations per (observation, node) of the general kernel, both signs
     together (exp, log and division counted as one each): the ``L×L`` mixer of each of the
     ``depth-1`` layers, its inverse, ``x``, the two exponents and the sums."""
@@ -68,21 +68,26 @@ def flops_per_pair(seq_len: int, depth: int, n_sets: int, second: bool) -> int:
     inverse = 10 if L == 2 else 2 * L**3 + L
     x = 2 * L * L
     expo = 4 * L + 2 * L + 8
-    nsec = P * (P + 1) // 2 if second else 0
+    nsec = P if second == "diagonal" else P * (P + 1) // 2 if second else 0
     sums = n_sets * (3 + 2 * P + 3 * nsec)
     return mixer + inverse + x + expo + sums
 
 
 @cache
-def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str):
-    """The kernel for one specialisation; launch ``[blocks, WARP * WARPS_PER_BLOCK]``."""
+def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool | str, mode: str):
+    """The kernel for one specialisation; launch ``[blocks, WARP * WARPS_PER_BLOCK]``.
+    ``second``: False, True (the upper triangle of the second moment) or ``"diagonal"``
+    (only ``E[Z_p²]``, written to ``sec[q, k, p, p]``)."""
     check_sizes(seq_len, depth)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if second not in (False, True, "diagonal"):
+        raise ValueError(f"second must be False, True or 'diagonal', got {second!r}")
     L, S = seq_len, n_sets
     m = depth - 1
     P = L * depth
-    NSEC = P * (P + 1) // 2 if second else 0
+    DIAG = second == "diagonal"
+    NSEC = P if DIAG else P * (P + 1) // 2 if second else 0
     NPER = 1 + P + NSEC
     NV = S * NPER
     SHARED = mode != "general"
@@ -293,7 +298,10 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                             acc[o + 1 + p] += wd * z[p]
                         else:
                             acc[o + 1 + p] += we * z[p]
-                    if NSEC > 0:
+                    if DIAG:
+                        for p in range(P):
+                            acc[o + 1 + P + p] += we * z[p] * z[p]
+                    elif NSEC > 0:
                         t2 = o + 1 + P
                         for p1 in range(P):
                             odd1 = p1 % depth == m
@@ -338,6 +346,9 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool, mode: str)
                 lognorm[q, k] = math.log(Z) + M + ck if ok else NEG_INF
             elif r <= P:
                 mean[q, k, r - 1] = tot[w, v] / Z if ok else math.nan
+            elif DIAG:
+                p1 = r - 1 - P
+                sec[q, k, p1, p1] = tot[w, v] / Z if ok else math.nan
             else:
                 rem = r - 1 - P
                 p1 = 0
@@ -365,16 +376,20 @@ def fibre_moments_cuda(xp, a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, 
     """Run the fused kernel.  ``xp``: cupy (arrays on the GPU, results left there) or numpy
     (host arrays copied to the device and back: numba's CUDA simulator in the tests).
     Returns ``lognorm (S, K)``, ``mean (S, K, L, depth)``, ``second (S, K, L, depth, L,
-    depth)`` (NaN when ``second`` is False)."""
+    depth)`` (NaN when ``second`` is False; only its diagonal with ``"diagonal"``)."""
     K, L = a.shape
     depth = omega.shape[2]
     S = W.shape[0]
     P = L * depth
-    kernel = fibre_kernel(L, depth, S, bool(second), mode)
+    second = second if second == "diagonal" else bool(second)
+    kernel = fibre_kernel(L, depth, S, second, mode)
     inputs = [a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, inv_vU]
     lognorm = xp.empty((S, K))
     mean = xp.empty((S, K, P))
-    sec = xp.empty((S, K, P, P)) if second else xp.empty((1, 1, 1, 1))
+    if second == "diagonal":
+        sec = xp.full((S, K, P, P), xp.nan)
+    else:
+        sec = xp.empty((S, K, P, P)) if second else xp.empty((1, 1, 1, 1))
     outputs = [lognorm, mean, sec]
     host = xp is np
     if host:

@@ -482,7 +482,9 @@ class AttentionChannel(Channel):
             mode = "general"
         nodes, vc, const = self._device_nodes(xp, mode, V, chol, coef, vc, inner_error)
         ln, mean, sec = cu.fibre_moments_cuda(xp, a, om, *nodes, vc, self.skip, self.beta,
-                                              const, mode, bool(second))
+                                              const, mode,
+                                              "diagonal" if second == "diagonal" else
+                                              bool(second))
         S = ln.shape[0]
         return FibreMoments(
             ln.reshape((S,) + batch),
