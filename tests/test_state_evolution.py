@@ -8,6 +8,7 @@ from asymptotics.solver import solve_fixed_point
 from asymptotics.state_evolution import (
     SESettings,
     StateEvolution,
+    initial_overlap,
     linear_channel_fixed_point,
     run_state_evolution,
 )
@@ -426,3 +427,18 @@ def test_a_result_evaluates_with_the_map_it_was_solved_with():
                              max_iter=5000)
     assert pr.status == "perfect-recovery"
     assert pr.free_entropy() == (-math.log(2.0), 0.0)
+
+
+def test_perfect_recovery_is_recognised_after_a_widening_first_step(monkeypatch):
+    """From the informed start at α = 2 (default attention model) the first undamped step
+    widens a gap (1e-3 -> 4e-3) before the geometric approach to I: the check follows it
+    (the old check, bounded by 2e-3 and p + 1 steps, gave up, and the solver then stopped
+    at Q = I - 1e-10 with a finite free entropy)."""
+    import asymptotics.state_evolution as se_mod
+    from asymptotics.channels.registry import make_channel
+
+    se = StateEvolution(make_channel(), 2.0, SESettings(sobol_log2=9))
+    start = initial_overlap(2, "informed")
+    assert se_mod._heads_to_perfect_recovery(se, start) is not None
+    monkeypatch.setattr(se_mod, "RECOVERY_TRANSIENT_GAP", se_mod.CONTINUOUS_RECOVERY_GAP)
+    assert se_mod._heads_to_perfect_recovery(se, start) is None
