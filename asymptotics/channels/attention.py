@@ -420,10 +420,7 @@ class AttentionChannel(Channel):
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(om))):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
-        if inner_path == "shared" and not self.shared_nodes_possible(V):
-            raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
-                             "trapezoid and a diagonal V")
-        shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
+        shared = self._shared_path(V, inner_path)
         numba = device == "cpu" and cpu_kernel == "numba"
         if numba and second in (False, "diagonal") and shared:
             res = self._fibre_diagonal(a, om, V, inner_error, squares=bool(second))
@@ -441,6 +438,15 @@ class AttentionChannel(Channel):
             xp = get_namespace("gpu")
             res = FibreMoments(*(xp.asarray(r) for r in (res.log_norm, res.mean, res.second)))
         return res
+
+    def _shared_path(self, V, inner_path: str) -> bool:
+        """Whether ``inner_path`` puts the nodes on the shared standard nodes at ``V``
+        (``"auto"``: where :meth:`shared_nodes_apply`); ``ValueError`` if ``"shared"`` is
+        asked for where it is not possible."""
+        if inner_path == "shared" and not self.shared_nodes_possible(V):
+            raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
+                             "trapezoid and a diagonal V")
+        return inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
 
     def _fibre_gpu(self, obs, omega, V, second, inner_error, inner_path, on_device
                    ) -> FibreMoments:
@@ -470,10 +476,7 @@ class AttentionChannel(Channel):
         if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(om)))):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
-        if inner_path == "shared" and not self.shared_nodes_possible(V):
-            raise ValueError("inner_path 'shared' needs a depth >= 2 channel on an inner "
-                             "trapezoid and a diagonal V")
-        shared = inner_path == "shared" or (inner_path == "auto" and self.shared_nodes_apply(V))
+        shared = self._shared_path(V, inner_path)
         if shared and second in (False, "diagonal"):
             mode = "importance"
         elif m > 0 and not bool(xp.any(om[:, :, :m])):
