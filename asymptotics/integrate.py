@@ -192,6 +192,21 @@ def point_rule(d: int) -> Rule:
     return Rule(np.zeros((1, d)), np.ones(1), np.ones((1, 1)), "embedded", "point", "exact")
 
 
+def rotated_product(u, wu, wu_c, w, wv, wv_c, gaussian: bool):
+    """Nodes ``((u + w)/√2, (u - w)/√2)`` of the tensor product of two 1-D rules (sum axis
+    ``u``, difference axis ``w``), with the primary and embedded weights multiplied out
+    (times the standard normal density when ``gaussian``)."""
+    U, Wd = np.meshgrid(u, w, indexing="ij")
+    pts = np.stack([(U + Wd) / np.sqrt(2.0), (U - Wd) / np.sqrt(2.0)], axis=-1).reshape(-1, 2)
+    wt = np.outer(wu, wv).ravel()
+    wt_c = np.outer(wu_c, wv_c).ravel()
+    if gaussian:
+        dens = np.exp(-0.5 * (pts**2).sum(-1)) / (2.0 * np.pi)
+        wt = wt * dens
+        wt_c = wt_c * dens
+    return pts, wt, wt_c
+
+
 def sinh_trapezoid_2d(
     n_sum: int,
     n_diff: int,
@@ -224,14 +239,7 @@ def sinh_trapezoid_2d(
     wv = hv * jac
     wv_c = np.zeros(n_diff)
     wv_c[::2] = 2 * hv * jac[::2]
-    U, Wd = np.meshgrid(u, w, indexing="ij")
-    pts = np.stack([(U + Wd) / np.sqrt(2.0), (U - Wd) / np.sqrt(2.0)], axis=-1).reshape(-1, 2)
-    wt = np.outer(wu, wv).ravel()
-    wt_c = np.outer(wu_c, wv_c).ravel()
-    if gaussian:
-        dens = np.exp(-0.5 * (pts**2).sum(-1)) / (2.0 * np.pi)
-        wt = wt * dens
-        wt_c = wt_c * dens
+    pts, wt, wt_c = rotated_product(u, wu, wu_c, w, wv, wv_c, gaussian)
     desc = f"sinh-trapezoid {n_sum}x{n_diff} (scale {scale_diff:.3g})"
     return Rule(pts, wt, wt_c[None, :], "embedded", "sinh-trapezoid", desc)
 

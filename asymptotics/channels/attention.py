@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import get_namespace, to_numpy
 from ..checks import check_int, check_number
-from ..integrate import Rule, point_rule, sinh_trapezoid_2d, sobol, trapezoid
+from ..integrate import Rule, point_rule, rotated_product, sinh_trapezoid_2d, sobol, trapezoid
 from . import _attention_kernels as kern
 from .attention_map import (
     Architecture,
@@ -747,13 +747,7 @@ def sinh_grid_2d(n: int, half_width_sum: float, half_width_diff: float, scale: f
             x, jac = t, np.full(len(t), h)
         axes.append((x, jac * mult, jac * mult * w_c))
     (u, wu, wu_c), (w, wv, wv_c) = axes
-    U, Wd = np.meshgrid(u, w, indexing="ij")
-    pts = np.stack([(U + Wd) / np.sqrt(2.0), (U - Wd) / np.sqrt(2.0)], axis=-1).reshape(-1, 2)
-    wt = np.outer(wu, wv).ravel()
-    wt_c = np.outer(wu_c, wv_c).ravel()
-    if gaussian:
-        dens = np.exp(-0.5 * (pts**2).sum(-1)) / (2.0 * np.pi)
-        wt, wt_c = wt * dens, wt_c * dens
+    pts, wt, wt_c = rotated_product(u, wu, wu_c, w, wv, wv_c, gaussian)
     return pts, np.vstack([wt, wt_c])
 
 
