@@ -68,12 +68,13 @@ FIXED_POINT_MESSAGES = {
 
 
 def _fixed_point_result(x, status, it, update, residual, eta, history, rollbacks=0,
-                        extrapolations=0, accelerated_steps=0) -> SolveResult:
+                        extrapolations=0, accelerated_steps=0, **extras) -> SolveResult:
     message = FIXED_POINT_MESSAGES.get(status, f"stopped: {status}")
     return SolveResult(
         x, status not in ("max-iter", "invalid-update"), status, message, it, update.calls,
         residual, {"damping": eta, "history": history, "rollbacks": rollbacks,
-                   "extrapolations": extrapolations, "accelerated_steps": accelerated_steps},
+                   "extrapolations": extrapolations, "accelerated_steps": accelerated_steps,
+                   **extras},
     )
 
 
@@ -92,6 +93,7 @@ def solve_fixed_point(
     anderson: int = 0,
     stop: Callable[[np.ndarray], str | None] | None = None,
     cut_back: Callable[[np.ndarray], bool] | None = None,
+    secant: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SolveResult:
     """Iterate ``x <- (1-η) x + η update(x)`` until ``max|Δx| < tol``; ``tol`` may also be
     an array of tolerances per entry of ``x`` (``|Δx_i| < tol_i`` for all ``i``).
@@ -139,7 +141,19 @@ def solve_fixed_point(
     otherwise get a large coefficient and send the move astray in the others (α = 0.6:
     a restart and 12 full-size steps, 7 without).
     Convergence is then ``η max|T(x) - x| < tol`` at an evaluated point, and the returned
-    point is the plain damped step from it.
+    point is the plain damped step from it.  The extra ``secant`` holds the last ``m``
+    secant pairs ``(ΔX, ΔG)`` (columns ``Δx``, ``Δ(T(x) - x)``) of the Anderson steps
+    (None if the solve ended before them).
+
+    ``secant=(ΔX, ΔG)`` (with ``anderson``), pairs of a nearby map (the same map on fewer
+    nodes, or a replicate of it), near whose fixed point ``x0`` is: Anderson steps from the
+    first evaluation on, with those pairs as the first memory (their secant Jacobian is
+    good to the maps' difference), and none of the safeguards above, for at most
+    ``SEEDED_MAX_STEPS`` steps (:func:`_solve_seeded`).  Where that does not converge the
+    solve starts again from ``x0`` as above, and counts both.  From a nearby map's fixed
+    point the plain iteration needs ``~1/(1 - slope)`` steps to cover what one secant step
+    covers, and near a threshold the safeguards restart it over and over (non-normal
+    Jacobians make the plain steps grow for a while, which the escape test misreads).
 
     Near a bifurcation the plain iteration leaves an unstable fixed point slowly: steps
     that are parallel and grow by a steady ratio ``1 < r < 2`` are the linear escape
@@ -153,6 +167,21 @@ def solve_fixed_point(
     if np.any(tol <= 0) or max_iter < 1:
         raise ValueError("tol must be > 0 and max_iter >= 1")
     tol = np.broadcast_to(tol, np.shape(x0)) if tol.ndim else float(tol)
+    if secant is not None:
+        if not anderson:
+            raise ValueError("secant pairs need anderson > 0")
+        seeded = _solve_seeded(update, x0, _secant_pairs(secant, np.size(x0)),
+                               damping=damping, tol=tol, max_iter=max_iter, is_valid=is_valid,
+                               keep_history=keep_history, memory=int(anderson), stop=stop)
+        if seeded.converged or seeded.iterations >= max_iter:
+            return seeded
+        rest = _solve_anderson(update, x0, damping=damping, tol=tol,
+                               max_iter=max_iter - seeded.iterations, is_valid=is_valid,
+                               min_damping=min_damping, keep_history=keep_history,
+                               memory=int(anderson), stop=stop, cut_back=cut_back)
+        rest.iterations += seeded.iterations
+        rest.evaluations = update.calls
+        return rest
     if anderson:
         return _solve_anderson(update, x0, damping=damping, tol=tol, max_iter=max_iter,
                                is_valid=is_valid, min_damping=min_damping,
@@ -237,6 +266,102 @@ def _aitken(x, steps, is_valid):
     return candidate
 
 
+SEEDED_MAX_STEPS = 25  # steps of a seeded secant solve before it gives way to the full one
+SEEDED_GROWTH = 10.0  # ... or once its residual is this many times the first one
+
+
+def _secant_pairs(secant, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Given secant pairs ``(ΔX, ΔG)``, checked, as ``(n, k)`` arrays."""
+    dX, dG = (np.asarray(a, dtype=float).reshape(n, -1) for a in secant)
+    if dX.shape != dG.shape or not (np.all(np.isfinite(dX)) and np.all(np.isfinite(dG))):
+        raise ValueError("secant pairs must be two finite arrays of the same shape (n, k)")
+    return dX, dG
+
+
+def _anderson_move(X, F, seed_dX, seed_dF, f, memory):
+    """Anderson type-II move ``f - (ΔX + ΔF) γ``, ``γ = argmin |f - ΔF γ|``, on the last
+    ``memory`` pairs: the given ones, then those of the points ``X`` and damped residuals
+    ``F`` evaluated since.  Returns the move and the pairs used (undamped: ``ΔF / η``
+    is the caller's)."""
+    dX = np.hstack([seed_dX] + ([np.diff(np.array(X), axis=0).T] if len(X) >= 2 else []))
+    dF = np.hstack([seed_dF] + ([np.diff(np.array(F), axis=0).T] if len(F) >= 2 else []))
+    dX, dF = dX[:, -memory:], dF[:, -memory:]
+    if not dX.shape[1]:
+        return f, (dX, dF)
+    gamma, *_ = np.linalg.lstsq(dF, f, rcond=ANDERSON_RCOND)
+    return f - (dX + dF) @ gamma, (dX, dF)
+
+
+def _solve_seeded(update, x0, pairs, *, damping, tol, max_iter, is_valid, keep_history,
+                  memory, stop=None) -> SolveResult:
+    """Anderson steps from the first evaluation, the given secant pairs ``(ΔX, ΔG)`` as
+    the first memory (see :func:`solve_fixed_point`).  Status ``converged`` (or
+    ``stop``'s), else ``seeded-stalled``: not converged in ``SEEDED_MAX_STEPS`` steps, a
+    residual ``SEEDED_GROWTH`` times the first, or an update not finite; or
+    ``seeded-repelling``: converged to a point the plain iteration leaves (the last
+    pairs' damped Jacobian has an eigenvalue of modulus ≥ 1, :func:`_attracting`)."""
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must be in (0, 1], got {damping}")
+    eta = damping
+    seed_dX, seed_dF = pairs[0], eta * pairs[1]
+    x = np.array(x0, dtype=float)
+    shape = x.shape
+    history = [x.copy()] if keep_history else []
+    X: list[np.ndarray] = []
+    F: list[np.ndarray] = []
+    first, residual, used = None, np.inf, (seed_dX, seed_dF)
+    steps, status = min(max_iter, SEEDED_MAX_STEPS), "seeded-stalled"
+
+    for it in range(1, steps + 1):
+        tx = np.asarray(update(x), dtype=float)
+        if stop is not None and (halt := stop(tx)):
+            return _fixed_point_result(tx, halt, it, update, residual, eta, history)
+        if not np.all(np.isfinite(tx)):
+            break
+        f = eta * (tx - x)
+        residual = float(np.max(np.abs(f)))
+        first = residual if first is None else first
+        plain = x + f
+        if np.all(np.abs(f) < tol) and _finite_valid(plain, is_valid):
+            if not _attracting(*used):
+                status = "seeded-repelling"
+                break
+            if keep_history:
+                history.append(plain.copy())
+            return _fixed_point_result(plain, "converged", it, update, residual, eta, history,
+                                       accelerated_steps=it - 1,
+                                       secant=(used[0], used[1] / eta))
+        if residual > SEEDED_GROWTH * first:
+            break
+        X = (X + [x.ravel().copy()])[-(memory + 1):]
+        F = (F + [f.ravel().copy()])[-(memory + 1):]
+        move, used = _anderson_move(X, F, seed_dX, seed_dF, f.ravel(), memory)
+        new = (x.ravel() + move).reshape(shape)
+        if not _finite_valid(new, is_valid):
+            if not _finite_valid(plain, is_valid):
+                break
+            cut = _toward_valid(plain, new, is_valid)
+            new = plain if cut is None else cut
+        x = new
+        if keep_history:
+            history.append(x.copy())
+    return SolveResult(x, False, status, "seeded secant steps did not converge to an "
+                       "attracting fixed point", it, update.calls, residual,
+                       {"damping": eta, "history": history})
+
+
+def _attracting(dX: np.ndarray, dF: np.ndarray) -> bool:
+    """Whether the damped iteration ``x -> x + F(x)`` contracts on the span of the secant
+    steps: spectral radius of ``I + ΔF ΔX⁺`` on the span of ``ΔX`` below 1 (a secant
+    method also converges to the repelling fixed points that the plain iteration leaves)."""
+    if not dX.shape[1]:
+        return False
+    U, sv, _ = np.linalg.svd(dX, full_matrices=False)
+    U = U[:, sv > ANDERSON_RCOND * sv[0]]  # the span of the steps
+    C = U.T @ (U + dF @ np.linalg.pinv(dX, rcond=ANDERSON_RCOND) @ U)
+    return bool(np.max(np.abs(np.linalg.eigvals(C))) < 1.0)
+
+
 def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping,
                     keep_history, memory, stop=None, cut_back=None):
     """Plain damped steps until they contract, then Anderson type-II steps (see above)."""
@@ -278,8 +403,12 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             x_out = plain if ok else x
             if keep_history:
                 history.append(x_out.copy())
+            pairs = None
+            if mode_aa and len(X) >= 2:
+                dX, dF = np.diff(np.array(X), axis=0).T, np.diff(np.array(F), axis=0).T
+                pairs = (dX[:, -memory:], dF[:, -memory:] / eta)
             return _fixed_point_result(x_out, "converged", it, update, residual, eta, history,
-                                       rollbacks, escapes, accelerated)
+                                       rollbacks, escapes, accelerated, secant=pairs)
         if mode_aa and residual < best[0]:
             best = (residual, x.copy())
         if mode_aa and residual > 2.0 * best[0]:

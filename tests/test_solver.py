@@ -169,3 +169,61 @@ def test_fixed_point_tolerance_per_entry(anderson):
     assert abs(tight.x[1] - 1.0) < 1e-10
     with pytest.raises(ValueError):
         solve_fixed_point(T, x0, tol=np.array([1e-9, 0.0]), anderson=anderson)
+
+
+# the SE map's residual Jacobian at α = 0.9 (Q11, Q22): non-normal, slowest rate 0.92
+SLOW_NON_NORMAL = np.array([[-0.2755, 12.55], [0.00197, -0.2102]])
+
+
+def affine_map(G: np.ndarray, root: np.ndarray):
+    """T(x) = x + G (x - root): fixed point ``root``, residual Jacobian ``G``."""
+    return lambda x: x + G @ (x - root)
+
+
+def test_seeded_secant_steps_reach_a_nearby_maps_fixed_point_in_a_few_steps():
+    """From the fixed point of a nearby map, with that map's secant pairs (its Jacobian
+    1 % off), the replicate-like map's fixed point in ≤ 5 steps, where Anderson with
+    its safeguards needs several times more; the same point either way."""
+    near_root, root = np.array([0.5889, 0.99466]), np.array([0.5954, 0.99480])
+    dX = np.array([[1e-3, 2e-4], [-3e-6, 4e-6]])
+    dG = 1.01 * SLOW_NON_NORMAL @ dX
+    T = affine_map(SLOW_NON_NORMAL, root)
+    kw = dict(damping=0.5, tol=1e-10, max_iter=500, anderson=3)
+    seeded = solve_fixed_point(T, near_root, secant=(dX, dG), **kw)
+    plain = solve_fixed_point(T, near_root, **kw)
+    assert seeded.converged and plain.converged
+    np.testing.assert_allclose(seeded.x, root, atol=2e-8)  # tol / (1 - 0.92), and better
+    np.testing.assert_allclose(plain.x, root, atol=2e-8)
+    assert seeded.iterations <= 5 and plain.iterations >= 3 * seeded.iterations
+    # the last pairs come back, for the next map: its own last (exact), the given before
+    dX1, dG1 = seeded.secant
+    assert dX1.shape[0] == 2 and 1 <= dX1.shape[1] <= 3
+    np.testing.assert_allclose(dG1[:, -1], SLOW_NON_NORMAL @ dX1[:, -1], rtol=1e-6)
+
+
+def test_seeded_secant_steps_to_a_repelling_point_give_way_to_the_safeguarded_solve():
+    """Far from a fixed point (outside the seeded solve's use), the secant steps of
+    ``T(x) = 0.3 + 0.9 (x - 0.3) + 0.2 sin²(6 (x - 0.3))`` from 1.4 converge to its
+    repelling fixed point 1.4944; that is recognised from the last pairs, and the
+    safeguarded solve from x0 reaches the attracting 1.2227, as without the pairs."""
+    def T(x):
+        return 0.3 + 0.9 * (x - 0.3) + 0.2 * np.sin(6.0 * (x - 0.3)) ** 2
+    kw = dict(damping=0.5, tol=1e-12, max_iter=3000, anderson=3)
+    seeded = solve_fixed_point(T, np.array([1.4]), secant=(np.array([[1e-3]]),
+                                                            np.array([[5e-4]])), **kw)
+    alone = solve_fixed_point(T, np.array([1.4]), **kw)
+    assert seeded.converged and alone.converged
+    assert seeded.x[0] == pytest.approx(alone.x[0], abs=1e-10)
+    assert seeded.x[0] == pytest.approx(1.22274, abs=1e-5)
+    assert seeded.iterations == seeded.evaluations > alone.iterations  # both solves count
+
+
+def test_seeded_secant_pairs_are_checked():
+    T = affine_map(-0.5 * np.eye(2), np.zeros(2))
+    with pytest.raises(ValueError, match="anderson"):
+        solve_fixed_point(T, np.ones(2), secant=(np.eye(2), np.eye(2)))
+    with pytest.raises(ValueError, match="same shape"):
+        solve_fixed_point(T, np.ones(2), secant=(np.eye(2), np.ones((2, 1))), anderson=3)
+    with pytest.raises(ValueError, match="finite"):
+        solve_fixed_point(T, np.ones(2), secant=(np.eye(2), np.full((2, 2), np.nan)),
+                          anderson=3)
