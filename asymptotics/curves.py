@@ -45,16 +45,19 @@ BRANCHES = ("amp", "bayes", "both")
 
 
 def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
-           cache: ResultCache | None = None, target: tuple[float, int] | None = None):
+           cache: ResultCache | None = None, target: tuple[float, int] | None = None,
+           recovered_at: float | None = None):
     """One curve row, and the warm start it leaves for the next α (None: from its Q).
 
     With ``cache`` the row is looked up, and stored once computed, under everything it
     depends on: the channel, prior, α, branch, the warm start ``start`` (rows of a chain
     are continued from each other), the SE settings, damping, tol, max_iter and the error
-    target ``target = (target_error, max_sobol_log2)`` (see :func:`sweep_settings`)."""
+    target ``target = (target_error, max_sobol_log2)`` (see :func:`sweep_settings`).
+    ``recovered_at``: see :func:`~asymptotics.state_evolution.run_state_evolution` (the
+    row is the same either way, so it is not part of the key)."""
     if cache is None:
         return _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label,
-                              prior, target)
+                              prior, target, recovered_at)
     key = {"channel": {"model": channel.name, **channel.params(),
                        "inner_rule": channel.inner_description},
            "prior": prior.name, "alpha": float(alpha), "label": label,
@@ -67,7 +70,7 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
         approach = hit.get("approach")
         return hit["row"], (None if approach is None else np.array(approach, dtype=float))
     row, approach = _compute_point(channel, alpha, start, settings, damping, tol, max_iter,
-                                   label, prior, target)
+                                   label, prior, target, recovered_at)
     row = plain(row)
     cache.put("curve_point", key, {"row": row, "approach": approach})
     return row, approach
@@ -89,9 +92,10 @@ def _refined(res, channel, alpha, settings, damping, tol, max_iter, prior, targe
 
 
 def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
-                   target=None):
+                   target=None, recovered_at=None):
     res = run_state_evolution(channel, alpha, start, damping=damping, tol=tol,
-                              max_iter=max_iter, settings=settings, prior=prior)
+                              max_iter=max_iter, settings=settings, prior=prior,
+                              recovered_at=recovered_at)
     extra = {}
     if target is not None and res.Q_stderr is not None:
         res, log2 = _refined(res, channel, alpha, settings, damping, tol, max_iter, prior,
@@ -184,13 +188,16 @@ def chain_task(params: dict) -> list[dict]:
     have = {float(a): q for a, q in params.get("have", [])}
     Q = initial_overlap(p, "uninformed" if label == "amp" else "informed")
     new = []
+    recovered_at = None  # the α of this AMP chain's last row, if it was perfect recovery
     for a in params["alphas"]:
         if a in have:
-            Q = _restart(np.array(have[a]), label, p)
+            Q, recovered_at = _restart(np.array(have[a]), label, p), None
             continue
         row, approach = _point(channel, a, Q, params["settings"], params["damping"],
                                params["tol"], params["max_iter"], label, prior, cache,
-                               params.get("target"))
+                               params.get("target"), recovered_at)
+        recovered = label == "amp" and row["status"] == "perfect-recovery"
+        recovered_at = a if recovered else None
         row = {**params.get("tag", {}), **plain(row)}
         Q = (_approach_restart(approach) if approach is not None
              else _restart(np.array(row["Q"]), label, p))

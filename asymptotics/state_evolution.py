@@ -500,27 +500,47 @@ def _reached_perfect_recovery(Q: np.ndarray) -> str | None:
 
 
 def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
-           first=None) -> SolveResult:
+           first=None, secant=None) -> SolveResult:
     """The SE fixed point from ``Q0``; status ``perfect-recovery`` where a discrete prior's
     iteration reaches ``Q = I``.  ``first``: ``se.update(Q0)``, if already evaluated
-    (used once, for the first step)."""
+    (used once, for the first step); ``secant``: a nearby map's secant pairs (Anderson
+    from the first step, see :func:`solve_fixed_point`; as the extra ``secant`` of a
+    result of this function).
+
+    The solver iterates the ``p(p+1)/2`` entries of the upper triangle of ``Q``, so that
+    every iterate is symmetric exactly: a secant move on the full matrix multiplies the
+    round-off asymmetry by its coefficients (1e-10 after a few ill-conditioned moves of a
+    16-point replicate map).  ``x``, ``history`` and ``tol`` are returned as matrices."""
     se.lock_inner_path(Q0)
-    update = se.update
-    if first is not None:
-        pending = [np.array(first, dtype=float)]
+    p = se.channel.dim
+    upper = np.triu_indices(p)
 
-        def update(Q):
-            if pending and np.array_equal(Q, Q0):
-                return pending.pop()
-            return se.update(Q)
+    def matrix(v):
+        Q = np.zeros((p, p))
+        Q[upper] = v
+        return Q + np.triu(Q, 1).T
 
-    return solve_fixed_point(
-        update, Q0, damping=damping, tol=tol, max_iter=max_iter, is_valid=_valid_overlap,
+    Q0 = matrix(np.asarray(Q0, dtype=float)[upper])
+    pending = [] if first is None else [np.array(first, dtype=float)[upper]]
+
+    def update(v):
+        if pending and np.array_equal(v, Q0[upper]):
+            return pending.pop()
+        return se.update(matrix(v))[upper]
+
+    res = solve_fixed_point(
+        update, Q0[upper], damping=damping, tol=np.broadcast_to(tol, (p, p))[upper],
+        max_iter=max_iter, is_valid=lambda v: _valid_overlap(matrix(v)),
         extrapolate=acceleration == "aitken",
         anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
-        stop=_reached_perfect_recovery if se.prior.discrete else None,
-        cut_back=_below_identity,
+        stop=(lambda v: _reached_perfect_recovery(matrix(v))) if se.prior.discrete else None,
+        cut_back=lambda v: _below_identity(matrix(v)),
+        secant=secant if acceleration == "anderson" else None,
     )
+    res.x = matrix(res.x)
+    if "history" in res.extras:
+        res.extras["history"] = [matrix(v) for v in res.extras["history"]]
+    return res
 
 
 def _below_identity(Q: np.ndarray) -> bool:
@@ -547,6 +567,7 @@ def run_state_evolution(
     acceleration: str = "anderson",
     multi_fidelity: bool = True,
     fixed_point_error: bool = True,
+    recovered_at: float | None = None,
 ) -> SEResult:
     """Iterate SE to a fixed point from an uninformed, informed or given start.
 
@@ -563,6 +584,12 @@ def run_state_evolution(
     ``max(tol, 1e-5)``, which chooses the branch at 1/8 of the cost, then continues with the
     full rule from there; ``fixed_point_error`` solves the fixed point of each replicate's
     map from the result, for ``Q_stderr``.
+
+    ``recovered_at``: a smaller α at which the iteration from a start no better than this
+    one (a continuation upwards in α) reached perfect recovery; then so does this α, and no
+    map is evaluated.  At fixed ``Q`` the map's ``Q̂`` is ``α`` times the same integral
+    (the same nodes), so ``T_α'(Q) ⪰ T_α(Q)`` and near ``I`` the gap map ``g -> J g``
+    contracts by ``α/α'`` more (THEORY §7).
     """
     check_number("alpha", alpha, above=0)
     check_number("damping", damping, above=0, maximum=1)
@@ -582,7 +609,7 @@ def run_state_evolution(
         Q0, label = check_overlap(start, p), "given"
     replicated = se.rule.error_kind == "replicates"
     kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
-    coarse_its = 0
+    coarse_its, secant = 0, None
 
     def perfect_recovery(approach: np.ndarray | None = None) -> SEResult:
         inf = np.full((p, p), np.inf)
@@ -590,6 +617,10 @@ def run_state_evolution(
                         "perfect-recovery", 0, 0.0, [], se.rule.description,
                         Q_stderr=np.zeros((p, p)), approach=approach, solved_map=se)
 
+    if recovered_at is not None:
+        check_number("recovered_at", recovered_at, above=0)
+        if recovered_at < se.alpha:
+            return perfect_recovery(Q0 if label == "given" else None)
     approach = _heads_to_perfect_recovery(se, Q0)  # a start next to I (continuation)
     if approach is not None:
         return perfect_recovery(approach)
@@ -599,15 +630,24 @@ def run_state_evolution(
             se.prior,
         )
         pre = _solve(coarse, Q0, tol=max(tol, 1e-5), **kw)
+        if pre.converged and acceleration == "anderson" and pre.status != "perfect-recovery":
+            kick = _unstable_vanishing_direction(coarse, pre.x)
+            if kick is not None:  # as below, at 1/8 of the cost of the full map's kick
+                pre = _solve(coarse, kick, tol=max(tol, 1e-5), **kw)
         if pre.status == "perfect-recovery":
             return perfect_recovery()
         coarse_its = pre.iterations
         if pre.status != "invalid-update":
             Q0 = pre.x
+        if pre.converged:  # the coarse map's secant Jacobian, for the first full steps
+            secant = pre.extras.get("secant")
+            kick = _marginal_direction_kick(se, Q0) if acceleration == "anderson" else None
+            if kick is not None:
+                Q0, secant = kick, None
         approach = _heads_to_perfect_recovery(se, pre.x) if pre.converged else None
         if approach is not None:
             return perfect_recovery(approach)
-    res = _solve(se, Q0, tol=tol, **kw)
+    res = _solve(se, Q0, tol=tol, secant=secant, **kw)
     if res.converged and acceleration == "anderson" and res.status != "perfect-recovery":
         kick = _unstable_vanishing_direction(se, res.x)
         if kick is not None:  # an accelerated step landed on an unstable Q_kk = 0
@@ -620,8 +660,8 @@ def run_state_evolution(
         Q_stderr = np.full_like(Q_stderr, np.nan)
     rep_its, rep_Q, gain = 0, None, float("nan")
     if replicated and fixed_point_error and res.converged:
-        Q_stderr, rep_its, rep_Q, gain = _replicate_fixed_point_error(se, res.x, tol, kw,
-                                                                      Q_stderr)
+        Q_stderr, rep_its, rep_Q, gain = _replicate_fixed_point_error(
+            se, res.x, tol, kw, Q_stderr, secant=res.extras.get("secant"))
     return SEResult(
         se.alpha,
         label,
@@ -677,6 +717,27 @@ def _unstable_vanishing_direction(se: StateEvolution, Q: np.ndarray):
         if _valid_overlap(kick) and np.max(1.0 - np.diag(se.update(kick))[edge]) > START_EPS:
             return kick
     return None
+
+
+def _marginal_direction_kick(se: StateEvolution, Q: np.ndarray) -> np.ndarray | None:
+    """The start ``Q_kk = ε`` for the full map if the coarse fixed point ``Q`` has an
+    overlap just above its invariant 0 (``1e-6 < Q_kk < ε = START_EPS``) that the full map
+    makes grow from ``ε``, else None.
+
+    There the coarse map sits at its own threshold (α = 0.75: the coarse staircase
+    threshold is ≈ 0.75, the full one 0.719) and ``Q_kk = 0`` repels the full map slowly:
+    secant steps, fitted to that nearly linear direction, go to the repelling 0, and the
+    kick of :func:`_unstable_vanishing_direction` comes after ~100 full steps.  One full
+    evaluation decides it before any."""
+    q = np.diag(Q)
+    marginal = np.flatnonzero((q > VANISHING_OVERLAP) & (q < START_EPS))
+    if not marginal.size:
+        return None
+    kick = Q.copy()
+    kick[marginal, marginal] = START_EPS
+    if not _valid_overlap(kick):
+        return None
+    return kick if np.any(np.diag(se.update(kick))[marginal] > START_EPS) else None
 
 
 def _heads_to_perfect_recovery(se: StateEvolution, Q: np.ndarray) -> np.ndarray | None:
@@ -751,7 +812,7 @@ def replicate_rules(rule: Rule) -> list[Rule]:
 REPLICATE_TOL_FRACTION = 0.01
 
 
-def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
+def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, secant=None):
     """Standard error of the fixed point from the fixed points of the replicate maps.
 
     Each replicate solve stops at ``max(tol, REPLICATE_TOL_FRACTION σ)`` per entry, ``σ``
@@ -764,6 +825,10 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     Each replicate's fixed point is a function of its own net only: the start (the full
     rule's fixed point, and the one step already evaluated there) and the acceleration
     change how fast it is reached, not where, so the spread stays an independent estimate.
+    ``secant``: the full map's last secant pairs, the first memory of each replicate's
+    Anderson steps (its Jacobian is the replicates' to their spread).  A replicate whose
+    secant steps end on a vanishing overlap ``Q_kk = 0`` where ``Q*_kk`` is not, and whose
+    map makes that direction grow, is solved again from the kick, as the main solve is.
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
@@ -782,7 +847,14 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error):
     rep_tol = np.maximum(tol, REPLICATE_TOL_FRACTION * step_err)
     fixed, its = [], 0
     for rep, first in zip(reps, one_step, strict=True):
-        res = _solve(rep, Q, tol=rep_tol, first=first, **kw)
+        res = _solve(rep, Q, tol=rep_tol, first=first, secant=secant, **kw)
+        if secant is not None and res.converged and res.status != "perfect-recovery":
+            vanished = (np.diag(res.x) < VANISHING_OVERLAP) & (np.diag(Q) >= VANISHING_OVERLAP)
+            kick = _unstable_vanishing_direction(rep, res.x) if vanished.any() else None
+            if kick is not None:
+                again = _solve(rep, kick, tol=rep_tol, **kw)
+                again.iterations += res.iterations
+                res = again
         if res.status == "perfect-recovery":
             fixed.append(np.eye(Q.shape[0]))
             continue

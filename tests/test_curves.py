@@ -237,3 +237,39 @@ def test_error_target_refines_the_outer_rule_until_met_or_capped(tmp_path):
     for bad in (["--target-error", "0"], ["--max-sobol-log2", "14"],
                 ["--target-error", "1e-3", "--max-sobol-log2", "40"]):
         assert main(["curve", "--alphas", "0.5", *bad]) == 2
+
+
+def test_amp_rows_above_perfect_recovery_need_no_map_evaluation(monkeypatch):
+    """Rademacher sign perceptron past the AMP spinodal (1.493): once the AMP chain reaches
+    perfect recovery, the rows above it are perfect recovery without evaluating the map
+    (Q̂ ∝ α at fixed Q); each of them, solved on its own from the uninformed start, is
+    perfect recovery too, with the same row."""
+    from asymptotics.priors import RademacherPrior
+
+    calls: dict[float, int] = {}
+    update = StateEvolution.update
+
+    def counted(self, Q):
+        calls[self.alpha] = calls.get(self.alpha, 0) + 1
+        return update(self, Q)
+
+    monkeypatch.setattr(StateEvolution, "update", counted)
+    prior, alphas = RademacherPrior(), [1.45, 1.55, 1.7, 2.0]
+    rows = sweep(SignChannel(), alphas, "amp", prior=prior, tol=1e-10, max_iter=5000)
+    status = {r["alpha"]: r["status"] for r in rows}
+    assert status[1.45] == "converged" and calls[1.45] > 0
+    assert status[1.55] == "perfect-recovery" and calls[1.55] > 0
+    for a in (1.7, 2.0):
+        assert status[a] == "perfect-recovery" and a not in calls
+        alone = run_state_evolution(SignChannel(), a, "uninformed", prior=prior, tol=1e-10,
+                                    max_iter=5000)
+        assert alone.status == "perfect-recovery" and calls[a] > 0
+        row = next(r for r in rows if r["alpha"] == a)
+        assert row["free_entropy"] == pytest.approx(alone.free_entropy()[0], abs=1e-12)
+    # only a smaller α vouches for this one
+    calls.clear()
+    res = run_state_evolution(SignChannel(), 1.45, "uninformed", prior=prior, tol=1e-10,
+                              max_iter=5000, recovered_at=1.7)
+    assert res.status == "converged" and calls[1.45] > 0
+    with pytest.raises(ValueError, match="recovered_at"):
+        run_state_evolution(SignChannel(), 1.45, prior=prior, recovered_at=float("nan"))
