@@ -79,7 +79,8 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
 def _refined(res, channel, alpha, settings, damping, tol, max_iter, prior, target):
     """The fixed point refined until its largest overlap error is at most ``target_error``:
     the outer rule quadrupled (``sobol_log2 + 2``) and the fixed point solved again from the
-    last one, up to ``max_sobol_log2``.  Returns the last result and its ``sobol_log2``."""
+    last one (with its secant pairs), up to ``max_sobol_log2``.  Returns the last result
+    and its ``sobol_log2``."""
     target_error, max_log2 = target
     log2 = settings.sobol_log2
     while (res.converged and res.status != "perfect-recovery" and log2 < max_log2
@@ -87,7 +88,7 @@ def _refined(res, channel, alpha, settings, damping, tol, max_iter, prior, targe
         log2 = min(log2 + 2, max_log2)
         res = run_state_evolution(channel, alpha, res.Q, damping=damping, tol=tol,
                                   max_iter=max_iter, settings=replace(settings, sobol_log2=log2),
-                                  prior=prior, multi_fidelity=False)
+                                  prior=prior, multi_fidelity=False, secant=res.secant)
     return res, log2
 
 

@@ -427,6 +427,9 @@ class SEResult:
     amplification: float = float("nan")
     #: the SE map the fixed point was solved with (its rule and locked inner path)
     solved_map: StateEvolution | None = field(default=None, repr=False, compare=False)
+    #: the main solve's last secant pairs ``(ΔQ, Δ(T(Q) - Q))`` over the upper triangle of
+    #: ``Q`` (a start for a nearby map's solve: ``run_state_evolution(secant=)``), or None
+    secant: tuple | None = field(default=None, repr=False, compare=False)
 
     def to_frame(self):
         """This fixed point as a one-row pandas DataFrame: α, start, status, convergence
@@ -568,6 +571,7 @@ def run_state_evolution(
     multi_fidelity: bool = True,
     fixed_point_error: bool = True,
     recovered_at: float | None = None,
+    secant: tuple | None = None,
 ) -> SEResult:
     """Iterate SE to a fixed point from an uninformed, informed or given start.
 
@@ -584,6 +588,10 @@ def run_state_evolution(
     ``max(tol, 1e-5)``, which chooses the branch at 1/8 of the cost, then continues with the
     full rule from there; ``fixed_point_error`` solves the fixed point of each replicate's
     map from the result, for ``Q_stderr``.
+
+    ``secant``: the secant pairs of a nearby map's fixed point (a result's ``secant``:
+    the same α on fewer outer points, when ``start`` is its fixed point), for the first
+    steps of the main solve (without the coarse phase; see :func:`solve_fixed_point`).
 
     ``recovered_at``: a smaller α at which the iteration from a start no better than this
     one (a continuation upwards in α) reached perfect recovery; then so does this α, and no
@@ -609,7 +617,7 @@ def run_state_evolution(
         Q0, label = check_overlap(start, p), "given"
     replicated = se.rule.error_kind == "replicates"
     kw = dict(damping=damping, max_iter=max_iter, acceleration=acceleration)
-    coarse_its, secant = 0, None
+    coarse_its = 0
 
     def perfect_recovery(approach: np.ndarray | None = None) -> SEResult:
         inf = np.full((p, p), np.inf)
@@ -682,6 +690,7 @@ def run_state_evolution(
         se.inner_path,
         amplification=gain,
         solved_map=se,
+        secant=res.extras.get("secant"),
     )
 
 
