@@ -149,8 +149,11 @@ def solve_fixed_point(
     nodes, or a replicate of it), near whose fixed point ``x0`` is: Anderson steps from the
     first evaluation on, with those pairs as the first memory (their secant Jacobian is
     good to the maps' difference), and none of the safeguards above, for at most
-    ``SEEDED_MAX_STEPS`` steps (:func:`_solve_seeded`).  Where that does not converge the
-    solve starts again from ``x0`` as above, and counts both.  From a nearby map's fixed
+    ``SEEDED_MAX_STEPS`` steps (:func:`_solve_seeded`; converged when the secant step to
+    the fixed point, not only the damped residual, is below ``tol``).  Where that has not
+    converged the solve goes on as above, from the secant steps' best point (a slow
+    direction), or from ``x0`` where they went astray (a growing residual, a repelling
+    point), and counts both.  From a nearby map's fixed
     point the plain iteration needs ``~1/(1 - slope)`` steps to cover what one secant step
     covers, and near a threshold the safeguards restart it over and over (non-normal
     Jacobians make the plain steps grow for a while, which the escape test misreads).
@@ -175,7 +178,10 @@ def solve_fixed_point(
                                keep_history=keep_history, memory=int(anderson), stop=stop)
         if seeded.converged or seeded.iterations >= max_iter:
             return seeded
-        rest = _solve_anderson(update, x0, damping=damping, tol=tol,
+        # stalled on its way (a slow direction): on from its best point; gone astray
+        # (a repelling point, a growing residual): from x0
+        restart = seeded.best if seeded.status == "seeded-stalled" else x0
+        rest = _solve_anderson(update, restart, damping=damping, tol=tol,
                                max_iter=max_iter - seeded.iterations, is_valid=is_valid,
                                min_damping=min_damping, keep_history=keep_history,
                                memory=int(anderson), stop=stop, cut_back=cut_back)
@@ -295,9 +301,13 @@ def _anderson_move(X, F, seed_dX, seed_dF, f, memory):
 def _solve_seeded(update, x0, pairs, *, damping, tol, max_iter, is_valid, keep_history,
                   memory, stop=None) -> SolveResult:
     """Anderson steps from the first evaluation, the given secant pairs ``(ΔX, ΔG)`` as
-    the first memory (see :func:`solve_fixed_point`).  Status ``converged`` (or
-    ``stop``'s), else ``seeded-stalled``: not converged in ``SEEDED_MAX_STEPS`` steps, a
-    residual ``SEEDED_GROWTH`` times the first, or an update not finite; or
+    the first memory (see :func:`solve_fixed_point`).  Converged where both the damped
+    residual and the secant step (the estimated distance to the fixed point, which a
+    slow or non-normal direction makes the larger) are below ``tol``; the result is the
+    point that step reaches.  Status ``converged`` (or
+    ``stop``'s), else ``seeded-stalled``: not converged in ``SEEDED_MAX_STEPS`` steps or
+    an update not finite (extra ``best``: the evaluated point of smallest residual);
+    ``seeded-diverged``: a residual ``SEEDED_GROWTH`` times the first; or
     ``seeded-repelling``: converged to a point the plain iteration leaves (the last
     pairs' damped Jacobian has an eigenvalue of modulus ≥ 1, :func:`_attracting`)."""
     if not 0 < damping <= 1:
@@ -309,7 +319,7 @@ def _solve_seeded(update, x0, pairs, *, damping, tol, max_iter, is_valid, keep_h
     history = [x.copy()] if keep_history else []
     X: list[np.ndarray] = []
     F: list[np.ndarray] = []
-    first, residual, used = None, np.inf, (seed_dX, seed_dF)
+    first, residual, used, best = None, np.inf, (seed_dX, seed_dF), (np.inf, x.copy())
     steps, status = min(max_iter, SEEDED_MAX_STEPS), "seeded-stalled"
 
     for it in range(1, steps + 1):
@@ -322,21 +332,27 @@ def _solve_seeded(update, x0, pairs, *, damping, tol, max_iter, is_valid, keep_h
         residual = float(np.max(np.abs(f)))
         first = residual if first is None else first
         plain = x + f
-        if np.all(np.abs(f) < tol) and _finite_valid(plain, is_valid):
-            if not _attracting(*used):
-                status = "seeded-repelling"
-                break
-            if keep_history:
-                history.append(plain.copy())
-            return _fixed_point_result(plain, "converged", it, update, residual, eta, history,
-                                       accelerated_steps=it - 1,
-                                       secant=(used[0], used[1] / eta))
         if residual > SEEDED_GROWTH * first:
+            status = "seeded-diverged"
             break
+        if residual < best[0]:
+            best = (residual, x.copy())
         X = (X + [x.ravel().copy()])[-(memory + 1):]
         F = (F + [f.ravel().copy()])[-(memory + 1):]
         move, used = _anderson_move(X, F, seed_dX, seed_dF, f.ravel(), memory)
         new = (x.ravel() + move).reshape(shape)
+        # converged: the damped residual and the secant step to the fixed point below tol
+        if (np.all(np.abs(f) < tol) and np.all(np.abs(new - x) < tol)
+                and _finite_valid(plain, is_valid)):
+            if not _attracting(*used):
+                status = "seeded-repelling"
+                break
+            out = new if _finite_valid(new, is_valid) else plain
+            if keep_history:
+                history.append(out.copy())
+            return _fixed_point_result(out, "converged", it, update, residual, eta, history,
+                                       accelerated_steps=it - 1,
+                                       secant=(used[0], used[1] / eta))
         if not _finite_valid(new, is_valid):
             if not _finite_valid(plain, is_valid):
                 break
@@ -347,7 +363,7 @@ def _solve_seeded(update, x0, pairs, *, damping, tol, max_iter, is_valid, keep_h
             history.append(x.copy())
     return SolveResult(x, False, status, "seeded secant steps did not converge to an "
                        "attracting fixed point", it, update.calls, residual,
-                       {"damping": eta, "history": history})
+                       {"damping": eta, "history": history, "best": best[1]})
 
 
 def _attracting(dX: np.ndarray, dF: np.ndarray) -> bool:

@@ -195,10 +195,13 @@ def test_seeded_secant_steps_reach_a_nearby_maps_fixed_point_in_a_few_steps():
     np.testing.assert_allclose(seeded.x, root, atol=2e-8)  # tol / (1 - 0.92), and better
     np.testing.assert_allclose(plain.x, root, atol=2e-8)
     assert seeded.iterations <= 5 and plain.iterations >= 3 * seeded.iterations
-    # the last pairs come back, for the next map: its own last (exact), the given before
+    # the last pairs come back, for the next map: secant pairs of this map (to round-off,
+    # the last ones being ~1e-10) or the given ones (1 % off)
     dX1, dG1 = seeded.secant
     assert dX1.shape[0] == 2 and 1 <= dX1.shape[1] <= 3
-    np.testing.assert_allclose(dG1[:, -1], SLOW_NON_NORMAL @ dX1[:, -1], rtol=1e-6)
+    for dx, dg in zip(dX1.T, dG1.T, strict=True):
+        np.testing.assert_allclose(dg, SLOW_NON_NORMAL @ dx, rtol=0.02,
+                                   atol=1e-6 * np.abs(dg).max())
 
 
 def test_seeded_secant_steps_to_a_repelling_point_give_way_to_the_safeguarded_solve():
