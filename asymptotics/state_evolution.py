@@ -113,6 +113,12 @@ class QhatEstimate:
 CONTROL_VARIATE_MIN_NET = 256
 
 
+#: the fewest points per randomised net of a map solved from a nearby map's secant pairs:
+#: the secant steps of a noisier map can find another of its fixed points (a 64-point
+#: replicate map at α = 0.8 went to Q = I where its plain iteration goes to Q11 = 0)
+SEEDED_MIN_NET = 256
+
+
 def _points_per_net(rule: Rule) -> int:
     """Points of each independent randomised net of ``rule`` (a replicate rule: all)."""
     nets = rule.alt_weights.shape[0] if rule.error_kind == "replicates" else 1
@@ -508,7 +514,8 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
     iteration reaches ``Q = I``.  ``first``: ``se.update(Q0)``, if already evaluated
     (used once, for the first step); ``secant``: a nearby map's secant pairs (Anderson
     from the first step, see :func:`solve_fixed_point`; as the extra ``secant`` of a
-    result of this function).
+    result of this function), used on maps with nets of ``SEEDED_MIN_NET`` points or
+    more.
 
     The solver iterates the ``p(p+1)/2`` entries of the upper triangle of ``Q``, so that
     every iterate is symmetric exactly: a secant move on the full matrix multiplies the
@@ -538,7 +545,8 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
         anderson=ANDERSON_MEMORY if acceleration == "anderson" else 0,
         stop=(lambda v: _reached_perfect_recovery(matrix(v))) if se.prior.discrete else None,
         cut_back=lambda v: _below_identity(matrix(v)),
-        secant=secant if acceleration == "anderson" else None,
+        secant=(secant if acceleration == "anderson"
+                and _points_per_net(se.rule) >= SEEDED_MIN_NET else None),
     )
     res.x = matrix(res.x)
     if "history" in res.extras:

@@ -304,6 +304,7 @@ def test_compare_widens_the_tolerance_for_few_seeds():
     assert many["t"] == pytest.approx(3.0, abs=0.03) and not many["agree"]
 
 
+@pytest.mark.slow  # compiling the generic kernel, the reference, is most of its 12 s
 @pytest.mark.parametrize("depth, skip", [(1, 1.0), (2, 1.0), (2, 0.05), (3, 0.05)])
 def test_two_token_general_v_kernel_equals_the_generic_kernel(depth, skip):
     """AMP's posterior (L = 2, general ``V = Ĉ``) runs on the written-out kernel
