@@ -153,10 +153,10 @@ def solve_fixed_point(
     the fixed point, not only the damped residual, is below ``tol``).  Where that has not
     converged the solve goes on as above, from the secant steps' best point (a slow
     direction), or from ``x0`` where they went astray (a growing residual, a repelling
-    point), and counts both.  From a nearby map's fixed
-    point the plain iteration needs ``~1/(1 - slope)`` steps to cover what one secant step
-    covers, and near a threshold the safeguards restart it over and over (non-normal
-    Jacobians make the plain steps grow for a while, which the escape test misreads).
+    point), and counts both.  From a nearby map's fixed point the plain iteration needs
+    ``~1/(1 - slope)`` steps to cover what one secant step covers, and near a threshold
+    the safeguards restart it over and over (non-normal Jacobians make the plain steps
+    grow for a while, which the escape test misreads).
 
     Near a bifurcation the plain iteration leaves an unstable fixed point slowly: steps
     that are parallel and grow by a steady ratio ``1 < r < 2`` are the linear escape

@@ -520,7 +520,8 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
     The solver iterates the ``p(p+1)/2`` entries of the upper triangle of ``Q``, so that
     every iterate is symmetric exactly: a secant move on the full matrix multiplies the
     round-off asymmetry by its coefficients (1e-10 after a few ill-conditioned moves of a
-    16-point replicate map).  ``x``, ``history`` and ``tol`` are returned as matrices."""
+    16-point replicate map).  ``tol`` may be a ``(p, p)`` matrix; ``x`` and ``history``
+    are returned as matrices, the extra ``secant`` over the upper triangle."""
     se.lock_inner_path(Q0)
     p = se.channel.dim
     upper = np.triu_indices(p)
