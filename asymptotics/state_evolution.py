@@ -845,9 +845,10 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, seca
     change how fast it is reached, not where, so the spread stays an independent estimate.
     ``secant``: the full map's last secant pairs, the first memory of each replicate's
     Anderson steps (its Jacobian is the replicates' to their spread).  A replicate whose
-    secant steps end on a vanishing overlap ``Q_kk < 1e-6`` where ``Q*_kk > 0`` (from
-    which the plain iteration grows where 0 repels), and whose map makes that direction
-    grow, is solved again from the kick, as the main solve is.
+    solve ends on a vanishing overlap ``Q_kk < 1e-6`` where ``Q*_kk > 0`` (from which the
+    plain iteration grows, slowly, where 0 repels: secant steps jump to 0, damped steps
+    fall below the tolerance), and whose map makes that direction grow, is solved again
+    from the kick, as the main solve is.
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
@@ -867,7 +868,7 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, seca
     fixed, its = [], 0
     for rep, first in zip(reps, one_step, strict=True):
         res = _solve(rep, Q, tol=rep_tol, first=first, secant=secant, **kw)
-        if secant is not None and res.converged and res.status != "perfect-recovery":
+        if res.converged and res.status != "perfect-recovery":
             vanished = (np.diag(res.x) < VANISHING_OVERLAP) & (np.diag(Q) > 0.0)
             kick = _unstable_vanishing_direction(rep, res.x) if vanished.any() else None
             if kick is not None:
