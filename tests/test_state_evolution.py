@@ -471,3 +471,34 @@ def test_seeded_replicate_solves_find_the_fixed_points_closer_in_fewer_steps():
     assert np.all(seeded_gap < 1e-3) and np.all(unseeded_gap > 10 * seeded_gap)
     np.testing.assert_allclose(np.diag(res.Q_stderr), np.diag(unseeded), rtol=0.05)
     assert res.replicate_iterations <= 0.5 * its
+
+
+class _LinearOverlapMap:
+    """A stand-in SE map near ``Q = 0`` of the first direction: ``Q11 -> rate Q11``, the
+    second direction fixed at 0.98 (what :func:`_marginal_direction_kick` evaluates)."""
+
+    def __init__(self, rate: float):
+        self.rate, self.calls = rate, 0
+
+    def update(self, Q):
+        self.calls += 1
+        return np.diag([self.rate * Q[0, 0], 0.98])
+
+
+@pytest.mark.parametrize("q11, rate, kicked", [
+    (7.5e-5, 1.05, True),   # coarse fixed point just above 0, which the full map repels
+    (7.5e-5, 0.95, False),  # ... which the full map attracts: no kick
+    (0.0, 1.05, False),     # exactly at the invariant 0: the kick test after the solve
+    (5e-3, 1.05, False),    # an overlap that has grown: a plain start
+])
+def test_a_coarse_overlap_just_above_zero_is_kicked_where_the_full_map_grows_it(
+        q11, rate, kicked):
+    from asymptotics.state_evolution import START_EPS, _marginal_direction_kick
+
+    se = _LinearOverlapMap(rate)
+    Q = np.diag([q11, 0.98])
+    kick = _marginal_direction_kick(se, Q)
+    assert (kick is not None) == kicked
+    assert se.calls == (1 if 1e-6 < q11 < START_EPS else 0)  # one full evaluation at most
+    if kicked:
+        np.testing.assert_array_equal(kick, np.diag([START_EPS, 0.98]))
