@@ -113,10 +113,11 @@ class QhatEstimate:
 CONTROL_VARIATE_MIN_NET = 256
 
 
-#: the fewest points per randomised net of a map solved from a nearby map's secant pairs:
-#: the secant steps of a noisier map can find another of its fixed points (a 64-point
-#: replicate map at α = 0.8 went to Q = I where its plain iteration goes to Q11 = 0)
-SEEDED_MIN_NET = 256
+#: the fewest outer points of a map solved from a nearby map's secant pairs (a replicate
+#: map is one net): the secant steps of a noisier map can find another of its fixed points
+#: (a 64-point replicate map at α = 0.8 went to Q = I where its plain iteration goes to
+#: Q11 = 0; at 128 points, depth 3, one crept along a neutral direction)
+SEEDED_MIN_POINTS = 256
 
 
 def _points_per_net(rule: Rule) -> int:
@@ -514,7 +515,7 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
     iteration reaches ``Q = I``.  ``first``: ``se.update(Q0)``, if already evaluated
     (used once, for the first step); ``secant``: a nearby map's secant pairs (Anderson
     from the first step, see :func:`solve_fixed_point`; as the extra ``secant`` of a
-    result of this function), used on maps with nets of ``SEEDED_MIN_NET`` points or
+    result of this function), used on maps of ``SEEDED_MIN_POINTS`` outer points or
     more.
 
     The solver iterates the ``p(p+1)/2`` entries of the upper triangle of ``Q``, so that
@@ -547,7 +548,7 @@ def _solve(se: StateEvolution, Q0, *, damping, tol, max_iter, acceleration,
         stop=(lambda v: _reached_perfect_recovery(matrix(v))) if se.prior.discrete else None,
         cut_back=lambda v: _below_identity(matrix(v)),
         secant=(secant if acceleration == "anderson"
-                and _points_per_net(se.rule) >= SEEDED_MIN_NET else None),
+                and se.rule.size >= SEEDED_MIN_POINTS else None),
     )
     res.x = matrix(res.x)
     if "history" in res.extras:

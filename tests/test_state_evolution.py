@@ -450,10 +450,10 @@ def test_perfect_recovery_is_recognised_after_a_widening_first_step(monkeypatch)
 
 def test_seeded_replicate_solves_find_the_fixed_points_closer_in_fewer_steps():
     """Replicate fixed points seeded with the full map's secant pairs (α = 0.8, next to the
-    staircase threshold: slow, non-normal directions; nets of 256 points, the fewest that
-    are seeded) against the same fixed points solved to 1e-12: within 1e-3 of their
-    spread (1.4e-5 measured), where the unseeded solves, which stop on the damped residual
-    alone, are 0.5–0.9 % off; in under half the steps (47, 101)."""
+    staircase threshold: slow, non-normal directions; replicate maps of 256 points, the
+    fewest that are seeded) against the same fixed points solved to 1e-12: within 1e-3 of
+    their spread (1.4e-5 measured), where the unseeded solves, which stop on the damped
+    residual alone, are 0.5–0.9 % off; in under half the steps (47, 101)."""
     res = run_state_evolution(AttentionChannel(), 0.8, "informed",
                               settings=SESettings(sobol_log2=11))
     assert res.converged
