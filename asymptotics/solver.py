@@ -284,14 +284,19 @@ def _secant_pairs(secant, n: int) -> tuple[np.ndarray, np.ndarray]:
     return dX, dG
 
 
-def _anderson_move(X, F, seed_dX, seed_dF, f, memory):
-    """Anderson type-II move ``f - (ΔX + ΔF) γ``, ``γ = argmin |f - ΔF γ|``, on the last
-    ``memory`` pairs: the given ones, then those of the points ``X`` and damped residuals
-    ``F`` evaluated since.  Returns the move and the pairs used (undamped: ``ΔF / η``
-    is the caller's)."""
+def _last_pairs(X, F, seed_dX, seed_dF, memory):
+    """The last ``memory`` secant pairs ``(ΔX, ΔF)`` as ``(n, k)`` columns: the given ones,
+    then those of the points ``X`` and damped residuals ``F`` evaluated since."""
     dX = np.hstack([seed_dX] + ([np.diff(np.array(X), axis=0).T] if len(X) >= 2 else []))
     dF = np.hstack([seed_dF] + ([np.diff(np.array(F), axis=0).T] if len(F) >= 2 else []))
-    dX, dF = dX[:, -memory:], dF[:, -memory:]
+    return dX[:, -memory:], dF[:, -memory:]
+
+
+def _anderson_move(X, F, seed_dX, seed_dF, f, memory):
+    """Anderson type-II move ``f - (ΔX + ΔF) γ``, ``γ = argmin |f - ΔF γ|``, on the pairs
+    of :func:`_last_pairs`.  Returns the move and the pairs used (damped: ``ΔF / η`` is
+    the caller's)."""
+    dX, dF = _last_pairs(X, F, seed_dX, seed_dF, memory)
     if not dX.shape[1]:
         return f, (dX, dF)
     gamma, *_ = np.linalg.lstsq(dF, f, rcond=ANDERSON_RCOND)
@@ -385,6 +390,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
         raise ValueError(f"anderson memory must be >= 1, got {memory}")
     x = np.array(x0, dtype=float)
     shape = x.shape
+    none = np.zeros((x.size, 0))  # no given secant pairs
     history = [x.copy()] if keep_history else []
     eta, rollbacks, accelerated = damping, 0, 0
     residual = np.inf
@@ -421,8 +427,8 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
                 history.append(x_out.copy())
             pairs = None
             if mode_aa and len(X) >= 2:
-                dX, dF = np.diff(np.array(X), axis=0).T, np.diff(np.array(F), axis=0).T
-                pairs = (dX[:, -memory:], dF[:, -memory:] / eta)
+                dX, dF = _last_pairs(X, F, none, none, memory)
+                pairs = (dX, dF / eta)
             return _fixed_point_result(x_out, "converged", it, update, residual, eta, history,
                                        rollbacks, escapes, accelerated, secant=pairs)
         if mode_aa and residual < best[0]:
@@ -450,10 +456,7 @@ def _solve_anderson(update, x0, *, damping, tol, max_iter, is_valid, min_damping
             X = (X + [x.ravel().copy()])[-(memory + 1):]
             F = (F + [f.ravel().copy()])[-(memory + 1):]
             if len(X) >= 2:
-                dF = np.diff(np.array(F), axis=0).T  # (n, k)
-                dX = np.diff(np.array(X), axis=0).T
-                gamma, *_ = np.linalg.lstsq(dF, f.ravel(), rcond=ANDERSON_RCOND)
-                move = f.ravel() - (dX + dF) @ gamma
+                move, _ = _anderson_move(X, F, none, none, f.ravel(), memory)
                 limit = trust * residual
                 if np.max(np.abs(move)) > limit:  # trust region: at most trust x the plain step
                     move *= limit / np.max(np.abs(move))
