@@ -1429,7 +1429,7 @@ def fibre_moments_two_tokens_general(
                         z[l * depth + j] = omega[k, l, j] + CT[i, l, j]
                     z[l * depth + m] = X[i, l]
                 _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS)
-        _write_folded(k, accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
+        _write_folded(np.int64(k), accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
                       second)
 
 
@@ -1705,5 +1705,5 @@ def fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, me
                         z[l * depth + j] = ZU[i, l, j]
                     z[l * depth + m] = X[i, l]
                 _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS)
-        _write_folded(k, accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
+        _write_folded(np.int64(k), accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
                       second)

@@ -47,6 +47,12 @@ SHARED_MIN_LAST_VARIANCE = 0.005  # smallest last-layer variance integrated on t
 SHARED_HYSTERESIS = 2.0  # a locked shared path holds until a variance is this far below
 
 
+def _kernel_array(x) -> np.ndarray:
+    """``x`` as a C-contiguous, writable float64 array (copied only where it is not): numba
+    compiles one signature per layout and read-only flag, so the kernels' inputs have one."""
+    return np.require(x, dtype=np.float64, requirements=["C", "W"])
+
+
 def _put_diagonal(second: np.ndarray, sq: np.ndarray) -> None:
     """Write ``sq (S, K, L, d)`` on the diagonal of ``second (S, K, L, d, L, d)`` (in place;
     nothing when ``sq`` is empty)."""
@@ -308,7 +314,7 @@ class AttentionChannel(Channel):
         K = a.shape[0]
         if omega_last is None:
             omega_last = np.zeros_like(a)
-        omega_last = np.ascontiguousarray(np.broadcast_to(omega_last, a.shape), dtype=float)
+        omega_last = _kernel_array(np.broadcast_to(omega_last, a.shape))
         if not v_last > 0:
             raise ValueError(f"v_last must be > 0, got {v_last}")
         T, W, Binv, logdet = self._folded_unlearned_nodes()
@@ -416,7 +422,7 @@ class AttentionChannel(Channel):
         batch = obs.shape[:-1]
         omega = np.broadcast_to(np.asarray(omega, dtype=float), batch + (L, depth))
         a = np.ascontiguousarray(obs.reshape(-1, L))
-        om = np.ascontiguousarray(omega.reshape(-1, L, depth))
+        om = _kernel_array(omega.reshape(-1, L, depth))
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(om))):
             raise ValueError("observations and omega must be finite")
         chol, coef, vc = self._conditional(V)
@@ -566,10 +572,10 @@ class AttentionChannel(Channel):
                 # per-layer blocks hold it)
                 mode = (kern.FIBRE_LAYER_BLOCKS if isinstance(want_second, str) else
                         kern.FIBRE_FULL if want_second else kern.FIBRE_MEANS)
-                kern.fibre_moments_depth3(a, om, T, W, np.ascontiguousarray(np.diag(chol)), vc,
+                kern.fibre_moments_depth3(a, om, T, W, _kernel_array(np.diag(chol)), vc,
                                           self.skip, self.beta, lognorm, mean, second, mode)
             else:
-                kern.fibre_moments_two_tokens(a, om, T, W, np.ascontiguousarray(np.diag(chol)),
+                kern.fibre_moments_two_tokens(a, om, T, W, _kernel_array(np.diag(chol)),
                                               vc, self.skip, self.beta, lognorm, mean, second,
                                               bool(want_second))
             return FibreMoments(lognorm, mean, second)
