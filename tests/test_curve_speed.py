@@ -286,3 +286,34 @@ def test_mean_kernels_squares_equal_the_full_second_moments(q):
                 np.testing.assert_allclose(shared.second[0, :, lay, j, lay, j],
                                            full.second[0, :, lay, j, lay, j],
                                            rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("q", [(0.3, 0.7), (0.05, 0.999), (0.9, 0.99)])
+def test_vectorised_two_token_kernels_equal_the_generic_kernels(q):
+    """The depth-2, L = 2 mean kernels on ``vexp`` (vectorised loops, lane sums) = the
+    package's generic kernels (libm exp, sequential sums) to 1e-12: the shared-node
+    kernel against ``diagonal_fibre_means``, the shifted-node one against
+    ``fibre_moments`` (its diagonal second moments included)."""
+    ch = AttentionChannel(depth=2, seq_len=2)
+    a, om, V = _outer(ch, q, 40, seed=3)
+    T, W = ch._inner_nodes()
+    Binv, logdet = ch._shared_mixers(np.eye(1))
+    base = np.ascontiguousarray(0.5 * (1.0 - 1.0 / V[0, 0]) * np.sum(T**2, axis=(1, 2))
+                                - logdet)
+    outs = []
+    for kernel in (kern.diagonal_fibre_means_two_tokens, kern.diagonal_fibre_means):
+        ln, mean, sq = np.empty((2, 40)), np.empty((2, 40, 2, 2)), np.empty((2, 40, 2, 2))
+        kernel(a, om, T, Binv, logdet, base, np.array([1.0 / V[0, 0]]), V[1, 1], W,
+               ln, mean, sq)
+        outs.append((ln, mean, sq))
+    for x, y in zip(*outs, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
+    (ln, mean, second), _ = _run(kern.fibre_moments, ch, a, om, V, True, False)
+    ln2, mean2, sq = np.empty_like(ln), np.empty_like(mean), np.empty_like(mean)
+    kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
+                                ln2, mean2, sq)
+    np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=1e-14)
+    diag = np.stack([np.stack([second[:, :, lay, j, lay, j] for j in range(2)], -1)
+                     for lay in range(2)], 2)
+    np.testing.assert_allclose(sq, diag, rtol=1e-12, atol=1e-14)

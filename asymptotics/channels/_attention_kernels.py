@@ -23,6 +23,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._vector_exp import vexp
+
+LANES = 8  # doubles per partial sum of the vectorised loops (one AVX-512 register)
+
 
 @njit(cache=True)
 def mixer_into(zU, skip, beta, B, A, s, tmp):
@@ -1143,6 +1147,82 @@ def diagonal_fibre_means(
 
 
 @njit(parallel=True, cache=True)
+def diagonal_fibre_means_two_tokens(
+    a, omega, ZU, Binv_sh, logdet_sh, node_base, inv_vU, v_last, W, lognorm, mean, sq
+):
+    """:func:`diagonal_fibre_means` written out for depth 2 and L = 2 (the shared-node
+    kernel of state evolution at depth 2), the same arguments and formulas:
+
+        w_± = exp(node_base_i + Σ_l t_l ω_l0 / v_0 - |±B_i^{-1} a - ω_1|² / (2 v_last) - M)
+
+    in three vectorised loops per observation over the nodes (padded to ``LANES``): the
+    exponents, their maximum ``M``, the exponentials (:func:`vexp`); then the sums
+    (:func:`_two_token_sums`).  Nodes with ``log|det B_i| = -inf`` have weight 0.
+    """
+    K = a.shape[0]
+    n = ZU.shape[0]
+    squares = sq.shape[0] > 0
+    S = W.shape[0]
+    iv = inv_vU[0]
+    const0 = math.log(iv) - math.log(2.0 * math.pi * v_last)
+    inv2v = 0.5 / v_last
+    npad = ((n + LANES - 1) // LANES) * LANES
+    U0 = np.zeros(npad)
+    U1 = np.zeros(npad)
+    base = np.full(npad, -np.inf)
+    P00 = np.zeros(npad)
+    P01 = np.zeros(npad)
+    P10 = np.zeros(npad)
+    P11 = np.zeros(npad)
+    for i in range(n):
+        U0[i] = ZU[i, 0, 0]
+        U1[i] = ZU[i, 1, 0]
+        if logdet_sh[i] != -np.inf:
+            base[i] = node_base[i]
+            P00[i] = Binv_sh[i, 0, 0]
+            P01[i] = Binv_sh[i, 0, 1]
+            P10[i] = Binv_sh[i, 1, 0]
+            P11[i] = Binv_sh[i, 1, 1]
+    Wp = _padded_weights(W, npad)
+    for k in prange(K):
+        X0 = np.empty(npad)
+        X1 = np.empty(npad)
+        LP = np.empty(npad)
+        LM = np.empty(npad)
+        tot = np.empty(9)
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        o0 = omega[k, 0, 0] * iv
+        o1 = omega[k, 1, 0] * iv
+        const = const0 - 0.5 * omega[k, 0, 0] * o0 - 0.5 * omega[k, 1, 0] * o1
+        m0 = omega[k, 0, 1]
+        m1 = omega[k, 1, 1]
+        for i in range(npad):
+            lb = base[i] + U0[i] * o0 + U1[i] * o1
+            x0 = P00[i] * a0 + P01[i] * a1
+            x1 = P10[i] * a0 + P11[i] * a1
+            X0[i] = x0
+            X1[i] = x1
+            dp0 = x0 - m0
+            dp1 = x1 - m1
+            dm0 = x0 + m0
+            dm1 = x1 + m1
+            LP[i] = lb - inv2v * (dp0 * dp0 + dp1 * dp1)
+            LM[i] = lb - inv2v * (dm0 * dm0 + dm1 * dm1)
+        lmax = _lane_max(LP, LM)
+        if lmax > -np.inf:
+            for i in range(npad):
+                LP[i] = vexp(LP[i] - lmax)
+                LM[i] = vexp(LM[i] - lmax)
+        for s in range(S):
+            if lmax > -np.inf:
+                _two_token_sums(LP, LM, Wp[s], U0, U1, X0, X1, tot)
+            else:
+                tot[0] = 0.0
+            _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
+
+
+@njit(parallel=True, cache=True)
 def mean_forward(omega, offsets, weights, skip, beta, out):
     """``out[k] = Σ_i w_i y(ω_k + offset_i)`` with ``y = softmax_rows(β s sᵀ)``,
     ``s = B(z_U) z_last`` (rank 1): the Bayes prediction on an inner rule.
@@ -1491,6 +1571,79 @@ def null_moments_two_tokens(a, v_last, Binv_sh, logdet_sh, ZU, W, lognorm, layer
             layer_second[s, k, 1, 1, 1] = x11 * inv
 
 
+@njit(cache=True)
+def _lane_max(LP, LM):
+    """``max(LP ∪ LM)`` over two arrays whose length is a multiple of ``LANES``, in
+    ``LANES`` partial maxima (a loop LLVM vectorises)."""
+    mx = np.full(LANES, -np.inf)
+    for b in range(0, LP.size, LANES):
+        for j in range(LANES):
+            mx[j] = max(mx[j], max(LP[b + j], LM[b + j]))
+    out = -np.inf
+    for j in range(LANES):
+        out = max(out, mx[j])
+    return out
+
+
+@njit(cache=True)
+def _two_token_sums(EP, EM, W, U0, U1, X0, X1, tot):
+    """The sums of the two-token mean kernels on one weight set ``W`` (padded with zeros to
+    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``:
+
+        tot = Σ_i (e, e u0, e u1, d x0, d x1, e u0², e u1², e x0², e x1²),
+
+    in ``LANES`` partial sums added last (a fixed order on every CPU; LLVM vectorises it)."""
+    acc = np.zeros((9, LANES))
+    for b in range(0, EP.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            e = W[i] * (EP[i] + EM[i])
+            d = W[i] * (EP[i] - EM[i])
+            acc[0, j] += e
+            acc[1, j] += e * U0[i]
+            acc[2, j] += e * U1[i]
+            acc[3, j] += d * X0[i]
+            acc[4, j] += d * X1[i]
+            acc[5, j] += e * U0[i] * U0[i]
+            acc[6, j] += e * U1[i] * U1[i]
+            acc[7, j] += e * X0[i] * X0[i]
+            acc[8, j] += e * X1[i] * X1[i]
+    for r in range(9):
+        t = 0.0
+        for j in range(LANES):
+            t += acc[r, j]
+        tot[r] = t
+
+
+@njit(cache=True)
+def _write_two_token_means(s, k, tot, shift, squares, lognorm, mean, sq):
+    """``lognorm = log Σe + shift``, the means ``Σ(e u, d x) / Σe`` and, with ``squares``,
+    the second moments ``Σ e (u², x²) / Σe`` of weight set ``s``, observation ``k``, from
+    :func:`_two_token_sums`' ``tot``; ``-inf`` and ``nan`` where every weight is 0."""
+    if tot[0] > 0.0:
+        lognorm[s, k] = math.log(tot[0]) + shift
+        inv = 1.0 / tot[0]
+        for j in range(4):
+            mean[s, k, j % 2, j // 2] = tot[1 + j] * inv
+            if squares:
+                sq[s, k, j % 2, j // 2] = tot[5 + j] * inv
+    else:
+        lognorm[s, k] = -np.inf
+        for r in range(2):
+            for c in range(2):
+                mean[s, k, r, c] = np.nan
+                if squares:
+                    sq[s, k, r, c] = np.nan
+
+
+@njit(cache=True)
+def _padded_weights(W, npad):
+    """``W`` (S, n) padded with zero weights to ``npad`` columns."""
+    Wp = np.zeros((W.shape[0], npad))
+    Wp[:, : W.shape[1]] = W
+    return Wp
+
+
 @njit(parallel=True, cache=True)
 def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm, mean, sq):
     """:func:`fibre_moments` without second moments, written out for depth 2, L = 2 and a
@@ -1498,12 +1651,16 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
     (shifted-node) mean kernel of state evolution at depth 2.
 
     Per pair ``z = ω_0 + sd_first t`` (both tokens), ``B = softmax(β z zᵀ) + cI`` (two
-    sigmoids), ``x = B^{-1} a`` by the adjugate and
+    sigmoids ``1 / (1 + e^{β z_l (z_l' - z_l)})``), ``x = B^{-1} a`` by the adjugate and
 
-        log w_± = -|±x - ω_1|² / (2 v_last) - log|det B|;
+        w_± = |det B|^{-1} exp(-|±x - ω_1|² / (2 v_last) - M),
 
-    the sign pair is folded (``e_+ + e_-`` weighs ``z_0``, ``e_+ - e_-`` weighs ``x``).  Two
-    passes per observation: ``log w_±`` and their maximum, then the sums.
+    ``M`` the largest exponent over the nodes and both signs (``|det B|^{-1}`` is not in
+    the shift: ``det B >= 2c`` bounds it where ``c > 0``, and it is a finite factor
+    otherwise); the sign pair is folded (``e_+ + e_-`` weighs ``z_0``, ``e_+ - e_-``
+    weighs ``x``).  Three vectorised loops per observation over the nodes (padded to
+    ``LANES``): the exponents, their maximum, the exponentials (:func:`vexp`); then the
+    sums (:func:`_two_token_sums`).  A node where ``det B = 0`` has weight 0.
     a (K, 2); omega (K, 2, 2); T (n, 2, 1); W (S, n).  Outputs: lognorm (S, K),
     mean (S, K, 2, 2) and, when ``sq`` has that shape too (else (0, 0, 0, 0)), the second
     moments ``E[z_lj²]`` (weighed by ``e_+ + e_-``).
@@ -1514,96 +1671,64 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
     S = W.shape[0]
     const = -math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
+    npad = ((n + LANES - 1) // LANES) * LANES
+    T0 = np.zeros(npad)
+    T1 = np.zeros(npad)
+    for i in range(n):
+        T0[i] = T[i, 0, 0]
+        T1[i] = T[i, 1, 0]
+    Wp = _padded_weights(W, npad)
     for k in prange(K):
-        Z = np.empty((n, 2))
-        X = np.empty((n, 2))
-        LW = np.empty((n, 2))
+        Z0 = np.empty(npad)
+        Z1 = np.empty(npad)
+        X0 = np.empty(npad)
+        X1 = np.empty(npad)
+        LP = np.empty(npad)
+        LM = np.empty(npad)
+        AI = np.empty(npad)
+        tot = np.empty(9)
         a0 = a[k, 0]
         a1 = a[k, 1]
         w0 = omega[k, 0, 0]
         w1 = omega[k, 1, 0]
         m0 = omega[k, 0, 1]
         m1 = omega[k, 1, 1]
-        lmax = -np.inf
-        for i in range(n):
-            z0 = w0 + sd_first * T[i, 0, 0]
-            z1 = w1 + sd_first * T[i, 1, 0]
-            Z[i, 0] = z0
-            Z[i, 1] = z1
-            p0 = _sigmoid(-(beta * z0 * (z1 - z0)))
-            p1 = _sigmoid(-(beta * z1 * (z0 - z1)))
+        for i in range(npad):
+            z0 = w0 + sd_first * T0[i]
+            z1 = w1 + sd_first * T1[i]
+            Z0[i] = z0
+            Z1[i] = z1
+            p0 = 1.0 / (1.0 + vexp(beta * z0 * (z1 - z0)))
+            p1 = 1.0 / (1.0 + vexp(beta * z1 * (z0 - z1)))
             b00 = p0 + skip
             b01 = 1.0 - p0
             b10 = 1.0 - p1
             b11 = p1 + skip
             det = b00 * b11 - b01 * b10
-            if det == 0.0:
-                LW[i, 0] = -np.inf
-                LW[i, 1] = -np.inf
-                continue
-            inv = 1.0 / det
+            ok = det != 0.0 and i < n
+            inv = 1.0 / det if ok else 0.0
             x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
             x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
-            X[i, 0] = x0
-            X[i, 1] = x1
-            ld = math.log(abs(det))
+            X0[i] = x0
+            X1[i] = x1
+            AI[i] = abs(inv)
             dp0 = x0 - m0
             dp1 = x1 - m1
             dm0 = x0 + m0
             dm1 = x1 + m1
-            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
-            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
-            LW[i, 0] = lwp
-            LW[i, 1] = lwm
-            if lwp > lmax:
-                lmax = lwp
-            if lwm > lmax:
-                lmax = lwm
+            LP[i] = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
+            LM[i] = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+        lmax = _lane_max(LP, LM)
+        if lmax > -np.inf:
+            for i in range(npad):
+                LP[i] = AI[i] * vexp(LP[i] - lmax)
+                LM[i] = AI[i] * vexp(LM[i] - lmax)
         for s in range(S):
-            accZ = 0.0
-            c00 = 0.0
-            c10 = 0.0
-            c01 = 0.0
-            c11 = 0.0
-            q00 = 0.0
-            q10 = 0.0
-            q01 = 0.0
-            q11 = 0.0
             if lmax > -np.inf:
-                for i in range(n):
-                    ep = math.exp(LW[i, 0] - lmax)
-                    em = math.exp(LW[i, 1] - lmax)
-                    we = W[s, i] * (ep + em)
-                    wd = W[s, i] * (ep - em)
-                    accZ += we
-                    c00 += we * Z[i, 0]
-                    c10 += we * Z[i, 1]
-                    c01 += wd * X[i, 0]
-                    c11 += wd * X[i, 1]
-                    if squares:
-                        q00 += we * Z[i, 0] * Z[i, 0]
-                        q10 += we * Z[i, 1] * Z[i, 1]
-                        q01 += we * X[i, 0] * X[i, 0]
-                        q11 += we * X[i, 1] * X[i, 1]
-            if accZ > 0.0:
-                lognorm[s, k] = math.log(accZ) + lmax + const
-                inv = 1.0 / accZ
-                mean[s, k, 0, 0] = c00 * inv
-                mean[s, k, 1, 0] = c10 * inv
-                mean[s, k, 0, 1] = c01 * inv
-                mean[s, k, 1, 1] = c11 * inv
-                if squares:
-                    sq[s, k, 0, 0] = q00 * inv
-                    sq[s, k, 1, 0] = q10 * inv
-                    sq[s, k, 0, 1] = q01 * inv
-                    sq[s, k, 1, 1] = q11 * inv
+                _two_token_sums(LP, LM, Wp[s], Z0, Z1, X0, X1, tot)
             else:
-                lognorm[s, k] = -np.inf
-                for r in range(2):
-                    for c in range(2):
-                        mean[s, k, r, c] = np.nan
-                        if squares:
-                            sq[s, k, r, c] = np.nan
+                tot[0] = 0.0
+            _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
 
 
 @njit(parallel=True, cache=True)

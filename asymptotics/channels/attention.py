@@ -643,7 +643,9 @@ class AttentionChannel(Channel):
         lognorm = np.empty((S, K))
         mean = np.empty((S, K, L, self.depth))
         sq = np.empty((S, K, L, self.depth) if squares else (0, 0, 0, 0))
-        kern.diagonal_fibre_means(
+        kernel = (kern.diagonal_fibre_means_two_tokens if (L, self.depth) == (2, 2) else
+                  kern.diagonal_fibre_means)
+        kernel(
             a, om, T, Binv, logdet, np.ascontiguousarray(node_base), 1.0 / vU,
             float(V[m, m]), W, lognorm, mean, sq,
         )
