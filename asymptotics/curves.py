@@ -27,7 +27,7 @@ import numpy as np
 from .cache import ResultCache, as_cache, cache_location
 from .channels.base import Channel
 from .channels.registry import make_channel
-from .checks import MAX_SOBOL_LOG2, check_int, check_number
+from .checks import MAX_RESOLUTION, MAX_SOBOL_LOG2, check_int, check_number
 from .executors import Executor, SerialExecutor, Task, report_partial
 from .priors import GaussianPrior, Prior, make_prior
 from .results import make_header, plain
@@ -52,7 +52,8 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
     With ``cache`` the row is looked up, and stored once computed, under everything it
     depends on: the channel, prior, α, branch, the warm start ``start`` (rows of a chain
     are continued from each other), the SE settings, damping, tol, max_iter and the error
-    target ``target = (target_error, max_sobol_log2)`` (see :func:`sweep_settings`).
+    target ``target = (target_error, max_sobol_log2, max_inner_resolution)`` (see
+    :func:`sweep_settings`).
     ``recovered_at``: see :func:`~asymptotics.state_evolution.run_state_evolution` (the
     row is the same either way, so it is not part of the key)."""
     if cache is None:
@@ -77,19 +78,36 @@ def _point(channel, alpha, start, settings, damping, tol, max_iter, label, prior
 
 
 def _refined(res, channel, alpha, settings, damping, tol, max_iter, prior, target):
-    """The fixed point refined until its largest overlap error is at most ``target_error``:
-    the outer rule quadrupled (``sobol_log2 + 2``) and the fixed point solved again from the
-    last one (with its secant pairs), up to ``max_sobol_log2``.  Returns the last result
-    and its ``sobol_log2``."""
-    target_error, max_log2 = target
-    log2 = settings.sobol_log2
-    while (res.converged and res.status != "perfect-recovery" and log2 < max_log2
+    """The fixed point refined until its largest overlap error is at most ``target_error``.
+
+    Each step refines the part of the error that dominates on the entry with the largest
+    error (``Q_stderr² = spread² + inner²``, :attr:`SEResult.Q_stderr_inner`): the inner
+    rule (``channel.refined(r + 1)``, 4x the nodes of a 2-D grid) where its amplified bias
+    bound is the larger part, or where the outer rule is at its cap and the spread alone
+    meets the target; else the outer rule (``sobol_log2 + 2``, 4x the points).  Each solve
+    starts from the last fixed point with its secant pairs.  Up to ``max_sobol_log2`` and
+    ``max_inner_resolution``; only on a channel whose inner rule is its default one.
+    Returns the last result, its ``sobol_log2`` and its inner resolution."""
+    target_error, max_log2, max_inner = target
+    log2, level = settings.sobol_log2, 0
+    refinable = channel.refined(0).inner_description == channel.inner_description
+    while (res.converged and res.status != "perfect-recovery"
            and np.nanmax(res.Q_stderr) > target_error):
-        log2 = min(log2 + 2, max_log2)
-        res = run_state_evolution(channel, alpha, res.Q, damping=damping, tol=tol,
-                                  max_iter=max_iter, settings=replace(settings, sobol_log2=log2),
-                                  prior=prior, multi_fidelity=False, secant=res.secant)
-    return res, log2
+        worst = np.unravel_index(np.nanargmax(res.Q_stderr), res.Q_stderr.shape)
+        inner = 0.0 if res.Q_stderr_inner is None else float(res.Q_stderr_inner[worst])
+        spread = math.sqrt(max(float(res.Q_stderr[worst]) ** 2 - inner**2, 0.0))
+        can_inner = refinable and level < max_inner and inner > 0.0
+        if can_inner and (inner > spread or (log2 >= max_log2 and spread <= target_error)):
+            level += 1
+        elif log2 < max_log2:
+            log2 = min(log2 + 2, max_log2)
+        else:
+            break
+        res = run_state_evolution(channel.refined(level) if level else channel, alpha,
+                                  res.Q, damping=damping, tol=tol, max_iter=max_iter,
+                                  settings=replace(settings, sobol_log2=log2), prior=prior,
+                                  multi_fidelity=False, secant=res.secant)
+    return res, log2, level
 
 
 def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, label, prior,
@@ -99,10 +117,10 @@ def _compute_point(channel, alpha, start, settings, damping, tol, max_iter, labe
                               recovered_at=recovered_at)
     extra = {}
     if target is not None and res.Q_stderr is not None:
-        res, log2 = _refined(res, channel, alpha, settings, damping, tol, max_iter, prior,
-                             target)
+        res, log2, level = _refined(res, channel, alpha, settings, damping, tol, max_iter,
+                                    prior, target)
         met = bool(res.converged and np.nanmax(res.Q_stderr) <= target[0])
-        extra = {"sobol_log2": log2, "error_target_met": met,
+        extra = {"sobol_log2": log2, "inner_resolution": level, "error_target_met": met,
                  "amplification": plain(res.amplification)}
     Q = res.Q
     if res.status == "perfect-recovery":
@@ -175,7 +193,7 @@ def chain_task(params: dict) -> list[dict]:
     ``(alpha, Q)`` already computed: skipped, but their Q is the warm start), ``settings``
     (SESettings), ``damping``, ``tol``, ``max_iter``, ``tag`` (keys added to each row),
     ``cache`` (the folder of a :class:`~asymptotics.cache.ResultCache`, or None) and
-    ``target`` (``(target_error, max_sobol_log2)`` or None).
+    ``target`` (``(target_error, max_sobol_log2, max_inner_resolution)`` or None).
     Each new row is reported with :func:`report_partial` as it is computed; returns them.
     """
     channel = params["channel"]
@@ -233,7 +251,8 @@ def sweep_settings(
     command: str | None = None,
     cache: ResultCache | None = None,
     target_error: float | None = None,
-    max_sobol_log2: int = 16,
+    max_sobol_log2: int = 18,
+    max_inner_resolution: int = 1,
 ) -> list[dict]:
     """SE curves of several settings: ``(tag, channel)`` pairs, where ``tag`` holds the
     keys that tell the settings' rows apart (``{}`` for a single setting) and ``channel``
@@ -251,19 +270,22 @@ def sweep_settings(
     looked up there first and stored once computed; the rows are the same either way.
 
     ``target_error``: each fixed point whose largest overlap standard error exceeds it is
-    solved again on 4x the outer points, from where it stands, until the error is met or
-    ``max_sobol_log2`` is reached (randomised-QMC rules only).  Such rows carry
-    ``sobol_log2`` (the rule used), ``error_target_met`` and ``amplification`` (the ratio of
-    the fixed point's error to one map step's: ``‖(I - J)⁻¹‖``, large in a threshold's
-    window, where no affordable sample size meets the target; the error is then what the
-    largest rule gives, reported as it is).
+    solved again, from where it stands, on 4x the outer points or, where the inner rule's
+    amplified bias bound is the larger part of the error, on the inner rule refined once
+    more, until the error is met or ``max_sobol_log2`` and ``max_inner_resolution`` are
+    reached (randomised-QMC rules only).  Such rows carry ``sobol_log2`` and
+    ``inner_resolution`` (the rules used), ``error_target_met`` and ``amplification`` (the
+    ratio of the fixed point's error to one map step's: ``‖(I - J)⁻¹‖``, large in a
+    threshold's window, where no affordable sample size meets the target; the error is
+    then what the largest rules give, reported as it is).
     """
     check_number("damping", damping, above=0, maximum=1)
     target = None
     if target_error is not None:
         check_number("target_error", target_error, above=0)
         check_int("max_sobol_log2", max_sobol_log2, 3, MAX_SOBOL_LOG2)
-        target = (float(target_error), int(max_sobol_log2))
+        check_int("max_inner_resolution", max_inner_resolution, 0, MAX_RESOLUTION)
+        target = (float(target_error), int(max_sobol_log2), int(max_inner_resolution))
     check_number("tol", tol, above=0)
     check_int("max_iter", max_iter, 1)
     if settings is not None and not isinstance(settings, SESettings):
@@ -282,7 +304,8 @@ def sweep_settings(
         recorded = curve_settings(settings_list, alphas, branch, settings, damping, tol,
                                   max_iter, prior)
         if target is not None:
-            recorded.update(target_error=target[0], max_sobol_log2=target[1])
+            recorded.update(target_error=target[0], max_sobol_log2=target[1],
+                            max_inner_resolution=target[2])
         header = make_header("curve", recorded, command)
         journal = Journal(output, resume, lambda r: _chain_of(r, tag_keys), whole_tasks=False,
                           header=header, overwrite=overwrite)

@@ -42,10 +42,10 @@ CURVE_KEYS = ["alpha", "branch", "Q", "Q_stderr", "free_entropy", "free_entropy_
               "gen_error_plugin", "gen_error_plugin_stderr", "gen_error_bayes",
               "gen_error_bayes_stderr", "converged", "iterations"]
 #: the columns a curve with an error target adds (``smi curve --target-error``)
-CURVE_TARGET_KEYS = ["sobol_log2", "error_target_met", "amplification"]
+CURVE_TARGET_KEYS = ["sobol_log2", "inner_resolution", "error_target_met", "amplification"]
 
 INT_KEYS = {"depth", "seq_len", "direction", "staircase_order", "iterations", "seed",
-            "dim", "step", "iteration", "rank", "sobol_log2"}
+            "dim", "step", "iteration", "rank", "sobol_log2", "inner_resolution"}
 FLOAT_KEYS = {"skip", "beta", "noise", "alpha_c", "stderr", "staircase_alpha",
               "staircase_stderr", "alpha", "free_entropy", "free_entropy_stderr",
               "gen_error_plugin", "gen_error_plugin_stderr", "gen_error_bayes",

@@ -432,6 +432,10 @@ class SEResult:
     #: largest ratio of the fixed points' spread to one map step's spread over the replicate
     #: nets (≈ ‖(I - J)⁻¹‖ on the noisiest entry; large next to a threshold); NaN if unknown
     amplification: float = float("nan")
+    #: the part of ``Q_stderr`` from the inner rule: its bias bound, amplified as the
+    #: replicate spread is (``Q_stderr² = spread² + Q_stderr_inner²``); None where the
+    #: parts are not separated (no replicate nets)
+    Q_stderr_inner: np.ndarray | None = None
     #: the SE map the fixed point was solved with (its rule and locked inner path)
     solved_map: StateEvolution | None = field(default=None, repr=False, compare=False)
     #: the main solve's last secant pairs ``(ΔQ, Δ(T(Q) - Q))`` over the upper triangle of
@@ -676,9 +680,9 @@ def run_state_evolution(
     Q_stderr = overlap_error(est.Qhat, est.error)
     if not res.converged:  # not a fixed point: its error as one is unknown
         Q_stderr = np.full_like(Q_stderr, np.nan)
-    rep_its, rep_Q, gain = 0, None, float("nan")
+    rep_its, rep_Q, gain, inner_part = 0, None, float("nan"), None
     if replicated and fixed_point_error and res.converged:
-        Q_stderr, rep_its, rep_Q, gain = _replicate_fixed_point_error(
+        Q_stderr, rep_its, rep_Q, gain, inner_part = _replicate_fixed_point_error(
             se, res.x, tol, kw, Q_stderr, secant=res.extras.get("secant"))
     return SEResult(
         se.alpha,
@@ -699,6 +703,7 @@ def run_state_evolution(
         rep_Q,
         se.inner_path,
         amplification=gain,
+        Q_stderr_inner=inner_part,
         solved_map=se,
         secant=res.extras.get("secant"),
     )
@@ -853,10 +858,11 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, seca
 
     The inner-rule part of ``map_error`` (a bias bound, not a replicate spread) is added
     in quadrature after amplification by the ratio of fixed-point to map spread.
-    Returns ``(Q_stderr, iterations, replicate fixed points, amplification)`` (the largest
-    ratio of fixed-point to map spread over the entries whose map spread is at least 1e-3
-    of the largest); NaN errors and no fixed points if a replicate map has no fixed point
-    within ``max_iter``.
+    Returns ``(Q_stderr, iterations, replicate fixed points, amplification, inner part)``
+    (the amplification: the largest ratio of fixed-point to map spread over the entries
+    whose map spread is at least 1e-3 of the largest; the inner part: the amplified
+    inner-rule term of ``Q_stderr``); NaN errors and no fixed points if a replicate map
+    has no fixed point within ``max_iter``.
     """
     rules = replicate_rules(se.rule)
     R = len(rules)
@@ -881,7 +887,7 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, seca
             continue
         its += res.iterations
         if not res.converged:
-            return np.full_like(Q, np.nan), its, None, float("nan")
+            return np.full_like(Q, np.nan), its, None, float("nan"), None
         fixed.append(res.x)
     fixed = np.array(fixed)
     fp_err = fixed.std(axis=0, ddof=1) / np.sqrt(R)
@@ -889,8 +895,8 @@ def _replicate_fixed_point_error(se: StateEvolution, Q, tol, kw, map_error, seca
     inner = np.sqrt(np.clip(map_error**2 - step_err**2, 0.0, None))
     noisy = step_err >= 1e-3 * step_err.max() if step_err.max() > 0 else step_err >= 0
     amplification = float(gain[noisy].max())
-    return (np.sqrt(fp_err**2 + (np.maximum(gain, 1.0) * inner) ** 2), its, fixed,
-            amplification)
+    inner_part = np.maximum(gain, 1.0) * inner
+    return np.sqrt(fp_err**2 + inner_part**2), its, fixed, amplification, inner_part
 
 
 def linear_channel_fixed_point(alpha: float, noise: float) -> float:

@@ -220,23 +220,69 @@ def test_error_target_refines_the_outer_rule_until_met_or_capped(tmp_path):
     strict = sweep(ch, [0.5], "amp", target_error=1e-9, max_sobol_log2=9,
                    output=str(tmp_path / "c.jsonl"), **kw)[0]
     assert strict["sobol_log2"] == 9 and strict["error_target_met"] is False
+    # at 2^7-2^9 points the inner rule's bound hides in the spread: no inner refinement
+    assert strict["inner_resolution"] == 0
     assert strict["amplification"] > 1.0
     lax = sweep(ch, [0.5], "amp", target_error=1.0, max_sobol_log2=9, **kw)[0]
     assert lax["sobol_log2"] == 7 and lax["error_target_met"] is True
+    assert lax["inner_resolution"] == 0
     assert max(map(max, lax["Q_stderr"])) <= 1.0
     header = json.loads(open(tmp_path / "c.jsonl").readline())["header"]
     assert header["settings"]["target_error"] == 1e-9
     assert header["settings"]["max_sobol_log2"] == 9
+    assert header["settings"]["max_inner_resolution"] == 1
     from smi.commands.curve import error_target_report
     from smi.output import format_curve
 
     csv_text = format_curve([strict, lax], "csv")
-    assert csv_text.splitlines()[0].endswith("sobol_log2,error_target_met,amplification")
+    assert csv_text.splitlines()[0].endswith(
+        "sobol_log2,inner_resolution,error_target_met,amplification")
     report = error_target_report([strict, lax], 1e-3, [])
-    assert "not met on 1 row(s)" in report and "at 2^9 points" in report
+    assert "not met on 1 row(s)" in report
+    assert "at 2^9 points, inner resolution 0" in report
     for bad in (["--target-error", "0"], ["--max-sobol-log2", "14"],
-                ["--target-error", "1e-3", "--max-sobol-log2", "40"]):
+                ["--target-error", "1e-3", "--max-sobol-log2", "40"],
+                ["--max-inner-resolution", "1"],
+                ["--target-error", "1e-3", "--max-inner-resolution", "-1"],
+                ["--target-error", "1e-3", "--max-inner-resolution", "40"]):
         assert main(["curve", "--alphas", "0.5", *bad]) == 2
+
+
+@pytest.mark.parametrize("inner, spread, steps", [
+    # the inner rule's bound dominates: refine it first, then the outer rule
+    (3e-3, 1e-3, [(7, 1), (9, 1)]),
+    # the spread dominates: the outer rule, then whichever dominates; at the outer cap
+    # the inner rule only if the spread alone would meet the target
+    (1e-3, 3e-3, [(9, 0), (9, 1)]),
+    (1e-3, 5e-3, [(9, 0)]),
+    (2e-3, 0.5e-3, [(7, 1)]),
+])
+def test_error_target_refines_the_dominant_part_of_the_error(monkeypatch, inner, spread,
+                                                               steps):
+    """Which rule ``_refined`` refines, on results whose error parts are set: every solve
+    shrinks both parts 4x (a model of 4x the points or nodes) only where refined."""
+    import asymptotics.curves as curves
+    from asymptotics.state_evolution import SEResult
+
+    calls = []
+
+    def result(inner, spread):
+        return SEResult(0.5, "amp", np.diag([0.3, 0.6]), np.eye(2), np.eye(2), True,
+                        "converged", 3, 0.0, Q_stderr=np.diag([np.hypot(inner, spread), 0.0]),
+                        Q_stderr_inner=np.diag([inner, 0.0]))
+
+    def fake_solve(channel, alpha, Q, settings=None, **kw):
+        log2 = settings.sobol_log2
+        level = 0 if channel.inner_description == AttentionChannel().inner_description else 1
+        calls.append((log2, level))
+        return result(inner / 4**level, spread / 4 ** ((log2 - 7) // 2))
+
+    monkeypatch.setattr(curves, "run_state_evolution", fake_solve)
+    settings = SESettings(sobol_log2=7)
+    res, log2, level = curves._refined(result(inner, spread), AttentionChannel(), 0.5,
+                                       settings, 0.5, 1e-8, 50, None, (1e-3, 9, 1))
+    assert calls == steps
+    assert (log2, level) == steps[-1]
 
 
 def test_amp_rows_above_perfect_recovery_need_no_map_evaluation(monkeypatch):

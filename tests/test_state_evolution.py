@@ -486,7 +486,7 @@ def test_seeded_replicate_solves_are_closer_than_unseeded_ones_in_half_the_steps
     res, exact = seeded_fixed_point_near_the_staircase
     kw = dict(damping=0.5, max_iter=3000, acceleration="anderson")
     err = overlap_error(res.estimate.Qhat, res.estimate.error)
-    unseeded, its, fixed, _ = _replicate_fixed_point_error(res.solved_map, res.Q, 1e-8, kw,
+    unseeded, its, fixed, _, _ = _replicate_fixed_point_error(res.solved_map, res.Q, 1e-8, kw,
                                                            err)
     spread = np.diag(exact.std(axis=0))
     seeded_gap = np.abs(res.replicate_Q - exact).max(axis=0).diagonal() / spread

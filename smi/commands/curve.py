@@ -47,11 +47,16 @@ def add_arguments(p) -> None:
                    help="log2 of the outer randomised-QMC points (Monte Carlo channels)")
     p.add_argument("--target-error", default=None,
                    help="largest standard error of an overlap: rows above it are solved "
-                   "again on 4x the outer points until it is met or --max-sobol-log2 is "
-                   "reached (rows then carry sobol_log2, error_target_met, amplification)")
+                   "again on 4x the outer points, or on a refined inner rule where its part "
+                   "of the error is larger, until it is met or --max-sobol-log2 and "
+                   "--max-inner-resolution are reached (rows then carry sobol_log2, "
+                   "inner_resolution, error_target_met, amplification)")
     p.add_argument("--max-sobol-log2", default=None,
                    help="the largest outer rule --target-error may use (log2 of its points; "
-                   "default 16)")
+                   "default 18)")
+    p.add_argument("--max-inner-resolution", default=None,
+                   help="how many times --target-error may refine the inner rule (each time "
+                   "4x the nodes of a 2-D grid; default 1)")
     p.add_argument("--seed", default="0")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu", "numba"],
                    help="where the posterior integrals run: cpu (default) or gpu (cupy on a "
@@ -115,11 +120,14 @@ def run(args) -> int:
         target_error = values([args.target_error], "--target-error")[0]
         if not target_error > 0:
             raise fail("--target-error", "must be > 0")
-    refuse_inapplicable(args, ("--max-sobol-log2",), target_error is not None,
-                        "--target-error")
-    max_log2 = max(settings.sobol_log2, 16)
+    refuse_inapplicable(args, ("--max-sobol-log2", "--max-inner-resolution"),
+                        target_error is not None, "--target-error")
+    max_log2 = max(settings.sobol_log2, 18)
     if args.max_sobol_log2 is not None:
         max_log2 = integer(args.max_sobol_log2, "--max-sobol-log2", settings.sobol_log2)
+    max_inner = 1
+    if args.max_inner_resolution is not None:
+        max_inner = integer(args.max_inner_resolution, "--max-inner-resolution", 0)
     if args.resume and not args.output:
         raise fail("--resume", "needs --output")
     if args.resume and args.overwrite:
@@ -150,6 +158,10 @@ def run(args) -> int:
         if target_error is not None:
             with refused_as("--max-sobol-log2"):
                 asy.check_se(spec, replace(settings, sobol_log2=max_log2))
+            if spec.get("model") == "attention" and max_inner:
+                with refused_as("--max-inner-resolution"):
+                    asy.check_se({**spec, "inner_resolution": max_inner},
+                                 replace(settings, sobol_log2=max_log2))
         specs.append(({k: g[k] for k in varying}, spec))
     prior = asy.make_prior(args.prior)
     if args.transitions and args.branch != "both":
@@ -169,7 +181,8 @@ def run(args) -> int:
                                   prior=prior, executor=ex,
                                   overwrite=args.overwrite, command=command_line(args),
                                   cache=None if args.no_cache else default_cache(),
-                                  target_error=target_error, max_sobol_log2=max_log2)
+                                  target_error=target_error, max_sobol_log2=max_log2,
+                                  max_inner_resolution=max_inner)
         except asy.ResumeError as exc:  # raised when the file is read, before any work
             raise resume_refusal(exc) from None
         except asy.OutputExistsError:
@@ -201,5 +214,6 @@ def error_target_report(rows: list[dict], target: float, setting_keys: list[str]
         label = "".join(f"{k}={r[k]} " for k in setting_keys)
         err = max(max(row) for row in r["Q_stderr"])
         lines.append(f"  {label}alpha {r['alpha']:g} {r['branch']}: largest stderr {err:.1e} "
-                     f"at 2^{r['sobol_log2']} points, amplification {r['amplification']:.3g}")
+                     f"at 2^{r['sobol_log2']} points, inner resolution "
+                     f"{r.get('inner_resolution', 0)}, amplification {r['amplification']:.3g}")
     return "\n".join(lines) + "\n"
