@@ -676,6 +676,12 @@ def run_state_evolution(
             res = _solve(se, kick, tol=tol, **kw)
     if res.status == "perfect-recovery":
         return perfect_recovery()
+    if res.converged and np.all(1.0 - np.diag(res.x) < VANISHING_OVERLAP):
+        # steps on the geometric approach to I fall below tol before I is reached (from a
+        # start just outside CONTINUOUS_RECOVERY_GAP): the approach is checked from here
+        approach = _heads_to_perfect_recovery(se, res.x)
+        if approach is not None:
+            return perfect_recovery(approach)
     est = se.qhat(res.x)
     Q_stderr = overlap_error(est.Qhat, est.error)
     if not res.converged:  # not a fixed point: its error as one is unknown

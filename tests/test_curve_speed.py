@@ -46,6 +46,22 @@ def _run(kernel, ch, a, om, V, second, shared):
     return out, om
 
 
+def _two_token_means_equal(ch, a, om, V, ln, mean, second, atol):
+    """``fibre_means_two_tokens`` = a general kernel's log-normaliser ``ln``, means and
+    diagonal second moments (of ``second``) to 1e-12 relative; returns its means and
+    squares."""
+    T, W = ch._inner_nodes()
+    ln2, mean2, sq = np.empty_like(ln), np.empty_like(mean), np.empty_like(mean)
+    kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
+                                ln2, mean2, sq)
+    np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=atol)
+    np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=atol)
+    diag = np.stack([np.stack([second[:, :, lay, j, lay, j] for j in range(2)], -1)
+                     for lay in range(2)], 2)
+    np.testing.assert_allclose(sq, diag, rtol=1e-12, atol=atol)
+    return mean2, sq
+
+
 @pytest.mark.slow  # compiles the verbatim previous kernels (~15 s cold)
 @pytest.mark.parametrize("depth", [2, 3])
 @pytest.mark.parametrize("q", [(0.3, 0.7, 0.5), (0.05, 0.95, 0.999)])
@@ -70,16 +86,8 @@ def test_two_token_kernel_equals_the_previous_general_kernel(q):
     channel routes the SE map's general means there."""
     ch = AttentionChannel(depth=2, seq_len=2)
     a, om, V = _outer(ch, q, 32, seed=1)
-    (ln, mean, second), _ = _run(previous_fibre_moments, ch, a, om, V, True, False)
-    T, W = ch._inner_nodes()
-    ln2, mean2, sq = np.empty_like(ln), np.empty_like(mean), np.empty_like(mean)
-    kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
-                                ln2, mean2, sq)
-    np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=1e-12)
-    diag = np.stack([np.stack([second[:, :, lay, j, lay, j] for j in range(2)], -1)
-                     for lay in range(2)], 2)
-    np.testing.assert_allclose(sq, diag, rtol=1e-12, atol=1e-12)
+    mean2, sq = _two_token_means_equal(
+        ch, a, om, V, *_run(previous_fibre_moments, ch, a, om, V, True, False)[0], atol=1e-12)
     fm = ch.fibre_moments(a, om, V, second=False, inner_path="general")
     np.testing.assert_array_equal(fm.mean, mean2)
     fm = ch.fibre_moments(a, om, V, second="diagonal", inner_path="general")
@@ -308,12 +316,5 @@ def test_vectorised_two_token_kernels_equal_the_generic_kernels(q):
         outs.append((ln, mean, sq))
     for x, y in zip(*outs, strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
-    (ln, mean, second), _ = _run(kern.fibre_moments, ch, a, om, V, True, False)
-    ln2, mean2, sq = np.empty_like(ln), np.empty_like(mean), np.empty_like(mean)
-    kern.fibre_means_two_tokens(a, om, T, W, math.sqrt(V[0, 0]), V[1, 1], ch.skip, ch.beta,
-                                ln2, mean2, sq)
-    np.testing.assert_allclose(ln2, ln, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(mean2, mean, rtol=1e-12, atol=1e-14)
-    diag = np.stack([np.stack([second[:, :, lay, j, lay, j] for j in range(2)], -1)
-                     for lay in range(2)], 2)
-    np.testing.assert_allclose(sq, diag, rtol=1e-12, atol=1e-14)
+    _two_token_means_equal(ch, a, om, V, *_run(kern.fibre_moments, ch, a, om, V, True,
+                                               False)[0], atol=1e-14)

@@ -433,6 +433,20 @@ def test_a_result_evaluates_with_the_map_it_was_solved_with():
     assert pr.free_entropy() == (-math.log(2.0), 0.0)
 
 
+def test_a_solve_ending_next_to_identity_checks_for_perfect_recovery():
+    """α = 1.05 of the default model from the AMP row at α = 1.0 of an error-target run
+    (gaps 2.03e-3 and 1.9e-5: just outside the 2e-3 within which the start is checked).
+    The solve stepped along the geometric approach (ratio 0.952 = 1/α) until its steps fell
+    below tol and stopped at gaps 4.3e-7 and 1.4e-9 as "converged", with a finite free
+    entropy; the approach is now checked where a solve ends within 1e-6 of I."""
+    from asymptotics.channels.registry import make_channel
+
+    res = run_state_evolution(make_channel(), 1.05, np.diag([0.99796918, 0.99998096]),
+                              tol=1e-7)
+    assert res.status == "perfect-recovery"
+    assert res.free_entropy()[0] == np.inf
+
+
 def test_perfect_recovery_is_recognised_after_a_widening_first_step(monkeypatch):
     """From the informed start at α = 2 (default attention model) the first undamped step
     widens a gap (1e-3 -> 4e-3) before the geometric approach to I: the check follows it
@@ -475,6 +489,10 @@ def test_seeded_replicate_solves_find_the_fixed_points_in_few_steps(
     gap = np.abs(res.replicate_Q - exact).max(axis=0).diagonal() / spread
     assert np.all(gap < 1e-3)
     assert res.replicate_iterations <= 60
+    # the error's parts: Q_stderr² = (spread of the replicate fixed points / √8)² + inner²
+    outer = np.diag(res.replicate_Q.std(axis=0, ddof=1)) / np.sqrt(8)
+    np.testing.assert_allclose(np.diag(res.Q_stderr) ** 2,
+                               outer**2 + np.diag(res.Q_stderr_inner) ** 2, rtol=1e-12)
 
 
 @pytest.mark.slow
