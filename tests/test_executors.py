@@ -27,8 +27,10 @@ def _run(args, capsys):
 @pytest.fixture(scope="module")
 def cluster():
     distributed = pytest.importorskip("dask.distributed")
+    # ":0": a free port for the dashboard (None still takes 8787, which the other
+    # pytest-xdist worker's cluster may hold: a warning)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as lc:
+                                  dashboard_address=":0") as lc:
         with distributed.Client(lc, timeout=60) as client:
             client.wait_for_workers(2, timeout=60)
             yield lc, client
