@@ -32,6 +32,20 @@ from asymptotics.channels.registry import make_channel
 from asymptotics.state_evolution import SESettings, StateEvolution
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: floating-point operations per (outer, inner) pair, counted in the kernels' source (vexp:
+#: 35 = reduction 7, Horner 26, scaling 2); the bound they are compared with is two 8-wide
+#: vector operations per cycle and core at the clock /proc/cpuinfo reports
+FLOPS_PER_PAIR = {"diagonal_fibre_means_two_tokens": 123, "fibre_means_two_tokens": 214}
+VECTOR_FLOPS_PER_CYCLE = 16
+
+
+def clock_ghz() -> float | None:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            mhz = [float(line.split(":")[1]) for line in fh if line.startswith("cpu MHz")]
+        return mhz[0] / 1e3 if mhz else None
+    except OSError:
+        return None
 
 
 @njit
@@ -124,6 +138,11 @@ def main():
               f"{t_old * 1e3:.1f} ms, current {t_new * 1e3:.1f} ms ({t_new / pairs * 1e9:.2f} "
               f"ns per pair): ratio {t_old / t_new:.2f}; largest relative difference "
               f"{diff:.1e}")
+        gflops = FLOPS_PER_PAIR[name] * pairs / t_new / os.cpu_count() / 1e9
+        ghz = clock_ghz()
+        bound = f" = {gflops / (VECTOR_FLOPS_PER_CYCLE * ghz):.0%} of {VECTOR_FLOPS_PER_CYCLE} " \
+            f"flops per cycle at {ghz:.2f} GHz" if ghz else ""
+        print(f"    {FLOPS_PER_PAIR[name]} flops per pair: {gflops:.1f} GFLOP/s per core{bound}")
 
 
 if __name__ == "__main__":
