@@ -1162,11 +1162,10 @@ def diagonal_fibre_means_two_tokens(
     K = a.shape[0]
     n = ZU.shape[0]
     squares = sq.shape[0] > 0
-    S = W.shape[0]
     iv = inv_vU[0]
     const0 = math.log(iv) - math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
-    npad = ((n + LANES - 1) // LANES) * LANES
+    npad = _padded_size(n)
     U0 = np.zeros(npad)
     U1 = np.zeros(npad)
     base = np.full(npad, -np.inf)
@@ -1214,12 +1213,8 @@ def diagonal_fibre_means_two_tokens(
             for i in range(npad):
                 LP[i] = vexp(LP[i] - lmax)
                 LM[i] = vexp(LM[i] - lmax)
-        for s in range(S):
-            if lmax > -np.inf:
-                _two_token_sums(LP, LM, Wp[s], U0, U1, X0, X1, tot)
-            else:
-                tot[0] = 0.0
-            _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
+        _write_weight_sets(k, LP, LM, lmax, const, Wp, U0, U1, X0, X1, tot, squares, lognorm,
+                           mean, sq)
 
 
 @njit(parallel=True, cache=True)
@@ -1637,6 +1632,25 @@ def _write_two_token_means(s, k, tot, shift, squares, lognorm, mean, sq):
 
 
 @njit(cache=True)
+def _padded_size(n):
+    """``n`` rounded up to a multiple of ``LANES``."""
+    return ((n + LANES - 1) // LANES) * LANES
+
+
+@njit(cache=True)
+def _write_weight_sets(k, EP, EM, lmax, const, Wp, U0, U1, X0, X1, tot, squares, lognorm,
+                       mean, sq):
+    """Observation ``k``'s outputs on every weight set (rows of the padded ``Wp``) from its
+    weights ``EP``, ``EM`` (``e^{log w_± - lmax}``; none when ``lmax = -inf``)."""
+    for s in range(Wp.shape[0]):
+        if lmax > -np.inf:
+            _two_token_sums(EP, EM, Wp[s], U0, U1, X0, X1, tot)
+        else:
+            tot[0] = 0.0
+        _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
+
+
+@njit(cache=True)
 def _padded_weights(W, npad):
     """``W`` (S, n) padded with zero weights to ``npad`` columns."""
     Wp = np.zeros((W.shape[0], npad))
@@ -1668,10 +1682,9 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
     K = a.shape[0]
     squares = sq.shape[0] > 0
     n = T.shape[0]
-    S = W.shape[0]
     const = -math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
-    npad = ((n + LANES - 1) // LANES) * LANES
+    npad = _padded_size(n)
     T0 = np.zeros(npad)
     T1 = np.zeros(npad)
     for i in range(n):
@@ -1723,12 +1736,8 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
             for i in range(npad):
                 LP[i] = AI[i] * vexp(LP[i] - lmax)
                 LM[i] = AI[i] * vexp(LM[i] - lmax)
-        for s in range(S):
-            if lmax > -np.inf:
-                _two_token_sums(LP, LM, Wp[s], Z0, Z1, X0, X1, tot)
-            else:
-                tot[0] = 0.0
-            _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
+        _write_weight_sets(k, LP, LM, lmax, const, Wp, Z0, Z1, X0, X1, tot, squares, lognorm,
+                           mean, sq)
 
 
 @njit(parallel=True, cache=True)
