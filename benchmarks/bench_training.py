@@ -163,6 +163,23 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
     step_fns = {}
     variants = (("array", False, False), ("fused", True, False),
                 ("fused+products", True, True))
+    X2 = X.reshape(n * seq_len, dim)
+    scale = 1.0 / np.sqrt(dim)
+
+    def products_grad(W, pairs, one_kernel):
+        """What ``fused+products`` does, with the earlier choices: the algebra in its own
+        kernel (``one_kernel=False``), float32 read one element per load (``pairs``)."""
+        if one_kernel:
+            total, _, dZ = tc.fused_products_step(X2, W, seq_len, scale, 1.0, 1.0, 1, cp,
+                                                  mode=tc.GRAD, Y=y, coef=2.0 / n,
+                                                  pairs=pairs)
+        else:
+            U = tc.xw(X2, W, cp, pairs=pairs).reshape(n, seq_len, model.p)
+            total, _, dZ = tc.fused_step(U, scale, 1.0, 1.0, 1, cp, mode=tc.GRAD, Y=y,
+                                         coef=2.0 / n)
+        float(total)  # the oracle's sync point: the loss goes to the host
+        return tc.xtg(X2, dZ.reshape(n * seq_len, model.p), cp, pairs=pairs) * scale
+
     for name, fused, products in variants:
         oracle = AttentionOracle(X, y, model, fused=fused, fused_products=products)
         opt = make_optimizer("adam", 1e-2, oracle=oracle)
@@ -172,17 +189,24 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
             _, g = oracle.loss_and_grad(state["W"])
             state["W"] = opt.step(state["W"], g, oracle)
 
+        step_fns[name] = step
+    for name, pairs in (("products, 2 kernels", True), ("products, 4-byte", False)):
+        opt = make_optimizer("adam", 1e-2)
+        state = {"W": W}
+
+        def step(opt=opt, state=state, pairs=pairs):
+            state["W"] = opt.step(state["W"], products_grad(state["W"], pairs, False))
+
+        step_fns[name] = step
+    for step in step_fns.values():
         for _ in range(3):  # warm-up: kernel compilation, cuBLAS plans, memory pool
             step()
-        step_fns[name] = step
     best = {name: np.inf for name in step_fns}
     for _ in range(reps):  # interleaved, min over repetitions
         for name, fn in step_fns.items():
             best[name] = min(best[name], _timeit(fn, cp, steps))
 
     # the split of one step, each part timed alone
-    X2 = X.reshape(n * seq_len, dim)
-    scale = 1.0 / np.sqrt(dim)
     U3 = (X2 @ W).reshape(n, seq_len, model.p)
     S = U3 * scale
     fwd = model.forward(S, keep=True)
@@ -207,7 +231,12 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
         "X W (GEMM)": lambda: X2 @ W,
         "X^T dS (GEMM)": lambda: project_transpose(X, dS),
         "X W (xw kernel)": lambda: tc.xw(X2, W, cp),
+        "X W (xw, 4-byte loads)": lambda: tc.xw(X2, W, cp, pairs=False),
+        "X W + algebra (1 kernel)": lambda: tc.fused_products_step(
+            X2, W, seq_len, scale, 1.0, 1.0, 1, cp, mode=tc.GRAD, Y=y, coef=2.0 / n),
         "X^T dS (xtg kernel)": lambda: tc.xtg(X2, dS.reshape(n * seq_len, model.p), cp),
+        "X^T dS (xtg, 4-byte loads)": lambda: tc.xtg(
+            X2, dS.reshape(n * seq_len, model.p), cp, pairs=False),
         "algebra, array path": algebra_array,
         "algebra, fused kernel": algebra_fused,
         "adam update": lambda: opt.step(W, g),
@@ -216,11 +245,14 @@ def _compare_one(cp, dtype, dim, alpha, steps, reps, peak_gbs, seq_len):
     t_part = {k: min(_timeit(f, cp, steps) for _ in range(max(2, reps // 2)))
               for k, f in parts.items()}
     for name, t in best.items():
-        print(f"  {name:15s} step {t * 1e3:8.3f} ms  = {best['array'] / t:5.2f}x the array "
+        print(f"  {name:19s} step {t * 1e3:8.3f} ms  = {best['array'] / t:5.2f}x the array "
               f"path, {100 * bound / t:5.1f}% of the HBM bound ({2 * X.nbytes / t / 1e9:7.1f}"
               " GB/s effective)")
     for k, t in t_part.items():
-        print(f"    {k:24s} {t * 1e3:8.3f} ms")
+        line = f"    {k:26s} {t * 1e3:8.3f} ms"
+        if k.startswith(("X W", "X^T")):  # one read of X each
+            line += f"  = {100 * X.nbytes / t / 1e9 / peak_gbs:5.1f}% of peak for one read"
+        print(line)
     x_read = t_part["read X once (X.sum)"]
     print(f"    X.sum reads X at {X.nbytes / x_read / 1e9:7.1f} GB/s = "
           f"{100 * X.nbytes / x_read / 1e9 / peak_gbs:5.1f}% of peak", flush=True)

@@ -18,7 +18,10 @@ results are at least as accurate as the float32 array path.  ``mode`` selects wh
     VJP (3): bar Z from a given G (no labels, no loss).
 
 The per-sample loss is written to a float64 vector and summed by the caller (a two-level,
-deterministic reduction).  Sizes are bounded by ``MAX_L``, ``MAX_DEPTH``, ``MAX_RANK``
+deterministic reduction).  The algebra is one device function (``_sample_step``), run by
+the per-sample kernel on a given U (:func:`fused_step`) or by the streaming X W kernel
+right after it has summed U (:func:`fused_products_step`, one launch for X W and the
+algebra; products section below).  Sizes are bounded by ``MAX_L``, ``MAX_DEPTH``, ``MAX_RANK``
 (:func:`supports`); larger networks use the array path.  The kernel runs under numba's
 CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set before numba.cuda is imported) on numpy
 arrays, which is how it is tested without a GPU; on a GPU it takes cupy arrays (through
@@ -36,8 +39,10 @@ from asymptotics.backend import prepare_numba_cuda
 
 prepare_numba_cuda()  # numpy 2.5 and numba-cuda
 
-from numba import cuda, float64  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import config, cuda, float64, types  # noqa: E402
 from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 MAX_L = 8
 MAX_DEPTH = 4
@@ -60,23 +65,16 @@ def available() -> bool:
         return False
 
 
-@cuda.jit(cache=True)
-def _kernel(U, scale, beta, c, rank, Y, G, coef, loss, dZ, mode):  # noqa: C901
-    i = cuda.grid(1)
-    if i >= U.shape[0]:
-        return
-    L = U.shape[1]
-    p = U.shape[2]
+@cuda.jit(device=True)
+def _sample_step(i, z, L, p, beta, c, rank, Y, G, coef, loss, dZ, mode):  # noqa: C901
+    """Forward, loss and backward of sample ``i`` from ``z = Z_i`` (``L x p`` in a local
+    array); writes ``loss[i]``, ``G[i]``, ``dZ[i]`` as ``mode`` asks (module docstring)."""
     depth = p // rank
     zero = 0.0
     one = 1.0
-    z = cuda.local.array((MAX_L, MAX_P), float64)
     S = cuda.local.array((MAX_DEPTH, MAX_L, MAX_RANK), float64)
     P = cuda.local.array((MAX_DEPTH, MAX_L, MAX_L), float64)
     B = cuda.local.array((MAX_DEPTH, MAX_L, MAX_L), float64)  # B[k] = mixer of layer k
-    for a in range(L):
-        for j in range(p):
-            z[a, j] = U[i, a, j] * scale
     for a in range(L):
         for b in range(L):
             B[0, a, b] = one if a == b else zero
@@ -197,6 +195,20 @@ def _kernel(U, scale, beta, c, rank, Y, G, coef, loss, dZ, mode):  # noqa: C901
                     dB[a, b] = dBp[a, b] + acc if k < depth - 1 else acc
 
 
+@cuda.jit(cache=True)
+def _kernel(U, scale, beta, c, rank, Y, G, coef, loss, dZ, mode):
+    i = cuda.grid(1)
+    if i >= U.shape[0]:
+        return
+    L = U.shape[1]
+    p = U.shape[2]
+    z = cuda.local.array((MAX_L, MAX_P), float64)
+    for a in range(L):
+        for j in range(p):
+            z[a, j] = U[i, a, j] * scale
+    _sample_step(i, z, L, p, beta, c, rank, Y, G, coef, loss, dZ, mode)
+
+
 def _device(a, xp):
     """A numba view of a cupy array (no copy, no stream sync); numpy arrays pass through."""
     if xp is np:
@@ -211,6 +223,34 @@ def _stream(xp):
     return cuda.default_stream() if ptr == 0 else cuda.external_stream(ptr)
 
 
+def _check_network(L: int, p: int, rank: int) -> None:
+    if p % rank or not supports(L, p // rank, rank):
+        raise ValueError(f"the fused kernel holds L <= {MAX_L}, depth <= {MAX_DEPTH}, "
+                         f"rank <= {MAX_RANK}; got L = {L}, p = {p}, rank = {rank}")
+
+
+def _step_arrays(n, L, p, dtype, xp, mode, Y, G):
+    """``(Y, G, loss, dZ)`` as the kernels take them for ``mode`` (unused ones: a dummy)."""
+    dummy = xp.zeros((1, 1, 1), dtype=dtype)
+    loss = xp.zeros(n if mode != VJP else 1, dtype=np.float64)
+    if mode == VJP:
+        Y = dummy
+        G = xp.ascontiguousarray(G, dtype=dtype)
+    else:
+        Y = xp.ascontiguousarray(Y, dtype=dtype)
+        G = xp.empty((n, L, L), dtype=dtype) if mode != LOSS else dummy
+    dZ = xp.empty((n, L, p), dtype=dtype) if mode in (GRAD, VJP) else dummy
+    return Y, G, loss, dZ
+
+
+def _step_results(mode, loss, G, dZ):
+    return (
+        None if mode == VJP else loss.sum(),
+        G if mode != LOSS else None,
+        dZ if mode in (GRAD, VJP) else None,
+    )
+
+
 def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode: int,
                Y=None, G=None, coef: float = 0.0):
     """Launch the kernel on ``U = X W`` (``n x L x p``, unscaled) in namespace ``xp``.
@@ -220,20 +260,10 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
     given ``G``) and ``bar Z`` with respect to ``Z = scale U`` (GRAD, VJP; else None).
     """
     n, L, p = U.shape
-    if p % rank or not supports(L, p // rank, rank):
-        raise ValueError(f"the fused kernel holds L <= {MAX_L}, depth <= {MAX_DEPTH}, "
-                         f"rank <= {MAX_RANK}; got L = {L}, p = {p}, rank = {rank}")
+    _check_network(L, p, rank)
     dt = np.float64
     U = xp.ascontiguousarray(U)
-    dummy = xp.zeros((1, 1, 1), dtype=U.dtype)
-    loss = xp.zeros(n if mode != VJP else 1, dtype=np.float64)
-    if mode == VJP:
-        Y = dummy
-        G = xp.ascontiguousarray(G, dtype=U.dtype)
-    else:
-        Y = xp.ascontiguousarray(Y, dtype=U.dtype)
-        G = xp.empty((n, L, L), dtype=U.dtype) if mode != LOSS else dummy
-    dZ = xp.empty_like(U) if mode in (GRAD, VJP) else dummy
+    Y, G, loss, dZ = _step_arrays(n, L, p, U.dtype, xp, mode, Y, G)
     if n > 0:
         blocks = (n + THREADS - 1) // THREADS
         with warnings.catch_warnings():  # small batches: a grid of few blocks is expected
@@ -242,11 +272,7 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
                 _device(U, xp), dt(scale), dt(beta), dt(skip), np.int64(rank),
                 _device(Y, xp), _device(G, xp), dt(coef), _device(loss, xp), _device(dZ, xp),
                 np.int64(mode))
-    return (
-        None if mode == VJP else loss.sum(),
-        G if mode != LOSS else None,
-        dZ if mode in (GRAD, VJP) else None,
-    )
+    return _step_results(mode, loss, G, dZ)
 
 
 # ------------------------------------------------------------- the products with X
@@ -259,11 +285,22 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
 #   xtg:  X^T dS         one thread per column d of X, the rows split into chunks (grid
 #                        axis y) whose float64 partial sums are added by the caller (a
 #                        fixed order: deterministic).
+# Float32 X is read two columns per load: through its float64 view (the same bytes) each
+# lane loads one 8-byte word and splits it into its two float32 (``_f32_pair``, a bitcast;
+# the pair compiles to one ld.global.v2.f32).  On the H200, float32 X read one 4-byte
+# element per lane streamed at 48-73 % of the HBM peak where float64 reached 78-91 %
+# (BENCHMARKS.md, issue 16): the bytes per load, not the bytes, fell short.
+#
+# The xw kernel can also finish the step (``fused_products_step``): when a block's rows
+# are whole samples (``rows_per_block`` a multiple of L), it runs the per-sample algebra
+# (``_sample_step``) on U straight from shared memory, in float64, with no second launch
+# and no round trip of U through device memory.
 
 PROD_MAX_P = 4  # columns held in registers (constant loop bounds unroll)
 XW_ROWS = 4  # rows of X per warp
 XW_WARPS = 4  # warps per block
 XW_E = 16  # XW_ROWS * PROD_MAX_P, spelled out (a shared array's shape must be literal)
+XW_BLOCK_ROWS = 16  # XW_WARPS * XW_ROWS
 XTG_UNROLL = 8
 
 
@@ -272,149 +309,313 @@ def products_support(p: int) -> bool:
     return p <= PROD_MAX_P
 
 
-@cuda.jit(cache=True)
-def _xw_kernel(X, W, out):
-    # block = XW_WARPS warps; warp w of block b takes rows r0 .. r0 + XW_ROWS - 1
-    tid = cuda.threadIdx.x
-    lane = tid % 32
-    wp = tid // 32
-    r0 = (cuda.blockIdx.x * XW_WARPS + wp) * XW_ROWS
-    M = X.shape[0]
-    D = X.shape[1]
-    p = W.shape[1]
-    acc = cuda.local.array((XW_ROWS, PROD_MAX_P), float64)
-    for a in range(XW_ROWS):
-        for j in range(PROD_MAX_P):
-            acc[a, j] = 0.0
-    if r0 + XW_ROWS <= M:
-        # all rows present: 2 * XW_ROWS unconditional loads in flight per iteration
-        xa = cuda.local.array(XW_ROWS, float64)
-        xb = cuda.local.array(XW_ROWS, float64)
-        d = lane
-        while d + 32 < D:
-            for a in range(XW_ROWS):
-                xa[a] = X[r0 + a, d]
-                xb[a] = X[r0 + a, d + 32]
+@intrinsic
+def _f32_pair_bits(typingctx, word):
+    """The two float32 stored in the 8 bytes of the float64 ``word``, first in memory
+    first: a bitcast to ``<2 x float>`` (no arithmetic, every bit pattern kept)."""
+    if word != types.float64:
+        return None
+    sig = types.UniTuple(types.float32, 2)(types.float64)
+
+    def codegen(context, builder, signature, args):
+        pair = builder.bitcast(args[0], ir.VectorType(ir.FloatType(), 2))
+        halves = [builder.extract_element(pair, ir.Constant(ir.IntType(32), k)) for k in (0, 1)]
+        return context.make_tuple(builder, signature.return_type, halves)
+
+    return sig, codegen
+
+
+def _f32_pair_simulated(word):
+    """``_f32_pair_bits`` for the CUDA simulator, which runs kernels as Python."""
+    pair = np.array([word], dtype=np.float64).view(np.float32)
+    return pair[0], pair[1]
+
+
+_f32_pair = _f32_pair_simulated if config.ENABLE_CUDASIM else _f32_pair_bits
+
+
+def _xw_kernel(WIDTH: int, STEP: bool):  # noqa: C901 - the loops are spelled out
+    """The xw kernel for X read ``WIDTH`` columns per load (1: X's own elements; 2:
+    float32 X through its float64 view), finishing each sample's step if ``STEP``.  Both
+    are compile-time constants (branches on them are pruned before typing), so the plain
+    product keeps the registers of a streaming loop."""
+
+    @cuda.jit(cache=True)
+    def xw_kernel(X, W, out, rows_per_block, L, scale, beta, c, rank, Y, G, coef, loss,
+                  dZ, mode):
+        # block b holds rows b*rows_per_block ...; warp w of it rows r0 .. r0 + XW_ROWS - 1
+        tid = cuda.threadIdx.x
+        lane = tid % 32
+        wp = tid // 32
+        M = X.shape[0]
+        Dv = X.shape[1]  # words per row
+        p = W.shape[1]
+        row0 = cuda.blockIdx.x * rows_per_block
+        r0 = row0 + wp * XW_ROWS
+        end = row0 + rows_per_block
+        if end > M:
+            end = M
+        nrows = end - r0  # rows this warp holds: XW_ROWS, fewer (ragged), or none
+        if nrows > XW_ROWS:
+            nrows = XW_ROWS
+        acc = cuda.local.array((XW_ROWS, PROD_MAX_P), float64)
+        x = cuda.local.array((XW_ROWS, 4), float64)  # two words a row, WIDTH columns each
+        for a in range(XW_ROWS):
             for j in range(PROD_MAX_P):
-                if j < p:
-                    wa = float64(W[d, j])
-                    wb = float64(W[d + 32, j])
-                    for a in range(XW_ROWS):
-                        acc[a, j] += xa[a] * wa
-                        acc[a, j] += xb[a] * wb
-            d += 64
-        if d < D:
-            for a in range(XW_ROWS):
-                xa[a] = X[r0 + a, d]
-            for j in range(PROD_MAX_P):
-                if j < p:
-                    wa = float64(W[d, j])
-                    for a in range(XW_ROWS):
-                        acc[a, j] += xa[a] * wa
-    elif r0 < M:  # the ragged last rows
-        for d in range(lane, D, 32):
-            for a in range(XW_ROWS):
-                if r0 + a < M:
-                    x = float64(X[r0 + a, d])
+                acc[a, j] = 0.0
+        if nrows == XW_ROWS:
+            # all rows present: 2 * XW_ROWS unconditional loads in flight per iteration
+            q = lane
+            while q + 32 < Dv:
+                for a in range(XW_ROWS):
+                    for u in range(2):
+                        word = X[r0 + a, q + 32 * u]
+                        if WIDTH == 2:
+                            lo, hi = _f32_pair(word)
+                            x[a, 2 * u] = lo
+                            x[a, 2 * u + 1] = hi
+                        else:
+                            x[a, u] = word
+                for u in range(2):
+                    for e in range(WIDTH):
+                        d = (q + 32 * u) * WIDTH + e
+                        for j in range(PROD_MAX_P):
+                            if j < p:
+                                w = float64(W[d, j])
+                                for a in range(XW_ROWS):
+                                    acc[a, j] += x[a, u * WIDTH + e] * w
+                q += 64
+            if q < Dv:
+                for a in range(XW_ROWS):
+                    word = X[r0 + a, q]
+                    if WIDTH == 2:
+                        lo, hi = _f32_pair(word)
+                        x[a, 0] = lo
+                        x[a, 1] = hi
+                    else:
+                        x[a, 0] = word
+                for e in range(WIDTH):
+                    d = q * WIDTH + e
                     for j in range(PROD_MAX_P):
                         if j < p:
-                            acc[a, j] += x * W[d, j]
-    # the 32 lanes' partial sums, added in lane order by one thread per (warp, row, col)
-    sh = cuda.shared.array((XW_WARPS, XW_E, 33), float64)
-    for a in range(XW_ROWS):
-        for j in range(PROD_MAX_P):
-            sh[wp, a * PROD_MAX_P + j, lane] = acc[a, j]
-    cuda.syncthreads()
-    if tid < XW_WARPS * XW_ROWS * PROD_MAX_P:
-        ww = tid // (XW_ROWS * PROD_MAX_P)
-        e = tid % (XW_ROWS * PROD_MAX_P)
-        a = e // PROD_MAX_P
-        j = e % PROD_MAX_P
-        r = (cuda.blockIdx.x * XW_WARPS + ww) * XW_ROWS + a
-        if j < p and r < M:
-            v = 0.0
-            for k in range(32):
-                v += sh[ww, e, k]
-            out[r, j] = v
+                            w = float64(W[d, j])
+                            for a in range(XW_ROWS):
+                                acc[a, j] += x[a, e] * w
+        elif nrows > 0:  # the ragged last rows
+            for q in range(lane, Dv, 32):
+                for a in range(XW_ROWS):
+                    if a < nrows:
+                        word = X[r0 + a, q]
+                        if WIDTH == 2:
+                            lo, hi = _f32_pair(word)
+                            x[a, 0] = lo
+                            x[a, 1] = hi
+                        else:
+                            x[a, 0] = word
+                        for e in range(WIDTH):
+                            d = q * WIDTH + e
+                            for j in range(PROD_MAX_P):
+                                if j < p:
+                                    acc[a, j] += x[a, e] * W[d, j]
+        # the 32 lanes' partial sums, added in lane order by one thread per (warp, row, col)
+        sh = cuda.shared.array((XW_WARPS, XW_E, 33), float64)
+        us = cuda.shared.array((XW_BLOCK_ROWS, PROD_MAX_P), float64)
+        for a in range(XW_ROWS):
+            for j in range(PROD_MAX_P):
+                sh[wp, a * PROD_MAX_P + j, lane] = acc[a, j]
+        cuda.syncthreads()
+        if tid < XW_WARPS * XW_E:
+            ww = tid // XW_E
+            e = tid % XW_E
+            a = e // PROD_MAX_P
+            j = e % PROD_MAX_P
+            local = ww * XW_ROWS + a
+            r = row0 + local
+            if j < p and local < rows_per_block and r < M:
+                v = 0.0
+                for k in range(32):
+                    v += sh[ww, e, k]
+                if STEP:
+                    us[local, j] = v
+                else:
+                    out[r, j] = v
+        if STEP:  # the block's samples, one thread each, from U in shared memory
+            cuda.syncthreads()
+            samples = rows_per_block // L
+            i = cuda.blockIdx.x * samples + tid
+            if tid < samples and i < M // L:
+                z = cuda.local.array((MAX_L, MAX_P), float64)
+                for a in range(L):
+                    for j in range(p):
+                        z[a, j] = us[tid * L + a, j] * scale
+                _sample_step(i, z, L, p, beta, c, rank, Y, G, coef, loss, dZ, mode)
+
+    return xw_kernel
 
 
-@cuda.jit(cache=True)
-def _xtg_kernel(X, G, part, chunk):
-    d = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    s = cuda.blockIdx.y
-    M = X.shape[0]
-    D = X.shape[1]
-    p = G.shape[1]
-    if d >= D:
-        return
-    acc = cuda.local.array(PROD_MAX_P, float64)
-    x = cuda.local.array(XTG_UNROLL, float64)
-    for j in range(PROD_MAX_P):
-        acc[j] = 0.0
-    m0 = s * chunk
-    m1 = min(M, m0 + chunk)
-    m = m0
-    while m + XTG_UNROLL <= m1:
-        for u in range(XTG_UNROLL):
-            x[u] = X[m + u, d]
-        for u in range(XTG_UNROLL):
+def _xtg_kernel(WIDTH: int):
+    """The xtg kernel for X read ``WIDTH`` columns per load (as :func:`_xw_kernel`)."""
+
+    @cuda.jit(cache=True)
+    def xtg_kernel(X, G, part, chunk):
+        q = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x  # word column
+        s = cuda.blockIdx.y
+        M = X.shape[0]
+        Dv = X.shape[1]
+        p = G.shape[1]
+        if q >= Dv:
+            return
+        acc = cuda.local.array((2, PROD_MAX_P), float64)
+        x = cuda.local.array((XTG_UNROLL, 2), float64)
+        for e in range(2):
+            for j in range(PROD_MAX_P):
+                acc[e, j] = 0.0
+        m0 = s * chunk
+        m1 = m0 + chunk if m0 + chunk < M else M
+        m = m0
+        while m + XTG_UNROLL <= m1:  # XTG_UNROLL unconditional loads in flight
+            for u in range(XTG_UNROLL):
+                word = X[m + u, q]
+                if WIDTH == 2:
+                    lo, hi = _f32_pair(word)
+                    x[u, 0] = lo
+                    x[u, 1] = hi
+                else:
+                    x[u, 0] = word
+            for u in range(XTG_UNROLL):
+                for j in range(PROD_MAX_P):
+                    if j < p:
+                        g = G[m + u, j]
+                        for e in range(WIDTH):
+                            acc[e, j] += x[u, e] * g
+            m += XTG_UNROLL
+        while m < m1:
+            word = X[m, q]
+            if WIDTH == 2:
+                lo, hi = _f32_pair(word)
+                x[0, 0] = lo
+                x[0, 1] = hi
+            else:
+                x[0, 0] = word
             for j in range(PROD_MAX_P):
                 if j < p:
-                    acc[j] += x[u] * G[m + u, j]
-        m += XTG_UNROLL
-    while m < m1:
-        xm = float64(X[m, d])
-        for j in range(PROD_MAX_P):
-            if j < p:
-                acc[j] += xm * G[m, j]
-        m += 1
-    for j in range(PROD_MAX_P):
-        if j < p:
-            part[s, d, j] = acc[j]
+                    g = G[m, j]
+                    for e in range(WIDTH):
+                        acc[e, j] += x[0, e] * g
+            m += 1
+        for e in range(WIDTH):
+            for j in range(PROD_MAX_P):
+                if j < p:
+                    part[s, q * WIDTH + e, j] = acc[e, j]
+
+    return xtg_kernel
 
 
-def xw(X2, W, xp):
-    """``X2 @ W`` (``M x D`` times ``D x p``, ``p <= PROD_MAX_P``) in the dtype of ``X2``,
-    accumulated in float64."""
-    M, D = X2.shape
-    p = W.shape[1]
+_XW_KERNELS = {(width, step): _xw_kernel(width, step) for width in (1, 2)
+               for step in (False, True)}
+_XTG_KERNELS = {width: _xtg_kernel(width) for width in (1, 2)}
+
+
+def _address(a) -> int:
+    """The address of ``a``'s first element (a cupy or a numpy array)."""
+    iface = getattr(a, "__cuda_array_interface__", None) or a.__array_interface__
+    return iface["data"][0]
+
+
+def _words(X2, xp, pairs: bool):
+    """``(X2 or its float64 view, columns per word)``: contiguous float32 rows of even
+    length at an 8-byte-aligned address are read two columns per load."""
+    if (pairs and X2.dtype == np.float32 and X2.shape[1] % 2 == 0
+            and _address(X2) % 8 == 0):
+        return X2.view(np.float64), 2
+    return X2, 1
+
+
+def _launch_xw(X2, W, out, xp, pairs, rows_per_block, blocks, step=None):
+    """Run the xw kernel; ``step = (L, scale, beta, skip, rank, Y, G, coef, loss, dZ,
+    mode)`` makes it finish each sample (``fused_products_step``)."""
+    words, width = _words(X2, xp, pairs)
+    if step is None:
+        dummy = xp.zeros((1, 1, 1), dtype=X2.dtype)
+        step_args = (1, 0.0, 0.0, 0.0, 1, dummy, dummy, 0.0,
+                     xp.zeros(1, dtype=np.float64), dummy, LOSS)
+    else:
+        step_args = step
+    L, scale, beta, skip, rank, Y, G, coef, loss, dZ, mode = step_args
+    dt = np.float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        _XW_KERNELS[width, step is not None][blocks, 32 * XW_WARPS, _stream(xp)](
+            _device(words, xp), _device(W, xp), _device(out, xp), np.int64(rows_per_block),
+            np.int64(L), dt(scale), dt(beta), dt(skip), np.int64(rank),
+            _device(Y, xp), _device(G, xp), dt(coef), _device(loss, xp), _device(dZ, xp),
+            np.int64(mode))
+
+
+def _check_products(p: int) -> None:
     if not products_support(p):
         raise ValueError(f"the product kernels hold p <= {PROD_MAX_P} columns, got {p}")
+
+
+def xw(X2, W, xp, pairs: bool = True):
+    """``X2 @ W`` (``M x D`` times ``D x p``, ``p <= PROD_MAX_P``) in the dtype of ``X2``,
+    accumulated in float64 (``pairs=False``: float32 read one element per load)."""
+    M, D = X2.shape
+    p = W.shape[1]
+    _check_products(p)
     X2 = xp.ascontiguousarray(X2)
     W = xp.ascontiguousarray(W)
     out = xp.empty((M, p), dtype=X2.dtype)
     if M:
-        threads = 32 * XW_WARPS
-        blocks = -(-M // (XW_ROWS * XW_WARPS))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NumbaPerformanceWarning)
-            _xw_kernel[blocks, threads, _stream(xp)](_device(X2, xp), _device(W, xp),
-                                                     _device(out, xp))
+        _launch_xw(X2, W, out, xp, pairs, XW_BLOCK_ROWS, -(-M // XW_BLOCK_ROWS))
     return out
 
 
-def xtg(X2, G, xp, splits: int | None = None):
+def fused_products_step(X2, W, seq_len: int, scale: float, beta: float, skip: float,
+                        rank: int, xp, *, mode: int, Y=None, G=None, coef: float = 0.0,
+                        pairs: bool = True):
+    """:func:`fused_step` on ``U = X2 W`` (``X2``: ``n L x D``, the samples' rows in
+    order) computed by the xw kernel, which then does each sample's algebra from U in
+    shared memory (float64, one launch).  Returns what :func:`fused_step` returns."""
+    M, D = X2.shape
+    L = seq_len
+    p = W.shape[1]
+    n = M // L
+    if n * L != M:
+        raise ValueError(f"{M} rows of X are not whole sequences of length {L}")
+    _check_network(L, p, rank)
+    _check_products(p)
+    X2 = xp.ascontiguousarray(X2)
+    W = xp.ascontiguousarray(W)
+    Y, G, loss, dZ = _step_arrays(n, L, p, X2.dtype, xp, mode, Y, G)
+    samples = XW_BLOCK_ROWS // L
+    if n:
+        _launch_xw(X2, W, xp.zeros((1, 1), dtype=X2.dtype), xp, pairs, samples * L,
+                   -(-n // samples), (L, scale, beta, skip, rank, Y, G, coef, loss, dZ, mode))
+    return _step_results(mode, loss, G, dZ)
+
+
+def xtg(X2, G, xp, splits: int | None = None, pairs: bool = True):
     """``X2^T @ G`` (``D x p``) in the dtype of ``X2``: float64 partial sums over row
-    chunks, added in a fixed order."""
+    chunks, added in a fixed order (``pairs=False``: float32 read one element per load)."""
     M, D = X2.shape
     p = G.shape[1]
-    if not products_support(p):
-        raise ValueError(f"the product kernels hold p <= {PROD_MAX_P} columns, got {p}")
+    _check_products(p)
     X2 = xp.ascontiguousarray(X2)
     G = xp.ascontiguousarray(G)
+    words, width = _words(X2, xp, pairs)
     threads = 128
-    bx = (D + threads - 1) // threads
-    if splits is None:  # about 8 resident blocks of work per multiprocessor
-        sms = 132 if xp is not np else 1
-        if xp is not np:
-            sms = cuda.get_current_device().MULTIPROCESSOR_COUNT
-        splits = max(1, min(M // 64 or 1, (8 * sms * 16) // bx))
+    if splits is None:  # about 8 resident blocks of work per multiprocessor, counted in
+        # columns (not words): the row chunks, hence the sums, do not depend on the loads
+        sms = 1 if xp is np else cuda.get_current_device().MULTIPROCESSOR_COUNT
+        splits = max(1, min(M // 64 or 1, (8 * sms * 16) // -(-D // threads)))
+    bx = (words.shape[1] + threads - 1) // threads
     chunk = -(-M // splits) if M else 1
     splits = -(-M // chunk) if M else 1
     part = xp.zeros((splits, D, p), dtype=np.float64)
     if M and D:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NumbaPerformanceWarning)
-            _xtg_kernel[(bx, splits), threads, _stream(xp)](
-                _device(X2, xp), _device(G, xp), _device(part, xp), np.int64(chunk))
+            _XTG_KERNELS[width][(bx, splits), threads, _stream(xp)](
+                _device(words, xp), _device(G, xp), _device(part, xp), np.int64(chunk))
     return part.sum(axis=0).astype(X2.dtype)

@@ -185,7 +185,8 @@ class AttentionOracle:
     network fits the kernel, else uses the array path; ``True`` forces the kernel (on numpy
     arrays it runs under numba's CUDA simulator or through host-device copies: tests).
     ``fused_products=True`` (``p <= 4``) also does the two products with X by the streaming
-    kernels ``xw``/``xtg`` of that module instead of cuBLAS; ``None`` (default) does so for
+    kernels of that module instead of cuBLAS (X W and the per-sample algebra in one kernel,
+    ``fused_products_step``; X^T dS by ``xtg``); ``None`` (default) does so for
     float32 data on the fused path, where they won on the H200 (a step at D = 10^4, α = 15:
     9.3 ms against 13.0 ms with cuBLAS), and not for float64 (12.8 against 12.0 ms;
     benchmarks/bench_training.py --fused).
@@ -229,11 +230,12 @@ class AttentionOracle:
 
         n, L, D = self.X.shape
         X2 = self.X.reshape(n * L, D)
-        U = tc.xw(X2, W, self.xp) if self.fused_products else X2 @ W
         a = self.model.arch
-        return tc.fused_step(U.reshape(n, L, W.shape[1]), 1.0 / math.sqrt(D), a.beta, a.skip,
-                             a.rank, self.xp, mode=getattr(tc, mode), Y=self.y, G=G,
-                             coef=2.0 / self.n)
+        args = (1.0 / math.sqrt(D), a.beta, a.skip, a.rank, self.xp)
+        kw = {"mode": getattr(tc, mode), "Y": self.y, "G": G, "coef": 2.0 / self.n}
+        if self.fused_products:  # X W and the algebra in one kernel
+            return tc.fused_products_step(X2, W, L, *args, **kw)
+        return tc.fused_step((X2 @ W).reshape(n, L, W.shape[1]), *args, **kw)
 
     def _transpose_product(self, dS):
         """``X^T dS / sqrt(D)``: :func:`project_transpose`, or the product kernel."""

@@ -104,16 +104,47 @@ for depth, L, c, rank in cases:
             old = err[dtype].get(key, [0.0, 0.0, 0.0])
             err[dtype][key] = [max(u, v) for u, v in zip(old, e)]
         truth = None
-# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows)
+# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows); an
+# even D reads float32 two columns per load, an odd D one; pairs=False one per load
 for dtype in ("float64", "float32"):
-    X2 = rng.standard_normal((37, 45)).astype(dtype)
-    W = rng.standard_normal((45, 3)).astype(dtype)
-    G = rng.standard_normal((37, 3)).astype(dtype)
-    exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
-    exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
-    err[dtype]["xw"] = [rel(tc.xw(X2, W, np), X2 @ W), rel(tc.xw(X2, W, np), exact_xw), 0]
-    err[dtype]["xtg"] = [rel(tc.xtg(X2, G, np, splits=4), X2.T @ G),
-                         rel(tc.xtg(X2, G, np, splits=4), exact_xtg), 0]
+    for D in (45, 46):
+        X2 = rng.standard_normal((37, D)).astype(dtype)
+        W = rng.standard_normal((D, 3)).astype(dtype)
+        G = rng.standard_normal((37, 3)).astype(dtype)
+        exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
+        exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
+        got = {}
+        for pairs in (True, False):
+            key = f"D{D}-pairs{int(pairs)}"
+            got_xw = tc.xw(X2, W, np, pairs=pairs)
+            got_xtg = tc.xtg(X2, G, np, splits=4, pairs=pairs)
+            err[dtype]["xw-" + key] = [rel(got_xw, X2 @ W), rel(got_xw, exact_xw), 0]
+            err[dtype]["xtg-" + key] = [rel(got_xtg, X2.T @ G), rel(got_xtg, exact_xtg), 0]
+            got[pairs] = (got_xw, got_xtg)
+        # the same sums in the same order, however the columns are loaded
+        err[dtype][f"same-D{D}"] = all(np.array_equal(a, b) for a, b in zip(*got.values()))
+    err[dtype]["words"] = tc._words(np.zeros((3, 46), dtype), np, True)[1]
+# X W and the algebra in one kernel against X W then the per-sample kernel, every mode;
+# L = 3 and 5 leave a warp of each block short of rows, 7 samples a block partly empty
+step = {}
+for depth, L, rank in ((2, 2, 1), (1, 3, 2), (3, 5, 1), (2, 2, 2)):
+    m = AttentionModel(Architecture(depth=depth, seq_len=L, skip=0.05, beta=1.3, rank=rank))
+    n, D, p = 7, 10, depth * rank
+    X2 = rng.standard_normal((n * L, D))
+    W = 1.5 * rng.standard_normal((D, p))
+    y = m.forward(project(X2.reshape(n, L, D), rng.standard_normal((D, p))))
+    cot = rng.standard_normal((n, L, L))
+    U = (X2.astype(np.float64) @ W).reshape(n, L, p)
+    args = (1.0 / np.sqrt(D), 1.3, 0.05, rank, np)
+    for mode in (tc.LOSS, tc.COTANGENT, tc.GRAD, tc.VJP):
+        kw = {"mode": mode, "Y": y, "G": cot, "coef": 0.3}
+        one = tc.fused_products_step(X2, W, L, *args, **kw)
+        two = tc.fused_step(U, *args, **kw)
+        for name, a, b in zip(("loss", "G", "dZ"), one, two):
+            if b is not None:
+                key = f"{name}-mode{mode}"
+                step[key] = max(step.get(key, 0.0), rel(a, b))
+err["step"] = step
 try:
     tc.fused_step(np.zeros((2, tc.MAX_L + 1, 1)), 1.0, 1.0, 1.0, 1, np, mode=tc.LOSS,
                   Y=np.zeros((2, tc.MAX_L + 1, tc.MAX_L + 1)))
@@ -131,21 +162,107 @@ def test_fused_kernel_matches_the_array_path_under_the_cuda_simulator():
     assert out.returncode == 0, out.stderr[-3000:]
     err = json.loads(out.stdout.strip().splitlines()[-1])
     assert err.pop("raised") is True  # a network larger than the kernel's arrays
+    step = err.pop("step")
+    assert len(step) == 8 and max(step.values()) < 1e-12, step
     f64, f32 = err["float64"], err["float32"]
-    assert set(f64) == set(f32) and len(f64) == 12
+    # float32 rows of even length are read two columns per load, float64 one
+    assert f32.pop("words") == 2 and f64.pop("words") == 1
+    for f in (f32, f64):
+        assert f.pop("same-D45") is True and f.pop("same-D46") is True
+    assert set(f64) == set(f32) and len(f64) == 18
     for key, (vs_ref, _, _) in f64.items():
         assert vs_ref < 1e-10, (key, vs_ref)
     for key, (vs_ref, vs_f64, _) in f32.items():
         # the kernel works in float64 on float32 data: within 1e-5 of the float64 path
         assert vs_f64 < 1e-5, (key, vs_f64)
         if key in ("forward", "loss", "cotangent", "oracle_loss", "oracle_loss_only",
-                   "oracle_cotangent", "xw", "xtg"):
+                   "oracle_cotangent") or key.startswith(("xw", "xtg")):
             assert vs_ref < 1e-5, (key, vs_ref)
     # bar Z in float32: the float32 array path itself is off from float64 by more than the
     # kernel is (saturated softmax rows cancel in rowsum(bar P * P))
     assert f32["oracle_vjp"][1] < f32["oracle_vjp"][2]
     # float32 really is float32 (a test that cannot fail is a defect)
     assert max(v[1] for v in f32.values()) > 1e-9
+
+
+def test_a_float32_pair_splits_an_8_byte_word_exactly():
+    """``_f32_pair_bits`` (the bitcast the pair loads use), compiled for the CPU, returns
+    the two float32 of each word as numpy's view does, bit for bit: signed zeros,
+    subnormals, infinities, NaN payloads."""
+    from numba import njit
+
+    from simulators._training_cuda import _f32_pair_bits
+
+    @njit
+    def split(words):
+        out = np.empty((words.size, 2), np.float32)
+        for k in range(words.size):
+            lo, hi = _f32_pair_bits(words[k])
+            out[k, 0] = lo
+            out[k, 1] = hi
+        return out
+
+    rng = np.random.default_rng(11)
+    bits = np.concatenate([
+        rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32),
+        np.array([0, 0x80000000, 1, 0x807FFFFF, 0x7F800000, 0xFF800000, 0x7FC00001,
+                  0x7F800001, 0xFFFFFFFF, 0x3F800000], np.uint32),
+    ])
+    bits = np.concatenate([bits, bits[::-1]])  # every pattern in both halves of a word
+    words = bits.view(np.float64)
+    got = split(words).view(np.uint32).ravel()
+    assert np.array_equal(got, bits)
+
+
+_PTX_SCRIPT = r"""
+import json
+from numba import cuda, float32, float64, int64
+from numba.cuda import dispatcher
+
+class Hopper:  # device functions ask the current device for its compute capability
+    compute_capability = (9, 0)
+
+dispatcher.get_current_device = lambda: Hopper()
+from simulators import _training_cuda as tc
+
+A2, A3 = float32[:, ::1], float32[:, :, ::1]
+words = float64[:, ::1]  # float32 X through its float64 view
+xw_sig = (words, A2, A2, int64, int64, float64, float64, float64, int64, A3, A3, float64,
+          float64[::1], A3, int64)
+out = {}
+try:
+    for name, kernel, sig in (
+            ("xw", tc._XW_KERNELS[2, False], xw_sig),
+            ("xw-step", tc._XW_KERNELS[2, True], xw_sig),
+            ("xtg", tc._XTG_KERNELS[2], (words, A2, float64[:, :, ::1], int64)),
+            ("xw-f32", tc._XW_KERNELS[1, False], (A2,) + xw_sig[1:])):
+        ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        loads = [line.split()[0] for line in ptx.splitlines() if "ld.global" in line]
+        out[name] = {k: loads.count(k) for k in set(loads)}
+except Exception as exc:
+    text = f"{type(exc).__name__}: {exc}"
+    if "NVVM" in text or "libnvvm" in text.lower():
+        out = {"skip": text[:300]}
+    else:
+        raise
+print(json.dumps(out))
+"""
+
+
+def test_float32_product_kernels_compile_to_8_byte_loads():
+    """numba's CUDA typing and lowering (PTX for sm_90, no GPU needed): float32 X read
+    through its float64 view becomes ``ld.global.v2.f32`` (two columns per load) in X W,
+    X W with the per-sample step, and X^T dS; read as float32, one ``ld.global.f32``."""
+    out = subprocess.run([sys.executable, "-c", _PTX_SCRIPT], cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    loads = json.loads(out.stdout.strip().splitlines()[-1])
+    if "skip" in loads:
+        pytest.skip(loads["skip"])
+    for name in ("xw", "xw-step", "xtg"):
+        assert loads[name].get("ld.global.v2.f32", 0) >= 1, (name, loads[name])
+    assert "ld.global.v2.f32" not in loads["xw-f32"] and loads["xw-f32"]["ld.global.f32"]
 
 
 def test_numpy_arrays_use_the_array_path_by_default():
@@ -209,6 +326,9 @@ def test_product_kernels_on_the_gpu_match_cupy(dtype, tol):
         X64 = X2.astype(np.float64)
         assert _rel(tc.xw(X2, W, cp).get(), (X64 @ W.astype(np.float64)).get()) < tol
         assert _rel(tc.xtg(X2, G, cp).get(), (X64.T @ G.astype(np.float64)).get()) < tol
+        # two float32 columns per load (even D) or one: the same sums, the same bits
+        assert bool((tc.xw(X2, W, cp) == tc.xw(X2, W, cp, pairs=False)).all())
+        assert bool((tc.xtg(X2, G, cp) == tc.xtg(X2, G, cp, pairs=False)).all())
 
 
 @pytest.mark.gpu
