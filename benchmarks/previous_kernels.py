@@ -396,9 +396,23 @@ def _forward_by_head(omega, heads, group, lasts, weights, skip, beta, out):
     head_mean_forward(omega, np.ascontiguousarray(offsets), weights, skip, beta, out)
 
 
+def _depth2_by(kernel):
+    """``fibre_moments_two_tokens_depth2`` (depth 2, L = 2) run by a kernel that takes the
+    arguments of ``fibre_moments`` (the 1 x 1 Cholesky factor, the regression
+    coefficient, no shared mixers)."""
+
+    def depth2(a, om, T, W, c_first, c_reg, v_cond, skip, beta, lognorm, mean, second,
+               with_second):
+        kernel(a, om, T, W, np.array([[c_first]]), np.array([c_reg]), v_cond, skip, beta,
+               np.zeros((1, 2, 2)), np.zeros(1), False, lognorm, mean, second, with_second)
+
+    return depth2
+
+
 NAMES = ("fibre_moments", "diagonal_fibre_means", "fibre_means_two_tokens",
          "fibre_moments_two_tokens", "fibre_moments_two_tokens_general",
-         "fibre_moments_depth3", "unlearned_moments_depth3", "mean_forward_two_tokens")
+         "fibre_moments_two_tokens_depth2", "fibre_moments_depth3",
+         "unlearned_moments_depth3", "mean_forward_two_tokens")
 
 
 @contextmanager
@@ -407,7 +421,8 @@ def previous_kernels():
     saved = [getattr(kern, name) for name in NAMES]
     # the L = 2 general-V kernel (AMP) takes the arguments of ``fibre_moments``
     previous = (previous_fibre_moments, _diagonal_by_previous, _two_tokens_by_previous,
-                _two_token_moments_by_previous, previous_fibre_moments, _depth3_by_head,
+                _two_token_moments_by_previous, previous_fibre_moments,
+                _depth2_by(previous_fibre_moments), _depth3_by_head,
                 head_unlearned_inner_moments, _forward_by_head)
     for name, f in zip(NAMES, previous, strict=True):
         setattr(kern, name, f)
@@ -435,9 +450,23 @@ def _swapped(name, f):
         setattr(kern, name, saved)
 
 
+#: the written-out L = 2 general-V kernel (libm ``exp``/``log``), which AMP's depth-2
+#: posterior ran on before ``fibre_moments_two_tokens_depth2`` (vectorised, session 9)
+written_out_fibre_moments = kern.fibre_moments_two_tokens_general
+
+
 @contextmanager
 def generic_amp_kernel():
     """AMP's posterior (L = 2, general V) on the generic two-pass kernel inside the block:
     the code the published-figures notebook ran before the written-out kernel."""
-    with _swapped("fibre_moments_two_tokens_general", generic_fibre_moments):
+    with _swapped("fibre_moments_two_tokens_general", generic_fibre_moments), \
+            _swapped("fibre_moments_two_tokens_depth2", _depth2_by(generic_fibre_moments)):
+        yield
+
+
+@contextmanager
+def written_out_amp_kernel():
+    """AMP's depth-2 posterior on the written-out L = 2 kernel (scalar loops, libm) inside
+    the block: the code before the vectorised ``fibre_moments_two_tokens_depth2``."""
+    with _swapped("fibre_moments_two_tokens_depth2", _depth2_by(written_out_fibre_moments)):
         yield

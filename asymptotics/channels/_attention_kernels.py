@@ -1841,3 +1841,170 @@ def fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, me
                 _add_folded_node(W, i, e, d, z, odd, with_second, accZ, accM, accS)
         _write_folded(np.int64(k), accZ, accM, accS, lmax, const, depth, with_second, lognorm, mean,
                       second)
+
+
+@njit(cache=True)
+def _two_token_moment_sums(EP, EM, W, U0, U1, X0, X1, with_second, tot):
+    """The folded sums of a depth-2, two-token node set on one weight set ``W`` (padded to
+    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``, ``z = (u0, x0,
+    u1, x1)`` (``x`` odd under the sign flip):
+
+        tot[0:5]  = Σ_i (e, e u0, d x0, e u1, d x1),
+        tot[5:15] = Σ_i z_r z_c (e where r, c have the same parity, else d), r <= c,
+
+    the second block only ``with_second``; in ``LANES`` partial sums added last (a fixed
+    order on every CPU; LLVM vectorises it)."""
+    acc = np.zeros((15, LANES))
+    for b in range(0, EP.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            e = W[i] * (EP[i] + EM[i])
+            d = W[i] * (EP[i] - EM[i])
+            u0 = U0[i]
+            x0 = X0[i]
+            u1 = U1[i]
+            x1 = X1[i]
+            eu0 = e * u0
+            du0 = d * u0
+            ex0 = e * x0
+            dx0 = d * x0
+            eu1 = e * u1
+            acc[0, j] += e
+            acc[1, j] += eu0
+            acc[2, j] += dx0
+            acc[3, j] += eu1
+            acc[4, j] += d * x1
+            if with_second:
+                acc[5, j] += eu0 * u0
+                acc[6, j] += du0 * x0
+                acc[7, j] += eu0 * u1
+                acc[8, j] += du0 * x1
+                acc[9, j] += ex0 * x0
+                acc[10, j] += dx0 * u1
+                acc[11, j] += ex0 * x1
+                acc[12, j] += eu1 * u1
+                acc[13, j] += d * u1 * x1
+                acc[14, j] += e * x1 * x1
+    for r in range(15 if with_second else 5):
+        t = 0.0
+        for j in range(LANES):
+            t += acc[r, j]
+        tot[r] = t
+
+
+@njit(cache=True)
+def _write_two_token_moments(s, k, tot, shift, with_second, lognorm, mean, second):
+    """Weight set ``s``, observation ``k``: ``lognorm = log Σe + shift``, the means and
+    (``with_second``) the mirrored second moments from :func:`_two_token_moment_sums`'
+    ``tot``, laid out as :func:`_write_folded` (entry ``r`` of ``z`` is ``(r // 2, r %
+    2)``); ``-inf`` and ``nan`` where every weight is 0."""
+    if tot[0] > 0.0:
+        lognorm[s, k] = math.log(tot[0]) + shift
+        inv = 1.0 / tot[0]
+        for r in range(4):
+            mean[s, k, r // 2, r % 2] = tot[1 + r] * inv
+        if with_second:
+            q = 5
+            for r in range(4):
+                for c in range(r, 4):
+                    v = tot[q] * inv
+                    second[s, k, r // 2, r % 2, c // 2, c % 2] = v
+                    second[s, k, c // 2, c % 2, r // 2, r % 2] = v
+                    q += 1
+    else:
+        lognorm[s, k] = -np.inf
+        for r in range(4):
+            mean[s, k, r // 2, r % 2] = np.nan
+            for c in range(4):
+                second[s, k, r // 2, r % 2, c // 2, c % 2] = np.nan
+
+
+@njit(parallel=True, cache=True)
+def fibre_moments_two_tokens_depth2(a, omega, T, W, c_first, c_reg, v_cond, skip, beta,
+                                    lognorm, mean, second, with_second):
+    """:func:`fibre_moments_two_tokens_general` at depth 2, vectorised: AMP's posterior
+    (general ``V = Ĉ``) and the full second moments of state evolution (diagonal ``V``).
+
+    Per node ``u_l = ω_{l,0} + c_first t_l`` (``c_first = sqrt(V_00)``), ``B = softmax(β u
+    uᵀ) + cI`` (two sigmoids), ``x = B^{-1} a`` by the adjugate, the last layer's mean
+    ``μ_l = ω_{l,1} + c_reg c_first t_l`` (``c_reg = V_01 / V_00``, ``v_cond = V_11 −
+    V_01² / V_00``: the last layer conditioned on the first) and
+
+        w_± = |det B|^{-1} exp(-|±x - μ|² / (2 v_cond) - M),
+
+    ``M`` the largest exponent over the nodes and both signs (``|det B|^{-1}`` is a factor
+    outside the shift, as in :func:`fibre_means_two_tokens`: ``det B >= c (1 + c)`` where
+    ``c > 0``).  Three vectorised loops per observation (exponents, their maximum,
+    :func:`vexp`), then the folded sums (:func:`_two_token_moment_sums`).  A node where
+    ``det B = 0`` has weight 0.  Arguments and outputs as :func:`fibre_moments` (the same
+    numbers to rounding: a test holds 1e-12 against the generic kernel).
+    """
+    K = a.shape[0]
+    n = T.shape[0]
+    const = -math.log(2.0 * math.pi * v_cond)
+    inv2v = 0.5 / v_cond
+    npad = _padded_size(n)
+    CT0 = np.zeros(npad)
+    CT1 = np.zeros(npad)
+    MU0 = np.zeros(npad)
+    MU1 = np.zeros(npad)
+    for i in range(n):
+        CT0[i] = c_first * T[i, 0, 0]
+        CT1[i] = c_first * T[i, 1, 0]
+        MU0[i] = c_reg * CT0[i]
+        MU1[i] = c_reg * CT1[i]
+    Wp = _padded_weights(W, npad)
+    for k in prange(K):
+        U0 = np.empty(npad)
+        U1 = np.empty(npad)
+        X0 = np.empty(npad)
+        X1 = np.empty(npad)
+        LP = np.empty(npad)
+        LM = np.empty(npad)
+        AI = np.empty(npad)
+        tot = np.empty(15)
+        a0 = a[k, 0]
+        a1 = a[k, 1]
+        w0 = omega[k, 0, 0]
+        w1 = omega[k, 1, 0]
+        m0 = omega[k, 0, 1]
+        m1 = omega[k, 1, 1]
+        for i in range(npad):
+            u0 = w0 + CT0[i]
+            u1 = w1 + CT1[i]
+            U0[i] = u0
+            U1[i] = u1
+            p0 = 1.0 / (1.0 + vexp(beta * u0 * (u1 - u0)))
+            p1 = 1.0 / (1.0 + vexp(beta * u1 * (u0 - u1)))
+            b00 = p0 + skip
+            b01 = 1.0 - p0
+            b10 = 1.0 - p1
+            b11 = p1 + skip
+            det = b00 * b11 - b01 * b10
+            ok = det != 0.0 and i < n
+            inv = 1.0 / det if ok else 0.0
+            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+            X0[i] = x0
+            X1[i] = x1
+            AI[i] = abs(inv)
+            mu0 = m0 + MU0[i]
+            mu1 = m1 + MU1[i]
+            dp0 = x0 - mu0
+            dp1 = x1 - mu1
+            dm0 = x0 + mu0
+            dm1 = x1 + mu1
+            LP[i] = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
+            LM[i] = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+        lmax = _lane_max(LP, LM)
+        if lmax > -np.inf:
+            for i in range(npad):
+                LP[i] = AI[i] * vexp(LP[i] - lmax)
+                LM[i] = AI[i] * vexp(LM[i] - lmax)
+        for s in range(Wp.shape[0]):
+            if lmax > -np.inf:
+                _two_token_moment_sums(LP, LM, Wp[s], U0, U1, X0, X1, with_second, tot)
+            else:
+                tot[0] = 0.0
+            _write_two_token_moments(s, k, tot, lmax + const, with_second, lognorm, mean,
+                                     second)

@@ -568,6 +568,10 @@ class AttentionChannel(Channel):
                 kern.fibre_means_two_tokens(a, om, T, W, float(chol[0, 0]), vc, self.skip,
                                             self.beta, lognorm, mean, sq)
                 _put_diagonal(second, sq)
+            elif depth == 2:  # full second moments: the vectorised depth-2 kernel
+                kern.fibre_moments_two_tokens_depth2(a, om, T, W, float(chol[0, 0]), 0.0, vc,
+                                                     self.skip, self.beta, lognorm, mean,
+                                                     second, bool(want_second))
             elif depth == 3:  # written out, only the sums asked for ("diagonal": the
                 # per-layer blocks hold it)
                 mode = (kern.FIBRE_LAYER_BLOCKS if isinstance(want_second, str) else
@@ -589,7 +593,12 @@ class AttentionChannel(Channel):
             second = np.empty((S, K, L, depth, L, depth))
         else:
             second = np.full((S, K, L, depth, L, depth), np.nan)
-        # two tokens, general V (AMP's V = Ĉ): the written-out kernel, the same sums (~4x)
+        if L == 2 and depth == 2 and not shared:  # AMP's V = Ĉ at depth 2: vectorised
+            kern.fibre_moments_two_tokens_depth2(a, om, T, W, float(chol[0, 0]),
+                                                 float(coef[0]), vc, self.skip, self.beta,
+                                                 lognorm, mean, second, bool(want_second))
+            return FibreMoments(lognorm, mean, second)
+        # two tokens, general V, other depths: the written-out kernel, the same sums (~4x)
         kernel = kern.fibre_moments_two_tokens_general if L == 2 else kern.fibre_moments
         kernel(
             a, om, T, W, np.ascontiguousarray(chol), np.ascontiguousarray(coef), vc,
