@@ -45,8 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 from asymptotics.backend import get_namespace  # noqa: E402
 from asymptotics.channels.registry import make_channel  # noqa: E402
 from benchmarks.previous_kernels import generic_amp_kernel, written_out_amp_kernel  # noqa: E402
-from simulators.amp import AMPConfig, _metrics, make_problem, run_amp  # noqa: E402
-from simulators.data import project, project_transpose  # noqa: E402
+from simulators.amp import AMPConfig, _metrics, _products, make_problem, run_amp  # noqa: E402
 
 #: the notebook's AMP cell (notebooks/published_figures.ipynb, full mode)
 NOTEBOOK_ALPHAS = (0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.2)
@@ -94,6 +93,7 @@ def bench(device, dim, alpha, max_iter, tol, n_test, seed=0, reps=3):
     # profile one iteration at the final state
     W, C = res.W, res.C
     N, L, p = prob.X.shape[0], ch.seq_len, ch.dim
+    project, project_transpose = _products(xp)  # the products the run uses
     omega = project(prob.X, W)
     parts = {
         "x W/sqrt(D) (N·L×D times D×p)": lambda: project(prob.X, W),
@@ -165,7 +165,7 @@ def compare(dim, alphas, iters, repeats, n_test, seed=0):
                   for key in ("M_raw", "V"))
         # the posterior call alone at the final state (a general V)
         res = results["vectorised"]
-        omega = project(prob.X, res.W)
+        omega = _products(np)[0](prob.X, res.W)
         tk = {}
         for _ in range(repeats):
             for name, context in runs:

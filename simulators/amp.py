@@ -35,8 +35,10 @@ named option ``psd_projection=True`` instead replaces ``A`` by its projection on
 cone whenever it has a negative eigenvalue; every projection is counted and logged in the
 iteration row (``psd_projected``).
 
-Back-ends: the large products ``x Ŵ`` and ``xᵀ g`` (and the test-set projection) run on the
-array namespace ``xp`` (numpy on ``device='cpu'``, cupy on ``'gpu'``).  The per-sample
+Back-ends: the large products ``x Ŵ`` and ``xᵀ g`` (and the test-set projection) run on
+the array namespace ``xp``: cupy on ``device='gpu'``; on ``'cpu'`` numba kernels in the
+thread pool the posterior kernel uses (:mod:`simulators._cpu_products`; BLAS's spinning
+threads took the cores the posterior kernel needed).  The per-sample
 posterior integrals are batched over samples: the attention channel's numba kernel on CPU,
 its fused CUDA kernel on GPU, whose moments stay on the device (``posterior_on``): ``ω``,
 ``g`` and the posterior live in ``xp``; per iteration only ``Σ Cov`` (p×p) and a few scalars
@@ -73,6 +75,7 @@ from asymptotics.backend import get_namespace, to_numpy
 from asymptotics.channels.base import Channel, check_device
 from asymptotics.checks import check_int, check_number
 
+from . import _cpu_products
 from .data import project, project_transpose, teacher_data
 
 
@@ -201,12 +204,20 @@ def covariance_sum(post, xp) -> np.ndarray:
     return to_numpy(tot - xp.einsum("nlp,nlq->pq", mean, mean))
 
 
+def _products(xp):
+    """``(project, project_transpose)`` for AMP's loop: on the CPU in numba's thread pool
+    (:mod:`simulators._cpu_products`, which the posterior kernel shares), else ``xp``'s."""
+    if xp is np:
+        return _cpu_products.project, _cpu_products.project_transpose
+    return project, project_transpose
+
+
 def _metrics(channel, prob, W, C, D, xp):
     WW = to_numpy(W.T @ W) / D
     MW = to_numpy(W.T @ prob.W_star) / D
     M, Q = sign_gauge(MW, WW)
     tq = np.diag(to_numpy(prob.W_star.T @ prob.W_star)) / D
-    omega_t = to_numpy(project(prob.X_test, W))
+    omega_t = to_numpy(_products(xp)[0](prob.X_test, W))
     return {
         "M": M.tolist(),
         "Q": Q.tolist(),
@@ -240,6 +251,7 @@ def run_amp(
     A_prev = np.zeros((p, p))  # the start Ĉ = I corresponds to A = 0
     records = []
     n_proj = 0
+    x_times, x_transpose_times = _products(xp)
 
     def emit(it, extra):
         rec = {"iteration": it, **_metrics(channel, prob, W, C, D, xp), **extra}
@@ -253,7 +265,7 @@ def run_amp(
     for it in range(1, cfg.max_iter + 1):
         V = C
         Vinv = np.linalg.inv(V)
-        omega = project(prob.X, W) - g_prev @ xp.asarray(V.T)  # (N, L, p); V symmetric
+        omega = x_times(prob.X, W) - g_prev @ xp.asarray(V.T)  # (N, L, p); V symmetric
         if not bool(xp.all(xp.isfinite(omega))):
             status = "non-finite"
             break
@@ -288,7 +300,7 @@ def run_amp(
             break
         C_new = np.linalg.inv(IA)
         C_new = 0.5 * (C_new + C_new.T)
-        B = project_transpose(prob.X, xp.asarray(g)) + W @ xp.asarray(A)
+        B = x_transpose_times(prob.X, xp.asarray(g)) + W @ xp.asarray(A)
         W_new = B @ xp.asarray(C_new)
         delta = float(to_numpy(xp.sqrt(xp.mean((W_new - W) ** 2))))
         W, C, g_prev, A_prev = W_new, C_new, g, A
