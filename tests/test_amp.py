@@ -400,3 +400,18 @@ def test_vectorised_depth2_kernel_equals_the_fibre_integral(skip, c_reg, v_cond)
             np.testing.assert_allclose(got[2], ref[2], rtol=1e-11, atol=1e-13)
         else:
             assert np.isnan(got[2]).all()
+
+
+def test_se_prediction_at_perfect_recovery_has_a_finite_error():
+    """At α = 1.2 SE reaches perfect recovery (Q = I, Q̂ = ∞); its error is 0, so an AMP
+    summary can be compared with it (a NaN tolerance never agrees)."""
+    from asymptotics.state_evolution import SESettings
+    from validation.amp_vs_se import se_prediction
+
+    se = se_prediction(make_channel("attention"), 1.2, SESettings(sobol_log2=12))
+    assert se["status"] == "perfect-recovery" and se["q"] == [1.0, 1.0]
+    assert se["q_error"] == [0.0, 0.0]
+    summary = {"n_seeds": 4, "n_failed": 0, "m_mean": [0.999, 0.998],
+               "m_stderr": [0.001, 0.001], "gen_error_mean": 1e-4, "gen_error_stderr": 1e-5}
+    cmp = compare(summary, se, 10**4)
+    assert all(math.isfinite(e["tolerance"]) for e in cmp["entries"]) and cmp["agree"]

@@ -54,15 +54,17 @@ def se_plugin_error(channel: Channel, Q: np.ndarray, n: int = 2**14, seed: int =
 
 def se_prediction(channel: Channel, alpha: float, settings: SESettings | None = None,
                   tol: float = 1e-7, max_iter: int = 500) -> dict:
-    """SE from the uninformed start at ``alpha``: ``Q``, its error and the plug-in error."""
+    """SE from the uninformed start at ``alpha``: ``Q``, its error and the plug-in error.
+
+    The error of ``Q`` is the solver's error of the fixed point (``SEResult.Q_stderr``: the
+    replicate maps' fixed points, the map's error amplified near thresholds; 0 at perfect
+    recovery, a decided status)."""
     res = run_state_evolution(channel, alpha, "uninformed", settings=settings, tol=tol,
                               max_iter=max_iter)
     Q = np.asarray(res.Q)
     if channel.capabilities.diagonal_overlaps:
         Q = np.diag(np.diag(Q))
-    # dQ = (I + Q̂)^{-1} dQ̂ (I + Q̂)^{-1}: propagate the diagonal error of Q̂
-    R = np.linalg.inv(np.eye(Q.shape[0]) + res.Qhat)
-    Q_err = np.abs(R) @ np.abs(res.Qhat_error) @ np.abs(R)
+    Q_err = np.asarray(res.Q_stderr, dtype=float)
     gen, gen_se = se_plugin_error(channel, Q)
     return {
         "se": True,
