@@ -450,44 +450,166 @@ def _sigmoid_select(x):
 FIBRE_MEANS, FIBRE_LAYER_BLOCKS, FIBRE_FULL = 0, 1, 2  # modes of fibre_moments_depth3
 
 
+@njit(cache=True)
+def _depth3_means(Z, E, D, w, out):
+    """``out[:7] = Σ (wE, wE z_0, wE z_1, wD z_2, wE z_3, wE z_4, wD z_5)`` over the
+    nodes (``z = (u_00, u_01, x_0, u_10, u_11, x_1)`` in the rows of ``Z``, ``n`` a multiple
+    of ``LANES``) in ``LANES`` partial sums added last (a fixed order; LLVM vectorises it)."""
+    acc = np.zeros((7, LANES))
+    for b in range(0, E.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            we = w[i] * E[i]
+            wd = w[i] * D[i]
+            z0 = Z[0, i]
+            z1 = Z[1, i]
+            z2 = Z[2, i]
+            z3 = Z[3, i]
+            z4 = Z[4, i]
+            z5 = Z[5, i]
+            acc[0, j] += we
+            acc[1, j] += we * z0
+            acc[2, j] += we * z1
+            acc[3, j] += wd * z2
+            acc[4, j] += we * z3
+            acc[5, j] += we * z4
+            acc[6, j] += wd * z5
+    for t in range(7):
+        s = 0.0
+        for j in range(LANES):
+            s += acc[t, j]
+        out[t] = s
+
+
+@njit(cache=True)
+def _depth3_layer_blocks(Z, E, D, w, out):
+    """:func:`_depth3_means`, then ``out[7:16]``: per layer ``j`` the sums of
+    ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²`` (even in the sign: weighed by E)."""
+    acc = np.zeros((16, LANES))
+    for b in range(0, E.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            we = w[i] * E[i]
+            wd = w[i] * D[i]
+            z0 = Z[0, i]
+            z1 = Z[1, i]
+            z2 = Z[2, i]
+            z3 = Z[3, i]
+            z4 = Z[4, i]
+            z5 = Z[5, i]
+            acc[0, j] += we
+            acc[1, j] += we * z0
+            acc[2, j] += we * z1
+            acc[3, j] += wd * z2
+            acc[4, j] += we * z3
+            acc[5, j] += we * z4
+            acc[6, j] += wd * z5
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z3
+            acc[9, j] += we * z3 * z3
+            acc[10, j] += we * z1 * z1
+            acc[11, j] += we * z1 * z4
+            acc[12, j] += we * z4 * z4
+            acc[13, j] += we * z2 * z2
+            acc[14, j] += we * z2 * z5
+            acc[15, j] += we * z5 * z5
+    for t in range(16):
+        s = 0.0
+        for j in range(LANES):
+            s += acc[t, j]
+        out[t] = s
+
+
+@njit(cache=True)
+def _depth3_full(Z, E, D, w, out):
+    """:func:`_depth3_means`, then ``out[7:28]``: the upper triangle of ``Σ w z zᵀ`` row by
+    row, products of one odd (x) and one even entry weighed by D, the others by E."""
+    acc = np.zeros((28, LANES))
+    for b in range(0, E.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            we = w[i] * E[i]
+            wd = w[i] * D[i]
+            z0 = Z[0, i]
+            z1 = Z[1, i]
+            z2 = Z[2, i]
+            z3 = Z[3, i]
+            z4 = Z[4, i]
+            z5 = Z[5, i]
+            acc[0, j] += we
+            acc[1, j] += we * z0
+            acc[2, j] += we * z1
+            acc[3, j] += wd * z2
+            acc[4, j] += we * z3
+            acc[5, j] += we * z4
+            acc[6, j] += wd * z5
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z1
+            acc[9, j] += wd * z0 * z2
+            acc[10, j] += we * z0 * z3
+            acc[11, j] += we * z0 * z4
+            acc[12, j] += wd * z0 * z5
+            acc[13, j] += we * z1 * z1
+            acc[14, j] += wd * z1 * z2
+            acc[15, j] += we * z1 * z3
+            acc[16, j] += we * z1 * z4
+            acc[17, j] += wd * z1 * z5
+            acc[18, j] += we * z2 * z2
+            acc[19, j] += wd * z2 * z3
+            acc[20, j] += wd * z2 * z4
+            acc[21, j] += we * z2 * z5
+            acc[22, j] += we * z3 * z3
+            acc[23, j] += we * z3 * z4
+            acc[24, j] += wd * z3 * z5
+            acc[25, j] += we * z4 * z4
+            acc[26, j] += wd * z4 * z5
+            acc[27, j] += we * z5 * z5
+    for t in range(28):
+        s = 0.0
+        for j in range(LANES):
+            s += acc[t, j]
+        out[t] = s
+
+
 @njit(parallel=True, cache=True)
 def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, second, mode):
     """:func:`fibre_moments_two_tokens` written out for depth 3 (L = 2, diagonal ``V``),
-    with scalar accumulators and only the sums ``mode`` asks for: ``FIBRE_MEANS`` (the
-    means), ``FIBRE_LAYER_BLOCKS`` (the means and the per-layer blocks
-    ``E[z_{l,j} z_{l',j}]``, what the staircase's ``λ_j`` needs; the other entries of
-    ``second`` are left as they are) or ``FIBRE_FULL`` (all of ``second``).
+    vectorised, with only the sums ``mode`` asks for: ``FIBRE_MEANS`` (the means),
+    ``FIBRE_LAYER_BLOCKS`` (the means and the per-layer blocks ``E[z_{l,j} z_{l',j}]``, what
+    the staircase's ``λ_j`` needs; the other entries of ``second`` are left as they are)
+    or ``FIBRE_FULL`` (all of ``second``).
 
-    Per pair ``u_j = ω_{·,j} + sd_j t_j`` (j = 0, 1), ``B = C_2 C_1`` with
-    ``C_j = softmax(β s_j s_jᵀ) + cI`` (sigmoid rows), ``s_1 = u_0``, ``s_2 = C_1 u_1``,
-    ``x = B^{-1} a`` (adjugate) and ``log w_± = -|±x - ω_2|²/(2 v_last) - log|det B|``,
-    the same operations in the same order as :func:`fibre_moments_two_tokens`, but in
-    stages over all nodes (1.5x).  Three passes per observation: ``log w_±`` and their
-    maximum ``M``; ``E_i = e_+ + e_-`` and
-    ``D_i = e_+ - e_-`` (``e_± = e^{log w_± - M}``) once for all weight sets; then per
-    weight set the weighted sums (even entries by ``W E``, odd ones by ``W D``), each
-    accumulated over the nodes in the same order as before (equal to round-off).
+    Per node ``u_j = ω_{·,j} + sd_j t_j`` (j = 0, 1), ``B = C_2 C_1`` with
+    ``C_j = softmax(β s_j s_jᵀ) + cI`` (two sigmoids ``1 / (1 + e^{β s_l (s_l' - s_l)})``),
+    ``s_1 = u_0``, ``s_2 = C_1 u_1``, ``x = B^{-1} a`` (adjugate) and
+
+        w_± = |det B|^{-1} exp(-|±x - ω_2|² / (2 v_last) - M),
+
+    ``M`` the largest exponent over the nodes and both signs (``|det B|^{-1}`` a factor
+    outside the shift: ``det B >= (c (1 + c))²`` where ``c > 0``).  As the depth-2 kernels:
+    one loop over the nodes (padded to ``LANES``) for the exponents, their maximum, the
+    exponentials (:func:`vexp`), then per weight set the folded sums
+    (:func:`_depth3_means`, :func:`_depth3_layer_blocks`, :func:`_depth3_full`).  A node
+    where ``det B = 0`` has weight 0.
     """
     K = a.shape[0]
     n = T.shape[0]
-    S = W.shape[0]
     const = -math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
-    sd0 = sd[0]
-    sd1 = sd[1]
+    npad = _padded_size(n)
+    T0 = np.zeros((4, npad))  # t for (token 0, layer 0), (1, 0), (0, 1), (1, 1)
+    for i in range(n):
+        T0[0, i] = sd[0] * T[i, 0, 0]
+        T0[1, i] = sd[0] * T[i, 1, 0]
+        T0[2, i] = sd[1] * T[i, 0, 1]
+        T0[3, i] = sd[1] * T[i, 1, 1]
+    Wp = _padded_weights(W, npad)
     for k in prange(K):
-        Z = np.empty((n, 6))  # u_00, u_01, x_0, u_10, u_11, x_1 (token, layer)
-        LW = np.empty((n, 2))
-        E = np.empty(n)
-        D = np.empty(n)
+        Z = np.empty((6, npad))  # u_00, u_01, x_0, u_10, u_11, x_1 (token, layer)
+        LP = np.empty(npad)
+        LM = np.empty(npad)
+        AI = np.empty(npad)
         acc = np.empty(28)
-        XA = np.empty(n)
-        XB = np.empty(n)
-        EA = np.empty(n)
-        EB = np.empty(n)
-        C = np.empty((n, 4))
-        DET = np.empty(n)
-        LD = np.empty(n)
         a0 = a[k, 0]
         a1 = a[k, 1]
         w00 = omega[k, 0, 0]
@@ -496,113 +618,63 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         w11 = omega[k, 1, 1]
         m0 = omega[k, 0, 2]
         m1 = omega[k, 1, 2]
-        # pass 1 in stages over all nodes, so that the exps and logs run in tight loops of
-        # independent calls (one node's chain of exp, divide, exp, divide, log is longer than
-        # the processor's window: node by node the calls cannot overlap)
-        for i in range(n):
-            u0 = w00 + sd0 * T[i, 0, 0]
-            u1 = w10 + sd0 * T[i, 1, 0]
-            Z[i, 0] = u0
-            Z[i, 3] = u1
-            Z[i, 1] = w01 + sd1 * T[i, 0, 1]
-            Z[i, 4] = w11 + sd1 * T[i, 1, 1]
-            XA[i] = -(beta * u0 * (u1 - u0))
-            XB[i] = -(beta * u1 * (u0 - u1))
-        for i in range(n):
-            EA[i] = math.exp(-abs(XA[i]))
-            EB[i] = math.exp(-abs(XB[i]))
-        for i in range(n):
-            e = EA[i]
-            p0 = (1.0 if XA[i] >= 0 else e) / (1.0 + e)
-            e = EB[i]
-            p1 = (1.0 if XB[i] >= 0 else e) / (1.0 + e)
+        for i in range(npad):
+            u0 = w00 + T0[0, i]
+            u1 = w10 + T0[1, i]
+            v0 = w01 + T0[2, i]
+            v1 = w11 + T0[3, i]
+            p0 = 1.0 / (1.0 + vexp(beta * u0 * (u1 - u0)))
+            p1 = 1.0 / (1.0 + vexp(beta * u1 * (u0 - u1)))
             c00 = p0 + skip
             c01 = 1.0 - p0
             c10 = 1.0 - p1
             c11 = p1 + skip
-            C[i, 0] = c00
-            C[i, 1] = c01
-            C[i, 2] = c10
-            C[i, 3] = c11
-            v0 = Z[i, 1]
-            v1 = Z[i, 4]
             s0 = c00 * v0 + c01 * v1
             s1 = c10 * v0 + c11 * v1
-            XA[i] = -(beta * s0 * (s1 - s0))
-            XB[i] = -(beta * s1 * (s0 - s1))
-        for i in range(n):
-            EA[i] = math.exp(-abs(XA[i]))
-            EB[i] = math.exp(-abs(XB[i]))
-        for i in range(n):
-            e = EA[i]
-            p0 = (1.0 if XA[i] >= 0 else e) / (1.0 + e)
-            e = EB[i]
-            p1 = (1.0 if XB[i] >= 0 else e) / (1.0 + e)
-            d00 = p0 + skip
-            d01 = 1.0 - p0
-            d10 = 1.0 - p1
-            d11 = p1 + skip
-            c00 = C[i, 0]
-            c01 = C[i, 1]
-            c10 = C[i, 2]
-            c11 = C[i, 3]
+            q0 = 1.0 / (1.0 + vexp(beta * s0 * (s1 - s0)))
+            q1 = 1.0 / (1.0 + vexp(beta * s1 * (s0 - s1)))
+            d00 = q0 + skip
+            d01 = 1.0 - q0
+            d10 = 1.0 - q1
+            d11 = q1 + skip
             b00 = d00 * c00 + d01 * c10
             b01 = d00 * c01 + d01 * c11
             b10 = d10 * c00 + d11 * c10
             b11 = d10 * c01 + d11 * c11
             det = b00 * b11 - b01 * b10
-            DET[i] = det
-            if det == 0.0:
-                Z[i, 2] = 0.0
-                Z[i, 5] = 0.0
-                continue
-            inv = 1.0 / det
-            Z[i, 2] = (b11 * inv) * a0 + (-b01 * inv) * a1
-            Z[i, 5] = (-b10 * inv) * a0 + (b00 * inv) * a1
-        for i in range(n):
-            d = DET[i]
-            LD[i] = math.log(abs(d if d != 0.0 else 1.0))
-        lmax = -np.inf
-        for i in range(n):
-            if DET[i] == 0.0:
-                LW[i, 0] = -np.inf
-                LW[i, 1] = -np.inf
-                continue
-            x0 = Z[i, 2]
-            x1 = Z[i, 5]
-            ld = LD[i]
+            ok = det != 0.0 and i < n
+            inv = 1.0 / det if ok else 0.0
+            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+            Z[0, i] = u0
+            Z[1, i] = v0
+            Z[2, i] = x0
+            Z[3, i] = u1
+            Z[4, i] = v1
+            Z[5, i] = x1
+            AI[i] = abs(inv)
             dp0 = x0 - m0
             dp1 = x1 - m1
             dm0 = x0 + m0
             dm1 = x1 + m1
-            lwp = -ld - inv2v * (dp0 * dp0 + dp1 * dp1)
-            lwm = -ld - inv2v * (dm0 * dm0 + dm1 * dm1)
-            LW[i, 0] = lwp
-            LW[i, 1] = lwm
-            if lwp > lmax:
-                lmax = lwp
-            if lwm > lmax:
-                lmax = lwm
-        if lmax == -np.inf:
-            for q in range(S):
-                lognorm[q, k] = -np.inf
-                for r in range(6):
-                    mean[q, k, r // 3, r % 3] = np.nan
-                    for c in range(6):
-                        second[q, k, r // 3, r % 3, c // 3, c % 3] = np.nan
-            continue
-        for i in range(n):
-            ep = math.exp(LW[i, 0] - lmax)
-            em = math.exp(LW[i, 1] - lmax)
-            E[i] = ep + em
-            D[i] = ep - em
-        for q in range(S):
-            if mode == FIBRE_MEANS:
-                _depth3_means(Z, E, D, W[q], acc)
+            LP[i] = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
+            LM[i] = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+        lmax = _lane_max(LP, LM)
+        if lmax > -np.inf:
+            for i in range(npad):
+                ep = AI[i] * vexp(LP[i] - lmax)
+                em = AI[i] * vexp(LM[i] - lmax)
+                LP[i] = ep + em  # E
+                LM[i] = ep - em  # D
+        for q in range(Wp.shape[0]):
+            if lmax == -np.inf:
+                acc[0] = 0.0
+            elif mode == FIBRE_MEANS:
+                _depth3_means(Z, LP, LM, Wp[q], acc)
             elif mode == FIBRE_LAYER_BLOCKS:
-                _depth3_layer_blocks(Z, E, D, W[q], acc)
+                _depth3_layer_blocks(Z, LP, LM, Wp[q], acc)
             else:
-                _depth3_full(Z, E, D, W[q], acc)
+                _depth3_full(Z, LP, LM, Wp[q], acc)
             z = acc[0]
             if not z > 0.0:
                 lognorm[q, k] = -np.inf
@@ -633,226 +705,17 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
                         second[q, k, c // 3, c % 3, r // 3, r % 3] = v
 
 
-@njit(cache=True)
-def _depth3_means(Z, E, D, w, out):
-    """``out[:7] = (Σ wE, Σ wE z_0, Σ wE z_1, Σ wD z_2, Σ wE z_3, Σ wE z_4, Σ wD z_5)``
-    over the nodes (z = u_00, u_01, x_0, u_10, u_11, x_1), in node order."""
-    z = 0.0
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    c3 = 0.0
-    c4 = 0.0
-    c5 = 0.0
-    for i in range(E.shape[0]):
-        we = w[i] * E[i]
-        wd = w[i] * D[i]
-        z += we
-        c0 += we * Z[i, 0]
-        c1 += we * Z[i, 1]
-        c2 += wd * Z[i, 2]
-        c3 += we * Z[i, 3]
-        c4 += we * Z[i, 4]
-        c5 += wd * Z[i, 5]
-    out[0] = z
-    out[1] = c0
-    out[2] = c1
-    out[3] = c2
-    out[4] = c3
-    out[5] = c4
-    out[6] = c5
-
-
-@njit(cache=True)
-def _depth3_layer_blocks(Z, E, D, w, out):
-    """:func:`_depth3_means`, then ``out[7:16]``: per layer ``j`` the sums of
-    ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²`` (even in the sign: weighed by E)."""
-    z = 0.0
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    c3 = 0.0
-    c4 = 0.0
-    c5 = 0.0
-    s00 = 0.0
-    s03 = 0.0
-    s33 = 0.0
-    s11 = 0.0
-    s14 = 0.0
-    s44 = 0.0
-    s22 = 0.0
-    s25 = 0.0
-    s55 = 0.0
-    for i in range(E.shape[0]):
-        we = w[i] * E[i]
-        wd = w[i] * D[i]
-        z0 = Z[i, 0]
-        z1 = Z[i, 1]
-        z2 = Z[i, 2]
-        z3 = Z[i, 3]
-        z4 = Z[i, 4]
-        z5 = Z[i, 5]
-        z += we
-        c0 += we * z0
-        c1 += we * z1
-        c2 += wd * z2
-        c3 += we * z3
-        c4 += we * z4
-        c5 += wd * z5
-        e0 = we * z0
-        e1 = we * z1
-        e2 = we * z2
-        e3 = we * z3
-        e4 = we * z4
-        e5 = we * z5
-        s00 += e0 * z0
-        s03 += e0 * z3
-        s33 += e3 * z3
-        s11 += e1 * z1
-        s14 += e1 * z4
-        s44 += e4 * z4
-        s22 += e2 * z2
-        s25 += e2 * z5
-        s55 += e5 * z5
-    out[0] = z
-    out[1] = c0
-    out[2] = c1
-    out[3] = c2
-    out[4] = c3
-    out[5] = c4
-    out[6] = c5
-    out[7] = s00
-    out[8] = s03
-    out[9] = s33
-    out[10] = s11
-    out[11] = s14
-    out[12] = s44
-    out[13] = s22
-    out[14] = s25
-    out[15] = s55
-
-
-@njit(cache=True)
-def _depth3_full(Z, E, D, w, out):
-    """:func:`_depth3_means`, then ``out[7:28]``: the upper triangle of ``Σ w z zᵀ`` row by
-    row, products of one odd (x) and one even entry weighed by D, the others by E."""
-    z = 0.0
-    c0 = 0.0
-    c1 = 0.0
-    c2 = 0.0
-    c3 = 0.0
-    c4 = 0.0
-    c5 = 0.0
-    s00 = 0.0
-    s01 = 0.0
-    s02 = 0.0
-    s03 = 0.0
-    s04 = 0.0
-    s05 = 0.0
-    s11 = 0.0
-    s12 = 0.0
-    s13 = 0.0
-    s14 = 0.0
-    s15 = 0.0
-    s22 = 0.0
-    s23 = 0.0
-    s24 = 0.0
-    s25 = 0.0
-    s33 = 0.0
-    s34 = 0.0
-    s35 = 0.0
-    s44 = 0.0
-    s45 = 0.0
-    s55 = 0.0
-    for i in range(E.shape[0]):
-        we = w[i] * E[i]
-        wd = w[i] * D[i]
-        z0 = Z[i, 0]
-        z1 = Z[i, 1]
-        z2 = Z[i, 2]
-        z3 = Z[i, 3]
-        z4 = Z[i, 4]
-        z5 = Z[i, 5]
-        z += we
-        c0 += we * z0
-        c1 += we * z1
-        c2 += wd * z2
-        c3 += we * z3
-        c4 += we * z4
-        c5 += wd * z5
-        e0 = we * z0
-        e1 = we * z1
-        e3 = we * z3
-        e4 = we * z4
-        d0 = wd * z0
-        d1 = wd * z1
-        d3 = wd * z3
-        d4 = wd * z4
-        e2 = we * z2
-        d2 = wd * z2
-        e5 = we * z5
-        s00 += e0 * z0
-        s01 += e0 * z1
-        s02 += d0 * z2
-        s03 += e0 * z3
-        s04 += e0 * z4
-        s05 += d0 * z5
-        s11 += e1 * z1
-        s12 += d1 * z2
-        s13 += e1 * z3
-        s14 += e1 * z4
-        s15 += d1 * z5
-        s22 += e2 * z2
-        s23 += d2 * z3
-        s24 += d2 * z4
-        s25 += e2 * z5
-        s33 += e3 * z3
-        s34 += e3 * z4
-        s35 += d3 * z5
-        s44 += e4 * z4
-        s45 += d4 * z5
-        s55 += e5 * z5
-    out[0] = z
-    out[1] = c0
-    out[2] = c1
-    out[3] = c2
-    out[4] = c3
-    out[5] = c4
-    out[6] = c5
-    out[7] = s00
-    out[8] = s01
-    out[9] = s02
-    out[10] = s03
-    out[11] = s04
-    out[12] = s05
-    out[13] = s11
-    out[14] = s12
-    out[15] = s13
-    out[16] = s14
-    out[17] = s15
-    out[18] = s22
-    out[19] = s23
-    out[20] = s24
-    out[21] = s25
-    out[22] = s33
-    out[23] = s34
-    out[24] = s35
-    out[25] = s44
-    out[26] = s45
-    out[27] = s55
-
-
 @njit(parallel=True, cache=True)
 def unlearned_moments_depth3(a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm,
                              mean_last, layer_second):
     """:func:`unlearned_inner_moments` written out for depth 3, L = 2, with scalar
-    accumulators: per pair ``x = B_i^{-1} a`` and ``log w_± = -|±x - ω_last|²/(2 v_last)
-    - log|det B_i|`` and their maximum ``M``; ``E_i = e_+ + e_-``, ``D_i = e_+ - e_-``
-    once for all weight sets (at ``ω_last = 0``: ``E_i = 2 e^{log w_+ - M}``, one exp,
-    the mean exactly 0); then per weight set the sums of ``W E``, ``W D x`` and the three
-    layer blocks, accumulated over the nodes in the order of the general kernel.  Nodes
-    with a singular mixer must be dropped by the caller.  Same arguments and outputs as
-    :func:`unlearned_inner_moments`.
+    accumulators and the exponentials by :func:`vexp`: per pair ``x = B_i^{-1} a`` and
+    ``log w_± = -|±x - ω_last|²/(2 v_last) - log|det B_i|`` and their maximum ``M``;
+    ``E_i = e_+ + e_-``, ``D_i = e_+ - e_-`` once for all weight sets (at ``ω_last = 0``:
+    ``E_i = 2 e^{log w_+ - M}``, one exp, the mean exactly 0); then per weight set the sums
+    of ``W E``, ``W D x`` and the three layer blocks, accumulated over the nodes in the
+    order of the general kernel.  Nodes with a singular mixer must be dropped by the
+    caller.  Same arguments and outputs as :func:`unlearned_inner_moments`.
     """
     K = a.shape[0]
     n = ZU.shape[0]
@@ -884,15 +747,15 @@ def unlearned_moments_depth3(a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, l
             LW[i, 0] = p
             LW[i, 1] = q
             lmax = max(lmax, max(p, q))
-        if signed:
+        if signed:  # loops of independent exponentials: vectorised (vexp)
             for i in range(n):
-                ep = math.exp(LW[i, 0] - lmax)
-                em = math.exp(LW[i, 1] - lmax)
+                ep = vexp(LW[i, 0] - lmax)
+                em = vexp(LW[i, 1] - lmax)
                 E[i] = ep + em
                 D[i] = ep - em
         else:
             for i in range(n):
-                E[i] = 2.0 * math.exp(LW[i, 0] - lmax)
+                E[i] = 2.0 * vexp(LW[i, 0] - lmax)
         for s in range(S):
             z = 0.0
             mx0 = 0.0
