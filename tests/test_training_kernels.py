@@ -104,28 +104,29 @@ for depth, L, c, rank in cases:
             old = err[dtype].get(key, [0.0, 0.0, 0.0])
             err[dtype][key] = [max(u, v) for u, v in zip(old, e)]
         truth = None
-# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows); an
-# even D reads float32 two columns per load, an odd D one; pairs=False one per load
-for dtype in ("float64", "float32"):
-    for D in (45, 46):
-        X2 = rng.standard_normal((37, D)).astype(dtype)
-        W = rng.standard_normal((D, 3)).astype(dtype)
-        G = rng.standard_normal((37, 3)).astype(dtype)
-        exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
-        exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
-        got = {}
-        for pairs in (True, False):
-            key = f"D{D}-pairs{int(pairs)}"
-            got_xw = tc.xw(X2, W, np, pairs=pairs)
-            got_xtg = tc.xtg(X2, G, np, splits=4, pairs=pairs)
-            err[dtype]["xw-" + key] = [rel(got_xw, X2 @ W), rel(got_xw, exact_xw), 0]
-            err[dtype]["xtg-" + key] = [rel(got_xtg, X2.T @ G), rel(got_xtg, exact_xtg), 0]
-            got[pairs] = (got_xw, got_xtg)
-        # the same sums in the same order, however the columns are loaded
-        err[dtype][f"same-D{D}"] = all(np.array_equal(a, b) for a, b in zip(*got.values()))
-    err[dtype]["words"] = tc._words(np.zeros((3, 46), dtype), np, True)[1]
-# X W and the algebra in one kernel against X W then the per-sample kernel, every mode;
-# L = 3 and 5 leave a warp of each block short of rows, 7 samples a block partly empty
+# the product kernels alone, ragged sizes (rows not a multiple of the warp's rows): float64
+# (one column per load), float32 of even D two columns per load, or one with pairs=False
+for dtype, D in (("float64", 45), ("float32", 46)):
+    X2 = rng.standard_normal((37, D)).astype(dtype)
+    W = rng.standard_normal((D, 3)).astype(dtype)
+    G = rng.standard_normal((37, 3)).astype(dtype)
+    exact_xw = X2.astype(np.float64) @ W.astype(np.float64)
+    exact_xtg = X2.T.astype(np.float64) @ G.astype(np.float64)
+    got = {}
+    for pairs in (True, False) if dtype == "float32" else (True,):
+        got_xw = tc.xw(X2, W, np, pairs=pairs)
+        got_xtg = tc.xtg(X2, G, np, splits=4, pairs=pairs)
+        err[dtype][f"xw-pairs{int(pairs)}"] = [rel(got_xw, X2 @ W), rel(got_xw, exact_xw), 0]
+        err[dtype][f"xtg-pairs{int(pairs)}"] = [rel(got_xtg, X2.T @ G),
+                                                rel(got_xtg, exact_xtg), 0]
+        got[pairs] = (got_xw, got_xtg)
+    # the same sums in the same order, however the columns are loaded
+    first, last = got[True], got[dtype == "float64"]
+    err[dtype]["same"] = all(np.array_equal(a, b) for a, b in zip(first, last))
+    err[dtype]["words"] = tc._words(X2, np, True)[1]
+# X W and the algebra in one kernel against X W then the per-sample kernel: every mode on
+# the default network, GRAD on others; L = 3 and 5 leave a warp of each block short of
+# rows, 7 samples a block partly empty
 step = {}
 for depth, L, rank in ((2, 2, 1), (1, 3, 2), (3, 5, 1), (2, 2, 2)):
     m = AttentionModel(Architecture(depth=depth, seq_len=L, skip=0.05, beta=1.3, rank=rank))
@@ -136,7 +137,8 @@ for depth, L, rank in ((2, 2, 1), (1, 3, 2), (3, 5, 1), (2, 2, 2)):
     cot = rng.standard_normal((n, L, L))
     U = (X2.astype(np.float64) @ W).reshape(n, L, p)
     args = (1.0 / np.sqrt(D), 1.3, 0.05, rank, np)
-    for mode in (tc.LOSS, tc.COTANGENT, tc.GRAD, tc.VJP):
+    modes = (tc.LOSS, tc.COTANGENT, tc.GRAD, tc.VJP) if (depth, L) == (2, 2) else (tc.GRAD,)
+    for mode in modes:
         kw = {"mode": mode, "Y": y, "G": cot, "coef": 0.3}
         one = tc.fused_products_step(X2, W, L, *args, **kw)
         two = tc.fused_step(U, *args, **kw)
@@ -165,11 +167,11 @@ def test_fused_kernel_matches_the_array_path_under_the_cuda_simulator():
     step = err.pop("step")
     assert len(step) == 8 and max(step.values()) < 1e-12, step
     f64, f32 = err["float64"], err["float32"]
-    # float32 rows of even length are read two columns per load, float64 one
+    # float32 rows of even length are read two columns per load, float64 one; the sums
+    # are the same bits either way
     assert f32.pop("words") == 2 and f64.pop("words") == 1
-    for f in (f32, f64):
-        assert f.pop("same-D45") is True and f.pop("same-D46") is True
-    assert set(f64) == set(f32) and len(f64) == 18
+    assert f32.pop("same") is True and f64.pop("same") is True
+    assert set(f32) - set(f64) == {"xw-pairs0", "xtg-pairs0"} and len(f64) == 12
     for key, (vs_ref, _, _) in f64.items():
         assert vs_ref < 1e-10, (key, vs_ref)
     for key, (vs_ref, vs_f64, _) in f32.items():

@@ -462,24 +462,23 @@ def _depth3_means(Z, E, D, w, out):
     nodes (``z = (u_00, u_01, x_0, u_10, u_11, x_1)`` in the rows of ``Z``, ``n`` a multiple
     of ``LANES``) in ``LANES`` partial sums added last (a fixed order; see ``LANES``)."""
     acc = np.zeros((7, LANES))
-    for b in range(0, E.size, LANES):
-        for j in range(LANES):
-            i = b + j
-            we = w[i] * E[i]
-            wd = w[i] * D[i]
-            z0 = Z[0, i]
-            z1 = Z[1, i]
-            z2 = Z[2, i]
-            z3 = Z[3, i]
-            z4 = Z[4, i]
-            z5 = Z[5, i]
-            acc[0, j] += we
-            acc[1, j] += we * z0
-            acc[2, j] += we * z1
-            acc[3, j] += wd * z2
-            acc[4, j] += we * z3
-            acc[5, j] += we * z4
-            acc[6, j] += wd * z5
+    for i in range(E.size):
+        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
+        we = w[i] * E[i]
+        wd = w[i] * D[i]
+        z0 = Z[0, i]
+        z1 = Z[1, i]
+        z2 = Z[2, i]
+        z3 = Z[3, i]
+        z4 = Z[4, i]
+        z5 = Z[5, i]
+        acc[0, j] += we
+        acc[1, j] += we * z0
+        acc[2, j] += we * z1
+        acc[3, j] += wd * z2
+        acc[4, j] += we * z3
+        acc[5, j] += we * z4
+        acc[6, j] += wd * z5
     for t in range(7):
         s = 0.0
         for j in range(LANES):
@@ -492,33 +491,32 @@ def _depth3_layer_blocks(Z, E, D, w, out):
     """:func:`_depth3_means`, then ``out[7:16]``: per layer ``j`` the sums of
     ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²`` (even in the sign: weighed by E)."""
     acc = np.zeros((16, LANES))
-    for b in range(0, E.size, LANES):
-        for j in range(LANES):
-            i = b + j
-            we = w[i] * E[i]
-            wd = w[i] * D[i]
-            z0 = Z[0, i]
-            z1 = Z[1, i]
-            z2 = Z[2, i]
-            z3 = Z[3, i]
-            z4 = Z[4, i]
-            z5 = Z[5, i]
-            acc[0, j] += we
-            acc[1, j] += we * z0
-            acc[2, j] += we * z1
-            acc[3, j] += wd * z2
-            acc[4, j] += we * z3
-            acc[5, j] += we * z4
-            acc[6, j] += wd * z5
-            acc[7, j] += we * z0 * z0
-            acc[8, j] += we * z0 * z3
-            acc[9, j] += we * z3 * z3
-            acc[10, j] += we * z1 * z1
-            acc[11, j] += we * z1 * z4
-            acc[12, j] += we * z4 * z4
-            acc[13, j] += we * z2 * z2
-            acc[14, j] += we * z2 * z5
-            acc[15, j] += we * z5 * z5
+    for i in range(E.size):
+        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
+        we = w[i] * E[i]
+        wd = w[i] * D[i]
+        z0 = Z[0, i]
+        z1 = Z[1, i]
+        z2 = Z[2, i]
+        z3 = Z[3, i]
+        z4 = Z[4, i]
+        z5 = Z[5, i]
+        acc[0, j] += we
+        acc[1, j] += we * z0
+        acc[2, j] += we * z1
+        acc[3, j] += wd * z2
+        acc[4, j] += we * z3
+        acc[5, j] += we * z4
+        acc[6, j] += wd * z5
+        acc[7, j] += we * z0 * z0
+        acc[8, j] += we * z0 * z3
+        acc[9, j] += we * z3 * z3
+        acc[10, j] += we * z1 * z1
+        acc[11, j] += we * z1 * z4
+        acc[12, j] += we * z4 * z4
+        acc[13, j] += we * z2 * z2
+        acc[14, j] += we * z2 * z5
+        acc[15, j] += we * z5 * z5
     for t in range(16):
         s = 0.0
         for j in range(LANES):
@@ -531,50 +529,58 @@ def _depth3_full(Z, E, D, w, out):
     """:func:`_depth3_means`, then ``out[7:28]``: the upper triangle of ``Σ w z zᵀ`` row by
     row, products of one odd (x) and one even entry weighed by D, the others by E."""
     acc = np.zeros((28, LANES))
-    for b in range(0, E.size, LANES):
-        for j in range(LANES):
-            i = b + j
-            we = w[i] * E[i]
-            wd = w[i] * D[i]
-            z0 = Z[0, i]
-            z1 = Z[1, i]
-            z2 = Z[2, i]
-            z3 = Z[3, i]
-            z4 = Z[4, i]
-            z5 = Z[5, i]
-            acc[0, j] += we
-            acc[1, j] += we * z0
-            acc[2, j] += we * z1
-            acc[3, j] += wd * z2
-            acc[4, j] += we * z3
-            acc[5, j] += we * z4
-            acc[6, j] += wd * z5
-            acc[7, j] += we * z0 * z0
-            acc[8, j] += we * z0 * z1
-            acc[9, j] += wd * z0 * z2
-            acc[10, j] += we * z0 * z3
-            acc[11, j] += we * z0 * z4
-            acc[12, j] += wd * z0 * z5
-            acc[13, j] += we * z1 * z1
-            acc[14, j] += wd * z1 * z2
-            acc[15, j] += we * z1 * z3
-            acc[16, j] += we * z1 * z4
-            acc[17, j] += wd * z1 * z5
-            acc[18, j] += we * z2 * z2
-            acc[19, j] += wd * z2 * z3
-            acc[20, j] += wd * z2 * z4
-            acc[21, j] += we * z2 * z5
-            acc[22, j] += we * z3 * z3
-            acc[23, j] += we * z3 * z4
-            acc[24, j] += wd * z3 * z5
-            acc[25, j] += we * z4 * z4
-            acc[26, j] += wd * z4 * z5
-            acc[27, j] += we * z5 * z5
+    for i in range(E.size):
+        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
+        we = w[i] * E[i]
+        wd = w[i] * D[i]
+        z0 = Z[0, i]
+        z1 = Z[1, i]
+        z2 = Z[2, i]
+        z3 = Z[3, i]
+        z4 = Z[4, i]
+        z5 = Z[5, i]
+        acc[0, j] += we
+        acc[1, j] += we * z0
+        acc[2, j] += we * z1
+        acc[3, j] += wd * z2
+        acc[4, j] += we * z3
+        acc[5, j] += we * z4
+        acc[6, j] += wd * z5
+        acc[7, j] += we * z0 * z0
+        acc[8, j] += we * z0 * z1
+        acc[9, j] += wd * z0 * z2
+        acc[10, j] += we * z0 * z3
+        acc[11, j] += we * z0 * z4
+        acc[12, j] += wd * z0 * z5
+        acc[13, j] += we * z1 * z1
+        acc[14, j] += wd * z1 * z2
+        acc[15, j] += we * z1 * z3
+        acc[16, j] += we * z1 * z4
+        acc[17, j] += wd * z1 * z5
+        acc[18, j] += we * z2 * z2
+        acc[19, j] += wd * z2 * z3
+        acc[20, j] += wd * z2 * z4
+        acc[21, j] += we * z2 * z5
+        acc[22, j] += we * z3 * z3
+        acc[23, j] += we * z3 * z4
+        acc[24, j] += wd * z3 * z5
+        acc[25, j] += we * z4 * z4
+        acc[26, j] += wd * z4 * z5
+        acc[27, j] += we * z5 * z5
     for t in range(28):
         s = 0.0
         for j in range(LANES):
             s += acc[t, j]
         out[t] = s
+
+
+@njit(cache=True)
+def _vexp_rows(Y, r0, r1):
+    """``Y[r] = e^{Y[r]}`` in place for rows ``r0 <= r < r1`` (one vectorised loop)."""
+    for r in range(r0, r1):
+        row = Y[r]
+        for i in range(row.size):
+            row[i] = vexp(row[i])
 
 
 @njit(parallel=True, cache=True)
@@ -612,6 +618,7 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
     Wp = _padded_weights(W, npad)
     for k in prange(K):
         Z = np.empty((6, npad))  # u_00, u_01, x_0, u_10, u_11, x_1 (token, layer)
+        Y = np.empty((4, npad))  # the exponentials of both layers' sigmoid arguments
         LP = np.empty(npad)
         LM = np.empty(npad)
         AI = np.empty(npad)
@@ -624,21 +631,39 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         w11 = omega[k, 1, 1]
         m0 = omega[k, 0, 2]
         m1 = omega[k, 1, 2]
+        # in stages, the exponentials in one loop each (vexp inlined at few places: the
+        # vectoriser's work, the kernel's compile time, grows with every copy)
         for i in range(npad):
             u0 = w00 + T0[0, i]
             u1 = w10 + T0[1, i]
-            v0 = w01 + T0[2, i]
-            v1 = w11 + T0[3, i]
-            p0 = 1.0 / (1.0 + vexp(beta * u0 * (u1 - u0)))
-            p1 = 1.0 / (1.0 + vexp(beta * u1 * (u0 - u1)))
+            Z[0, i] = u0
+            Z[3, i] = u1
+            Z[1, i] = w01 + T0[2, i]
+            Z[4, i] = w11 + T0[3, i]
+            Y[0, i] = beta * u0 * (u1 - u0)
+            Y[1, i] = beta * u1 * (u0 - u1)
+        _vexp_rows(Y, 0, 2)
+        for i in range(npad):
+            p0 = 1.0 / (1.0 + Y[0, i])
+            p1 = 1.0 / (1.0 + Y[1, i])
+            v0 = Z[1, i]
+            v1 = Z[4, i]
+            s0 = (p0 + skip) * v0 + (1.0 - p0) * v1
+            s1 = (1.0 - p1) * v0 + (p1 + skip) * v1
+            Y[0, i] = p0
+            Y[1, i] = p1
+            Y[2, i] = beta * s0 * (s1 - s0)
+            Y[3, i] = beta * s1 * (s0 - s1)
+        _vexp_rows(Y, 2, 4)
+        for i in range(npad):
+            p0 = Y[0, i]
+            p1 = Y[1, i]
             c00 = p0 + skip
             c01 = 1.0 - p0
             c10 = 1.0 - p1
             c11 = p1 + skip
-            s0 = c00 * v0 + c01 * v1
-            s1 = c10 * v0 + c11 * v1
-            q0 = 1.0 / (1.0 + vexp(beta * s0 * (s1 - s0)))
-            q1 = 1.0 / (1.0 + vexp(beta * s1 * (s0 - s1)))
+            q0 = 1.0 / (1.0 + Y[2, i])
+            q1 = 1.0 / (1.0 + Y[3, i])
             d00 = q0 + skip
             d01 = 1.0 - q0
             d10 = 1.0 - q1
@@ -652,11 +677,7 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
             inv = 1.0 / det if ok else 0.0
             x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
             x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
-            Z[0, i] = u0
-            Z[1, i] = v0
             Z[2, i] = x0
-            Z[3, i] = u1
-            Z[4, i] = v1
             Z[5, i] = x1
             AI[i] = abs(inv)
             dp0 = x0 - m0
@@ -668,8 +689,12 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         lmax = _lane_max(LP, LM)
         if lmax > -np.inf:
             for i in range(npad):
-                ep = AI[i] * vexp(LP[i] - lmax)
-                em = AI[i] * vexp(LM[i] - lmax)
+                Y[0, i] = LP[i] - lmax
+                Y[1, i] = LM[i] - lmax
+            _vexp_rows(Y, 0, 2)
+            for i in range(npad):
+                ep = AI[i] * Y[0, i]
+                em = AI[i] * Y[1, i]
                 LP[i] = ep + em  # E
                 LM[i] = ep - em  # D
         for q in range(Wp.shape[0]):
