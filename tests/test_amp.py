@@ -408,7 +408,7 @@ def test_se_prediction_at_perfect_recovery_has_a_finite_error():
     from asymptotics.state_evolution import SESettings
     from validation.amp_vs_se import se_prediction
 
-    se = se_prediction(make_channel("attention"), 1.2, SESettings(sobol_log2=12))
+    se = se_prediction(make_channel("attention"), 1.2, SESettings(sobol_log2=9))
     assert se["status"] == "perfect-recovery" and se["q"] == [1.0, 1.0]
     assert se["q_error"] == [0.0, 0.0]
     summary = {"n_seeds": 4, "n_failed": 0, "m_mean": [0.999, 0.998],
