@@ -334,6 +334,14 @@ def _f32_pair_simulated(word):
 _f32_pair = _f32_pair_simulated if config.ENABLE_CUDASIM else _f32_pair_bits
 
 
+@cuda.jit(device=True)
+def _store_pair(word, x, row, col):
+    """``x[row, col], x[row, col + 1]`` = the two float32 of the 8-byte ``word``."""
+    lo, hi = _f32_pair(word)
+    x[row, col] = lo
+    x[row, col + 1] = hi
+
+
 def _xw_kernel(WIDTH: int, STEP: bool):  # noqa: C901 - the loops are spelled out
     """The xw kernel for X read ``WIDTH`` columns per load (1: X's own elements; 2:
     float32 X through its float64 view), finishing each sample's step if ``STEP``.  Both
@@ -371,9 +379,7 @@ def _xw_kernel(WIDTH: int, STEP: bool):  # noqa: C901 - the loops are spelled ou
                     for u in range(2):
                         word = X[r0 + a, q + 32 * u]
                         if WIDTH == 2:
-                            lo, hi = _f32_pair(word)
-                            x[a, 2 * u] = lo
-                            x[a, 2 * u + 1] = hi
+                            _store_pair(word, x, a, 2 * u)
                         else:
                             x[a, u] = word
                 for u in range(2):
@@ -389,9 +395,7 @@ def _xw_kernel(WIDTH: int, STEP: bool):  # noqa: C901 - the loops are spelled ou
                 for a in range(XW_ROWS):
                     word = X[r0 + a, q]
                     if WIDTH == 2:
-                        lo, hi = _f32_pair(word)
-                        x[a, 0] = lo
-                        x[a, 1] = hi
+                        _store_pair(word, x, a, 0)
                     else:
                         x[a, 0] = word
                 for e in range(WIDTH):
@@ -407,9 +411,7 @@ def _xw_kernel(WIDTH: int, STEP: bool):  # noqa: C901 - the loops are spelled ou
                     if a < nrows:
                         word = X[r0 + a, q]
                         if WIDTH == 2:
-                            lo, hi = _f32_pair(word)
-                            x[a, 0] = lo
-                            x[a, 1] = hi
+                            _store_pair(word, x, a, 0)
                         else:
                             x[a, 0] = word
                         for e in range(WIDTH):
@@ -477,9 +479,7 @@ def _xtg_kernel(WIDTH: int):
             for u in range(XTG_UNROLL):
                 word = X[m + u, q]
                 if WIDTH == 2:
-                    lo, hi = _f32_pair(word)
-                    x[u, 0] = lo
-                    x[u, 1] = hi
+                    _store_pair(word, x, u, 0)
                 else:
                     x[u, 0] = word
             for u in range(XTG_UNROLL):
@@ -492,9 +492,7 @@ def _xtg_kernel(WIDTH: int):
         while m < m1:
             word = X[m, q]
             if WIDTH == 2:
-                lo, hi = _f32_pair(word)
-                x[0, 0] = lo
-                x[0, 1] = hi
+                _store_pair(word, x, 0, 0)
             else:
                 x[0, 0] = word
             for j in range(PROD_MAX_P):

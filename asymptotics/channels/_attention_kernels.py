@@ -457,11 +457,16 @@ FIBRE_MEANS, FIBRE_LAYER_BLOCKS, FIBRE_FULL = 0, 1, 2  # modes of fibre_moments_
 
 
 @njit(cache=True)
-def _depth3_means(Z, E, D, w, out):
-    """``out[:7] = Σ (wE, wE z_0, wE z_1, wD z_2, wE z_3, wE z_4, wD z_5)`` over the
-    nodes (``z = (u_00, u_01, x_0, u_10, u_11, x_1)`` in the rows of ``Z``, ``n`` a multiple
-    of ``LANES``) in ``LANES`` partial sums added last (a fixed order; see ``LANES``)."""
-    acc = np.zeros((7, LANES))
+def _depth3_sums(Z, E, D, w, mode, out):
+    """The folded sums of :func:`fibre_moments_depth3` over the nodes (``z = (u_00, u_01,
+    x_0, u_10, u_11, x_1)`` in the rows of ``Z``), in ``LANES`` partial sums added last (a
+    fixed order; see ``LANES``): ``out[:7] = Σ (wE, wE z_0, wE z_1, wD z_2, wE z_3, wE z_4,
+    wD z_5)``; then with ``FIBRE_LAYER_BLOCKS`` ``out[7:16]``, per layer ``j`` the sums of
+    ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²``; with ``FIBRE_FULL`` ``out[7:28]``,
+    the upper triangle of ``Σ w z zᵀ`` row by row (one odd x and one even entry weighed by
+    D, the others by E)."""
+    total = 28 if mode == FIBRE_FULL else 16 if mode == FIBRE_LAYER_BLOCKS else 7
+    acc = np.zeros((total, LANES))
     for i in range(E.size):
         j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
         we = w[i] * E[i]
@@ -479,98 +484,42 @@ def _depth3_means(Z, E, D, w, out):
         acc[4, j] += we * z3
         acc[5, j] += we * z4
         acc[6, j] += wd * z5
-    for t in range(7):
+        if mode == FIBRE_LAYER_BLOCKS:
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z3
+            acc[9, j] += we * z3 * z3
+            acc[10, j] += we * z1 * z1
+            acc[11, j] += we * z1 * z4
+            acc[12, j] += we * z4 * z4
+            acc[13, j] += we * z2 * z2
+            acc[14, j] += we * z2 * z5
+            acc[15, j] += we * z5 * z5
+        elif mode == FIBRE_FULL:
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z1
+            acc[9, j] += wd * z0 * z2
+            acc[10, j] += we * z0 * z3
+            acc[11, j] += we * z0 * z4
+            acc[12, j] += wd * z0 * z5
+            acc[13, j] += we * z1 * z1
+            acc[14, j] += wd * z1 * z2
+            acc[15, j] += we * z1 * z3
+            acc[16, j] += we * z1 * z4
+            acc[17, j] += wd * z1 * z5
+            acc[18, j] += we * z2 * z2
+            acc[19, j] += wd * z2 * z3
+            acc[20, j] += wd * z2 * z4
+            acc[21, j] += we * z2 * z5
+            acc[22, j] += we * z3 * z3
+            acc[23, j] += we * z3 * z4
+            acc[24, j] += wd * z3 * z5
+            acc[25, j] += we * z4 * z4
+            acc[26, j] += wd * z4 * z5
+            acc[27, j] += we * z5 * z5
+    for t in range(total):
         s = 0.0
-        for j in range(LANES):
-            s += acc[t, j]
-        out[t] = s
-
-
-@njit(cache=True)
-def _depth3_layer_blocks(Z, E, D, w, out):
-    """:func:`_depth3_means`, then ``out[7:16]``: per layer ``j`` the sums of
-    ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²`` (even in the sign: weighed by E)."""
-    acc = np.zeros((16, LANES))
-    for i in range(E.size):
-        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
-        we = w[i] * E[i]
-        wd = w[i] * D[i]
-        z0 = Z[0, i]
-        z1 = Z[1, i]
-        z2 = Z[2, i]
-        z3 = Z[3, i]
-        z4 = Z[4, i]
-        z5 = Z[5, i]
-        acc[0, j] += we
-        acc[1, j] += we * z0
-        acc[2, j] += we * z1
-        acc[3, j] += wd * z2
-        acc[4, j] += we * z3
-        acc[5, j] += we * z4
-        acc[6, j] += wd * z5
-        acc[7, j] += we * z0 * z0
-        acc[8, j] += we * z0 * z3
-        acc[9, j] += we * z3 * z3
-        acc[10, j] += we * z1 * z1
-        acc[11, j] += we * z1 * z4
-        acc[12, j] += we * z4 * z4
-        acc[13, j] += we * z2 * z2
-        acc[14, j] += we * z2 * z5
-        acc[15, j] += we * z5 * z5
-    for t in range(16):
-        s = 0.0
-        for j in range(LANES):
-            s += acc[t, j]
-        out[t] = s
-
-
-@njit(cache=True)
-def _depth3_full(Z, E, D, w, out):
-    """:func:`_depth3_means`, then ``out[7:28]``: the upper triangle of ``Σ w z zᵀ`` row by
-    row, products of one odd (x) and one even entry weighed by D, the others by E."""
-    acc = np.zeros((28, LANES))
-    for i in range(E.size):
-        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
-        we = w[i] * E[i]
-        wd = w[i] * D[i]
-        z0 = Z[0, i]
-        z1 = Z[1, i]
-        z2 = Z[2, i]
-        z3 = Z[3, i]
-        z4 = Z[4, i]
-        z5 = Z[5, i]
-        acc[0, j] += we
-        acc[1, j] += we * z0
-        acc[2, j] += we * z1
-        acc[3, j] += wd * z2
-        acc[4, j] += we * z3
-        acc[5, j] += we * z4
-        acc[6, j] += wd * z5
-        acc[7, j] += we * z0 * z0
-        acc[8, j] += we * z0 * z1
-        acc[9, j] += wd * z0 * z2
-        acc[10, j] += we * z0 * z3
-        acc[11, j] += we * z0 * z4
-        acc[12, j] += wd * z0 * z5
-        acc[13, j] += we * z1 * z1
-        acc[14, j] += wd * z1 * z2
-        acc[15, j] += we * z1 * z3
-        acc[16, j] += we * z1 * z4
-        acc[17, j] += wd * z1 * z5
-        acc[18, j] += we * z2 * z2
-        acc[19, j] += wd * z2 * z3
-        acc[20, j] += wd * z2 * z4
-        acc[21, j] += we * z2 * z5
-        acc[22, j] += we * z3 * z3
-        acc[23, j] += we * z3 * z4
-        acc[24, j] += wd * z3 * z5
-        acc[25, j] += we * z4 * z4
-        acc[26, j] += wd * z4 * z5
-        acc[27, j] += we * z5 * z5
-    for t in range(28):
-        s = 0.0
-        for j in range(LANES):
-            s += acc[t, j]
+        for lane in range(LANES):
+            s += acc[t, lane]
         out[t] = s
 
 
@@ -601,8 +550,7 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
     outside the shift: ``det B >= (c (1 + c))²`` where ``c > 0``).  As the depth-2 kernels:
     one loop over the nodes (padded to ``LANES``) for the exponents, their maximum, the
     exponentials (:func:`vexp`), then per weight set the folded sums
-    (:func:`_depth3_means`, :func:`_depth3_layer_blocks`, :func:`_depth3_full`).  A node
-    where ``det B = 0`` has weight 0.
+    (:func:`_depth3_sums`).  A node where ``det B = 0`` has weight 0.
     """
     K = a.shape[0]
     n = T.shape[0]
@@ -700,12 +648,8 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
         for q in range(Wp.shape[0]):
             if lmax == -np.inf:
                 acc[0] = 0.0
-            elif mode == FIBRE_MEANS:
-                _depth3_means(Z, LP, LM, Wp[q], acc)
-            elif mode == FIBRE_LAYER_BLOCKS:
-                _depth3_layer_blocks(Z, LP, LM, Wp[q], acc)
             else:
-                _depth3_full(Z, LP, LM, Wp[q], acc)
+                _depth3_sums(Z, LP, LM, Wp[q], mode, acc)
             z = acc[0]
             if not z > 0.0:
                 lognorm[q, k] = -np.inf
@@ -1525,6 +1469,32 @@ def _write_two_token_means(s, k, tot, shift, squares, lognorm, mean, sq):
                     sq[s, k, r, c] = np.nan
 
 
+@njit(inline="always", cache=True)
+def _two_token_node(u0, u1, mu0, mu1, a0, a1, beta, skip, inv2v, valid):
+    """One node of the depth-2, two-token kernels: ``B = softmax(β u uᵀ) + cI`` (two
+    sigmoids ``1 / (1 + e^{β u_l (u_l' - u_l)})``), ``x = B^{-1} a`` by the adjugate;
+    returns ``x_0, x_1, |det B|^{-1}`` and the exponents ``-|±x - μ|² / (2 v)`` (0 and
+    ``-inf`` where ``det B = 0`` or the node is padding, ``valid`` False)."""
+    p0 = 1.0 / (1.0 + vexp(beta * u0 * (u1 - u0)))
+    p1 = 1.0 / (1.0 + vexp(beta * u1 * (u0 - u1)))
+    b00 = p0 + skip
+    b01 = 1.0 - p0
+    b10 = 1.0 - p1
+    b11 = p1 + skip
+    det = b00 * b11 - b01 * b10
+    ok = det != 0.0 and valid
+    inv = 1.0 / det if ok else 0.0
+    x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
+    x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
+    dp0 = x0 - mu0
+    dp1 = x1 - mu1
+    dm0 = x0 + mu0
+    dm1 = x1 + mu1
+    lp = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
+    lm = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+    return x0, x1, abs(inv), lp, lm
+
+
 @njit(cache=True)
 def _padded_size(n):
     """``n`` rounded up to a multiple of ``LANES``."""
@@ -1605,26 +1575,8 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
             z1 = w1 + sd_first * T1[i]
             Z0[i] = z0
             Z1[i] = z1
-            p0 = 1.0 / (1.0 + vexp(beta * z0 * (z1 - z0)))
-            p1 = 1.0 / (1.0 + vexp(beta * z1 * (z0 - z1)))
-            b00 = p0 + skip
-            b01 = 1.0 - p0
-            b10 = 1.0 - p1
-            b11 = p1 + skip
-            det = b00 * b11 - b01 * b10
-            ok = det != 0.0 and i < n
-            inv = 1.0 / det if ok else 0.0
-            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
-            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
-            X0[i] = x0
-            X1[i] = x1
-            AI[i] = abs(inv)
-            dp0 = x0 - m0
-            dp1 = x1 - m1
-            dm0 = x0 + m0
-            dm1 = x1 + m1
-            LP[i] = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
-            LM[i] = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+            X0[i], X1[i], AI[i], LP[i], LM[i] = _two_token_node(
+                z0, z1, m0, m1, a0, a1, beta, skip, inv2v, i < n)
         lmax = _lane_max(LP, LM)
         if lmax > -np.inf:
             for i in range(npad):
@@ -1868,28 +1820,8 @@ def fibre_moments_two_tokens_depth2(a, omega, T, W, c_first, c_reg, v_cond, skip
             u1 = w1 + CT1[i]
             U0[i] = u0
             U1[i] = u1
-            p0 = 1.0 / (1.0 + vexp(beta * u0 * (u1 - u0)))
-            p1 = 1.0 / (1.0 + vexp(beta * u1 * (u0 - u1)))
-            b00 = p0 + skip
-            b01 = 1.0 - p0
-            b10 = 1.0 - p1
-            b11 = p1 + skip
-            det = b00 * b11 - b01 * b10
-            ok = det != 0.0 and i < n
-            inv = 1.0 / det if ok else 0.0
-            x0 = (b11 * inv) * a0 + (-b01 * inv) * a1
-            x1 = (-b10 * inv) * a0 + (b00 * inv) * a1
-            X0[i] = x0
-            X1[i] = x1
-            AI[i] = abs(inv)
-            mu0 = m0 + MU0[i]
-            mu1 = m1 + MU1[i]
-            dp0 = x0 - mu0
-            dp1 = x1 - mu1
-            dm0 = x0 + mu0
-            dm1 = x1 + mu1
-            LP[i] = -inv2v * (dp0 * dp0 + dp1 * dp1) if ok else -np.inf
-            LM[i] = -inv2v * (dm0 * dm0 + dm1 * dm1) if ok else -np.inf
+            X0[i], X1[i], AI[i], LP[i], LM[i] = _two_token_node(
+                u0, u1, m0 + MU0[i], m1 + MU1[i], a0, a1, beta, skip, inv2v, i < n)
         lmax = _lane_max(LP, LM)
         if lmax > -np.inf:
             for i in range(npad):
