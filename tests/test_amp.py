@@ -11,6 +11,7 @@ from asymptotics.results import read_result_file
 from asymptotics.state_evolution import linear_channel_fixed_point
 from simulators.amp import AMPConfig, make_problem, run_amp, summarise
 from smi.cli import main as smi_main
+from tests.fibre_reference import fibre_reference
 from validation.amp_vs_se import compare, fit_inverse_dim, se_plugin_error
 
 
@@ -341,39 +342,6 @@ def test_two_token_general_v_kernel_equals_the_generic_kernel(depth, skip):
                 np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-300)
 
 
-def _fibre_reference(a, om, T, W, c_first, c_reg, v_cond, skip, beta):
-    """The depth-2, two-token fibre integral in numpy, from its definition: per node
-    ``u = ω_0 + c t``, ``B = softmax(β u uᵀ) + cI``, ``x = B⁻¹ a``, both signs ``±x``
-    with weight ``|det B|⁻¹ N(±x; μ, v I)``, ``μ = ω_1 + c_reg c t``; returns log Z and
-    the moments of ``z = (u_0, ±x_0, u_1, ±x_1)`` on every weight set."""
-    u = om[:, None, :, 0] + c_first * T[None, :, :, 0]  # (K, n, 2)
-    mu = om[:, None, :, 1] + c_reg * c_first * T[None, :, :, 0]
-    g = beta * u[..., :, None] * u[..., None, :]
-    P = np.exp(g - g.max(-1, keepdims=True))
-    B = P / P.sum(-1, keepdims=True) + skip * np.eye(2)
-    x = np.linalg.solve(B, np.broadcast_to(a[:, None, :, None], B.shape[:-1] + (1,)))[..., 0]
-    logdet = np.log(np.abs(np.linalg.det(B)))
-    K, S = a.shape[0], W.shape[0]
-    lognorm, mean = np.empty((S, K)), np.empty((S, K, 2, 2))
-    second = np.empty((S, K, 2, 2, 2, 2))
-    for s in range(S):
-        for k in range(K):
-            logw, zs = [], []
-            for sign in (1.0, -1.0):
-                r = sign * x[k] - mu[k]
-                with np.errstate(divide="ignore"):  # zero weights: log 0 = -inf
-                    logw.append(np.log(W[s]) - logdet[k] - (r * r).sum(-1) / (2 * v_cond))
-                zs.append(np.stack([u[k, :, 0], sign * x[k, :, 0], u[k, :, 1],
-                                    sign * x[k, :, 1]], -1))
-            logw, z = np.concatenate(logw), np.concatenate(zs)
-            top = logw.max()
-            w = np.exp(logw - top)
-            lognorm[s, k] = np.log(w.sum()) + top - np.log(2 * np.pi * v_cond)
-            mean[s, k] = (w @ z / w.sum()).reshape(2, 2)
-            second[s, k] = (np.einsum("i,ir,ic->rc", w, z, z) / w.sum()).reshape(2, 2, 2, 2)
-    return lognorm, mean, second
-
-
 @pytest.mark.parametrize("skip, c_reg, v_cond", [(1.0, 0.0, 0.5), (0.05, 0.4, 1e-3),
                                                  (0.3, -1.2, 2.0)])
 def test_vectorised_depth2_kernel_equals_the_fibre_integral(skip, c_reg, v_cond):
@@ -389,7 +357,7 @@ def test_vectorised_depth2_kernel_equals_the_fibre_integral(skip, c_reg, v_cond)
     K, c_first = 5, 0.8
     a = 1.5 * rng.normal(size=(K, 2))
     om = 0.7 * rng.normal(size=(K, 2, 2))
-    ref = _fibre_reference(a, om, T, W, c_first, c_reg, v_cond, skip, 1.3)
+    ref = fibre_reference(a, om, T, W, [c_first], [c_reg], v_cond, skip, 1.3)
     for with_second in (True, False):
         got = (np.empty((2, K)), np.empty((2, K, 2, 2)), np.full((2, K, 2, 2, 2, 2), np.nan))
         kern.fibre_moments_two_tokens_depth2(a, om, T, W, c_first, c_reg, v_cond, skip, 1.3,

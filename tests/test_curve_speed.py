@@ -213,6 +213,8 @@ def test_two_token_moments_equal_the_previous_kernel(depth, q):
             np.testing.assert_allclose(fm.second, new[2], rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.slow  # compiles the reference kernel; the default suite checks the depth-3
+# kernel against the fibre integral in numpy (test_depth3_fibre_kernel_equals_the_fibre_integral)
 def test_depth3_fibre_kernel_equals_the_kernel_it_replaced():
     """``fibre_moments_depth3`` (written out, scalar accumulators) = the two-token kernel
     it replaced (``fibre_moments_two_tokens``, any depth; its verbatim copy is in
@@ -319,3 +321,30 @@ def test_vectorised_two_token_kernels_equal_the_generic_kernels(q):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
     ref = ch.fibre_moments(a, om, V, second=True, cpu_kernel="array", inner_path="general")
     _two_token_means_equal(ch, a, om, V, ref.log_norm, ref.mean, ref.second, atol=1e-14)
+
+
+@pytest.mark.parametrize("q, skip", [((0.3, 0.0, 0.9), 1.0), ((0.05, 0.95, 0.999), 0.05)])
+def test_depth3_fibre_kernel_equals_the_fibre_integral(q, skip):
+    """``fibre_moments_depth3`` = the fibre integral written in numpy from its definition
+    (tests/fibre_reference.py) to 1e-11 in each mode: means, per-layer blocks (the rest
+    left NaN) and full second moments; near-singular mixers at c = 0.05."""
+    from tests.fibre_reference import fibre_reference
+
+    ch = AttentionChannel(depth=3, seq_len=2, skip=skip)
+    T, W = ch._inner_nodes()
+    a, om, V = _outer(ch, q, 6, seed=8)
+    sd = np.sqrt(np.diag(V)[:2])
+    ref = fibre_reference(a, om, T, W, sd, [0.0, 0.0], V[2, 2], skip, ch.beta)
+    blocks = np.zeros((2, 3, 2, 3), dtype=bool)
+    for j in range(3):
+        blocks[:, j, :, j] = True
+    for mode, done in ((kern.FIBRE_MEANS, np.zeros_like(blocks)),
+                       (kern.FIBRE_LAYER_BLOCKS, blocks),
+                       (kern.FIBRE_FULL, np.ones_like(blocks))):
+        new = (np.empty_like(ref[0]), np.empty_like(ref[1]), np.full_like(ref[2], np.nan))
+        kern.fibre_moments_depth3(a, om, T, W, sd, V[2, 2], skip, ch.beta, *new, mode)
+        np.testing.assert_allclose(new[0], ref[0], rtol=1e-11)
+        np.testing.assert_allclose(new[1], ref[1], rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(new[2][:, :, done], ref[2][:, :, done], rtol=1e-11,
+                                   atol=1e-13)
+        assert np.all(np.isnan(new[2][:, :, ~done]))
