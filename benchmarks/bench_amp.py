@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
 
 from asymptotics.backend import get_namespace  # noqa: E402
 from asymptotics.channels.registry import make_channel  # noqa: E402
+from benchmarks.bench_kernels import VECTOR_FLOPS_PER_CYCLE, clock_ghz  # noqa: E402
 from benchmarks.previous_kernels import generic_amp_kernel, written_out_amp_kernel  # noqa: E402
 from simulators.amp import AMPConfig, _metrics, _products, make_problem, run_amp  # noqa: E402
 
@@ -134,6 +135,12 @@ def _amp_runs(ch, cfg, prob, iters):
     return time.perf_counter() - t0, res
 
 
+#: floating-point operations per (sample, node) of ``fibre_moments_two_tokens_depth2`` with
+#: second moments on 2 weight sets, counted in its source (both signs; vexp 35 each):
+#: the node 117, the maximum 2, the weights 74, the sums 2 x 37
+VECTORISED_FLOPS = 267
+
+
 def compare(dim, alphas, iters, repeats, n_test, seed=0):
     """Previous (generic kernel) vs current (written-out L = 2 kernel), side by side."""
     ch = make_channel("attention")
@@ -193,6 +200,12 @@ def compare(dim, alphas, iters, repeats, n_test, seed=0):
             f"{name} {1e3 * tk[name]:6.1f} ms" for name, _ in runs)
             + f"; libm floor {1e3 * floor:6.1f} ms = {floor / last:.2f} of the vectorised "
             f"call ({1e9 * last / (N * n):.1f} ns per sample.node)")
+        gflops = VECTORISED_FLOPS * N * n / last / os.cpu_count() / 1e9
+        ghz = clock_ghz()
+        bound = (f" = {gflops / (VECTOR_FLOPS_PER_CYCLE * ghz):.0%} of "
+                 f"{VECTOR_FLOPS_PER_CYCLE} flops per cycle at {ghz:.2f} GHz") if ghz else ""
+        print(f"    vectorised: {VECTORISED_FLOPS} flops per sample.node, {gflops:.1f} "
+              f"GFLOP/s per core{bound}")
         sizes.append(N)
         for name in per_iter:
             per_iter[name].append(best[name] / iters)
