@@ -533,10 +533,10 @@ def _launch_xw(X2, W, out, xp, pairs, rows_per_block, blocks, step=None):
     """Run the xw kernel; ``step = (L, scale, beta, skip, rank, Y, G, coef, loss, dZ,
     mode)`` makes it finish each sample (``fused_products_step``)."""
     words, width = _words(X2, xp, pairs)
-    if step is None:
-        dummy = xp.zeros((1, 1, 1), dtype=X2.dtype)
+    if step is None:  # never read or written: uninitialised (no fill kernel on a GPU)
+        dummy = xp.empty((1, 1, 1), dtype=X2.dtype)
         step_args = (1, 0.0, 0.0, 0.0, 1, dummy, dummy, 0.0,
-                     xp.zeros(1, dtype=np.float64), dummy, LOSS)
+                     xp.empty(1, dtype=np.float64), dummy, LOSS)
     else:
         step_args = step
     L, scale, beta, skip, rank, Y, G, coef, loss, dZ, mode = step_args
@@ -588,7 +588,7 @@ def fused_products_step(X2, W, seq_len: int, scale: float, beta: float, skip: fl
     Y, G, loss, dZ = _step_arrays(n, L, p, X2.dtype, xp, mode, Y, G)
     samples = XW_BLOCK_ROWS // L
     if n:
-        _launch_xw(X2, W, xp.zeros((1, 1), dtype=X2.dtype), xp, pairs, samples * L,
+        _launch_xw(X2, W, xp.empty((1, 1), dtype=X2.dtype), xp, pairs, samples * L,
                    -(-n // samples), (L, scale, beta, skip, rank, Y, G, coef, loss, dZ, mode))
     return _step_results(mode, loss, G, dZ)
 
