@@ -15,6 +15,12 @@ simulator and not on the device).  Prints ``{"ptx": {name: "ok" | error}}``, or
 simulator, with a stand-in for cupy (numpy under another name, so every ``xp is np`` test
 takes its device branch) against the CPU run: ``{"amp": max differences of M_raw, V,
 g_rel_quad_error over 3 iterations}``.
+
+``python tests/cudasim_fibre.py keys`` prints the index keys under which numba's on-disk
+cache files each kernel specialisation (fibre and training kernels; no GPU needed):
+``{"keys": {name: key}}``.  ``python tests/cudasim_fibre.py gpu-cache`` (a real GPU) runs
+one fibre call and prints the kernel's cache hits and misses in this process and a digest
+of the results.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import sys
 
 PTX = sys.argv[1:] == ["ptx"]
 AMP = sys.argv[1:] == ["amp"]
-if not PTX:
+KEYS = sys.argv[1:] == ["keys"]
+GPU_CACHE = sys.argv[1:] == ["gpu-cache"]
+if not (PTX or KEYS or GPU_CACHE):
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
@@ -93,6 +101,13 @@ def main():
                 ok = np.isfinite(x)
                 errs[f] = float(np.max(np.abs(x - y)[ok])) if same_nan else float("inf")
         errs["shape"] = list(got.mean.shape)
+        if name == "d2-L2-correlated":  # one weight set, no second moments: served by
+            # the kernel of two sets with them (compiled_variant), so the same bits
+            one = ch._fibre_fused(np, a, om, V, False, False, path)
+            errs["variant"] = bool(
+                one.log_norm.shape == (1, K) and np.all(np.isnan(one.second))
+                and np.array_equal(one.log_norm[0], got.log_norm[0])
+                and np.array_equal(one.mean[0], got.mean[0]))
         out[name] = errs
     from asymptotics.channels import _attention_cuda as cu
 
@@ -170,5 +185,58 @@ def amp_on_the_simulator():
     print(json.dumps({"amp": out}))
 
 
+def cache_keys():
+    """numba's own index key of each kernel specialisation (``CUDACache._index_key``, a
+    stand-in codegen for the device's compute capability): the kernels are closures of a
+    factory, so their cached binaries are told apart by these keys alone."""
+    import hashlib
+
+    from numba import float64
+    from numba.cuda.dispatcher import CUDACache
+
+    from asymptotics.channels import _attention_cuda as cu
+    from simulators import _training_cuda as tc
+
+    class Hopper:
+        def magic_tuple(self):
+            return ("runtime", (9, 0))
+
+    sig = (float64[:, ::1],)
+    kernels = {"-".join(map(str, spec)): cu.fibre_kernel(*spec) for spec in
+               [(2, 2, 2, True, "general"), (2, 2, 2, True, "shared"),
+                (2, 2, 2, False, "importance"), (2, 2, 2, "diagonal", "importance"),
+                (2, 2, 2, False, "general"), (2, 2, 3, True, "general"),
+                (2, 3, 2, True, "general"), (3, 2, 2, True, "general")]}
+    kernels.update({f"xw-{w}-{st}": k for (w, st), k in tc._XW_KERNELS.items()})
+    kernels.update({f"xtg-{w}": k for w, k in tc._XTG_KERNELS.items()})
+    keys = {}
+    for name, k in kernels.items():
+        key = CUDACache(k.py_func)._index_key(sig, Hopper())
+        keys[name] = hashlib.sha256(repr(key).encode()).hexdigest()
+    print(json.dumps({"keys": keys}))
+
+
+def gpu_cache():
+    """One fibre call on the GPU; the kernel's on-disk cache hits and misses."""
+    import hashlib
+
+    from asymptotics.channels import _attention_cuda as cu
+
+    ch = AttentionChannel()
+    rng = np.random.default_rng(11)
+    a = ch.observe(rng.standard_normal((256, 2, 2)))
+    om = 0.4 * rng.standard_normal((256, 2, 2))
+    res = ch.fibre_moments(a, om, CORRELATED, device="gpu")
+    stats = cu.fibre_kernel(2, 2, 2, True, "general").stats
+    digest = hashlib.sha256(np.concatenate([res.log_norm.ravel(), res.mean.ravel(),
+                                            res.second.ravel()]).tobytes()).hexdigest()
+    print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                      "misses": sum(stats.cache_misses.values()), "digest": digest}))
+
+
 if __name__ == "__main__":
-    compile_all() if PTX else amp_on_the_simulator() if AMP else main()
+    if GPU_CACHE:
+        gpu_cache()
+        sys.exit()
+    (compile_all() if PTX else amp_on_the_simulator() if AMP else cache_keys() if KEYS
+     else main())

@@ -25,7 +25,8 @@ def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
     """General nodes (correlated and lopsided V, skip 0.05), precomputed shared mixers,
     importance-weighted means (and the diagonal second moments the SE map's control variate
     asks for: the fused kernel sums all of them on the importance nodes); depth 1, 2, 3
-    and L = 2, 3; sizes outside L <= 4, depth <= 3 refused by name."""
+    and L = 2, 3; sizes outside L <= 4, depth <= 3 refused by name.  One weight set without
+    second moments, run by the kernel of two sets with them, gives the same bits."""
     res = subprocess.run([sys.executable, os.path.join(HERE, "cudasim_fibre.py")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -33,6 +34,7 @@ def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
     refused = out.pop("refused")
     assert len(refused) == 2 and "seq_len = 5" in refused[0] and "depth = 4" in refused[1]
     assert len(out) == 9
+    assert out["d2-L2-correlated"]["variant"] is True
     for name, errs in out.items():
         for key in ("log_norm", "mean"):
             assert errs[key] < TOL, (name, key, errs[key])
@@ -40,6 +42,33 @@ def test_fused_kernel_on_the_cuda_simulator_equals_the_numba_kernels():
             assert errs["second"] is None  # means only, second NaN as on the CPU
         else:
             assert errs["second"] < TOL, (name, errs["second"])
+
+
+def test_compiled_variants_serve_a_curve_with_three_kernels():
+    """The six requests an SE curve makes (measured: general, shared and importance paths,
+    one or two weight sets, with and without second moments) need three kernels."""
+    from asymptotics.channels import _attention_cuda as cu
+
+    asked = [("general", True, 1), ("general", True, 2), ("general", False, 1),
+             ("shared", True, 1), ("shared", True, 2), ("importance", False, 1)]
+    variants = {(mode, *cu.compiled_variant(S, second, mode)) for mode, second, S in asked}
+    assert variants == {("general", 2, True), ("shared", 2, True), ("importance", 2, False)}
+    assert cu.compiled_variant(3, "diagonal", "importance") == (3, "diagonal")
+
+
+def test_cached_kernels_are_told_apart_and_found_again():
+    """numba's on-disk cache keys (closure constants hashed) of the kernel specialisations
+    differ from one another, so no process loads another specialisation's binary, and are
+    the same in a second process, so the binary compiled once is found again."""
+    def keys():
+        res = subprocess.run([sys.executable, os.path.join(HERE, "cudasim_fibre.py"), "keys"],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return json.loads(res.stdout.strip().splitlines()[-1])["keys"]
+
+    first, second = keys(), keys()
+    assert len(first) == 14 and len(set(first.values())) == 14
+    assert first == second
 
 
 @pytest.mark.slow
@@ -112,6 +141,23 @@ def test_fused_kernel_on_the_gpu_equals_numba(depth, L, skip, V, K):
     dev = ch.fibre_moments(cp.asarray(a), cp.asarray(om), V, device="gpu", on_device=True)
     assert isinstance(dev.mean, cp.ndarray)
     np.testing.assert_allclose(cp.asnumpy(dev.mean), ref.mean, rtol=0, atol=TOL)
+
+
+@pytest.mark.gpu
+def test_a_second_process_loads_the_compiled_kernel_from_disk(tmp_path):
+    """The first process compiles the fibre kernel and caches it (NUMBA_CACHE_DIR); the
+    second loads it without compiling and gives the same bits."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        res = subprocess.run([sys.executable, os.path.join(HERE, "cudasim_fibre.py"),
+                              "gpu-cache"], capture_output=True, text=True, timeout=300,
+                             env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    assert (runs[0]["hits"], runs[0]["misses"]) == (0, 1)
+    assert (runs[1]["hits"], runs[1]["misses"]) == (1, 0)
+    assert runs[0]["digest"] == runs[1]["digest"]
 
 
 @pytest.mark.gpu

@@ -19,7 +19,9 @@ triangle of the second moment (mirrored) to device arrays.  Float64 throughout.
 memory (``S <= 13`` weight sets at L = 4, depth = 3); other sizes raise ``ValueError`` naming
 them: no silent fallback (the old cupy array path, ``AttentionChannel.fibre_moments(...,
 _gpu_kernel="array")``, still takes them).  Kernels are specialised per ``(L, depth, S,
-second, mode)``, kept for the process, and compiled at their first launch (seconds).
+second, mode)`` (fewer than asked for: :func:`compiled_variant`), kept for the process,
+compiled at their first launch (about a second each) and cached on disk by numba
+(``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``), so a later process loads them.
 
 Runs on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` before ``numba.cuda`` is
 imported) with numpy arrays, which is how the default test suite checks it.
@@ -46,6 +48,7 @@ CHUNK = 8  # sums reduced through shared memory per round
 SHARED_BYTES = 48 * 1024  # static shared memory a block may take without opting in
 MODES = ("general", "shared", "importance")
 NEG_INF = -math.inf
+MIN_SETS = 2  # weight sets of the smallest compiled kernel (see compiled_variant)
 
 
 def check_sizes(seq_len: int, depth: int) -> None:
@@ -71,6 +74,19 @@ def flops_per_pair(seq_len: int, depth: int, n_sets: int, second: bool | str) ->
     nsec = P if second == "diagonal" else P * (P + 1) // 2 if second else 0
     sums = n_sets * (3 + 2 * P + 3 * nsec)
     return mixer + inverse + x + expo + sums
+
+
+def compiled_variant(n_sets: int, second: bool | str, mode: str) -> tuple[int, bool | str]:
+    """The kernel specialisation ``(n_sets', second')`` that serves a request: at least
+    :data:`MIN_SETS` weight sets, and the second moments on the general and shared paths
+    even where they are not asked for.  Compiling a specialisation costs about 1.3 s per
+    process (NVVM and ptxas, measured 0.6-1.0 s for the PTX alone), while the extra sums
+    cost microseconds at the sizes of an SE map (512-4096 observations): a curve then
+    compiles 3 kernels rather than 6.  The sums of a weight set do not depend on the others,
+    so the results asked for are the same bits either way."""
+    if mode != "importance" and second is False:
+        second = True
+    return max(n_sets, MIN_SETS), second
 
 
 @cache
@@ -202,7 +218,7 @@ def fibre_kernel(seq_len: int, depth: int, n_sets: int, second: bool | str, mode
                             Binv[r, c] -= f * Binv[col, c]
         return logdet
 
-    @cuda.jit
+    @cuda.jit(cache=True)  # on disk, keyed by the closure's constants (numba hashes them)
     def kernel(a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, inv_vU, vc, skip, beta,
                const, lognorm, mean, sec):
         """a (K, L); omega (K, L, depth); CT (n, L, max(m,1)) = C t (importance: t);
@@ -381,15 +397,18 @@ def fibre_moments_cuda(xp, a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, 
     depth = omega.shape[2]
     S = W.shape[0]
     P = L * depth
-    second = second if second == "diagonal" else bool(second)
-    kernel = fibre_kernel(L, depth, S, second, mode)
+    asked = second if second == "diagonal" else bool(second)
+    S_run, second = compiled_variant(S, asked, mode)
+    kernel = fibre_kernel(L, depth, S_run, second, mode)
+    if S_run > S:  # the extra sets repeat the first one; their sums are dropped
+        W = xp.concatenate([W] + [W[:1]] * (S_run - S))
     inputs = [a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, inv_vU]
-    lognorm = xp.empty((S, K))
-    mean = xp.empty((S, K, P))
+    lognorm = xp.empty((S_run, K))
+    mean = xp.empty((S_run, K, P))
     if second == "diagonal":
-        sec = xp.full((S, K, P, P), xp.nan)
+        sec = xp.full((S_run, K, P, P), xp.nan)
     else:
-        sec = xp.empty((S, K, P, P)) if second else xp.empty((1, 1, 1, 1))
+        sec = xp.empty((S_run, K, P, P)) if second else xp.empty((1, 1, 1, 1))
     outputs = [lognorm, mean, sec]
     host = xp is np
     if host:
@@ -398,6 +417,6 @@ def fibre_moments_cuda(xp, a, omega, CT, CMU, W, Binv_sh, logdet_sh, node_base, 
     launch(kernel, K, *inputs, float(vc), float(skip), float(beta), float(const), *outputs)
     if host:
         lognorm, mean, sec = (x.copy_to_host() for x in outputs)
-    if not second:
-        sec = xp.full((S, K, P, P), xp.nan)
+    lognorm, mean = lognorm[:S], mean[:S]
+    sec = sec[:S] if asked else xp.full((S, K, P, P), xp.nan)
     return lognorm, mean.reshape(S, K, L, depth), sec.reshape(S, K, L, depth, L, depth)
