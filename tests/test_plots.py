@@ -259,7 +259,7 @@ def _rows(axes, pick):
     ("dynamics", ["dyn6"]),
     ("dynamics", ["dyn2opt"]),
 ])
-def test_every_kind_renders_non_blank(files, kind, keys, tmp_path):
+def test_every_kind_renders_with_a_clean_layout_at_every_width(files, kind, keys, tmp_path):
     out = tmp_path / f"{kind}.png"
     assert main(["plot", kind, *map(str, (files[k] for k in keys)), "--output", str(out)]) == 0
     _pixels_ok(out)
