@@ -389,10 +389,11 @@ def _depth3_by_head(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, secon
                                   second, mode != kern.FIBRE_MEANS)
 
 
-def _forward_by_head(omega, heads, group, lasts, weights, skip, beta, out):
+def _forward_by_head(omega, heads, starts, lasts, weights, skip, beta, out):
     """The call the channel makes to ``mean_forward_two_tokens``, on the kernel it
-    replaced (the offsets rebuilt from their heads)."""
-    offsets = np.concatenate([heads[group], lasts[:, :, None]], axis=2)
+    replaced (the offsets rebuilt from their heads, in the channel's node order)."""
+    group = np.repeat(np.arange(len(heads)), np.diff(starts))
+    offsets = np.concatenate([heads[group], lasts.T[:, :, None]], axis=2)
     head_mean_forward(omega, np.ascontiguousarray(offsets), weights, skip, beta, out)
 
 

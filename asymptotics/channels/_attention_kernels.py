@@ -788,81 +788,121 @@ def unlearned_moments_depth3(a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, l
             layer_second[s, k, 2, 1, 1] = x11 / z
 
 
-@njit(parallel=True, cache=True)
-def mean_forward_two_tokens(omega, heads, group, lasts, weights, skip, beta, out):
-    """:func:`mean_forward` written out for L = 2 (any depth), on offsets given as
-    ``offsets[i] = (heads[group[i]], lasts[i])``: the first ``depth-1`` layers' part from a
-    list of distinct ``heads`` (a tensor rule has few: 6^4 of 6^6 Gauss–Hermite nodes at
-    depth 3), so each mixer ``B`` (four sigmoid rows at depth 3) is computed once per head
-    and observation, then looked up.  Each output row ``softmax(β s_r s)`` takes one exp: the
-    larger of its two logits gives ``e^0 = 1``, the other ``e = exp(v_small - v_big)``, so
-    ``y_{rc} = (1 or e) / (1 + e)``.  The nodes are summed in their order: the values and
-    sums of :func:`mean_forward` to the bit.
+FORWARD_BLOCK = 512  # nodes of mean_forward_two_tokens staged at a time (16 KiB per thread)
 
-    omega (K, 2, depth); heads (G, 2, depth-1); group (M,) ints in [0, G); lasts (M, 2);
-    weights (M,); out (K, 2, 2).
+
+@njit(inline="always", cache=True)
+def _two_token_head_mixer(omega, heads, k, g, skip, beta):
+    """``B = C_m ... C_1`` (2 × 2, as a tuple ``b00, b01, b10, b11``) of the first
+    ``m = depth-1`` layers at ``u = ω_k + heads[g]``, ``C_j = softmax(β s_j s_jᵀ) + cI``."""
+    b00 = 1.0
+    b01 = 0.0
+    b10 = 0.0
+    b11 = 1.0
+    for j in range(heads.shape[2]):
+        u0 = omega[k, 0, j] + heads[g, 0, j]
+        u1 = omega[k, 1, j] + heads[g, 1, j]
+        s0 = b00 * u0 + b01 * u1
+        s1 = b10 * u0 + b11 * u1
+        p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
+        p1 = _sigmoid_select(-(beta * s1 * (s0 - s1)))
+        c00 = p0 + skip
+        c01 = 1.0 - p0
+        c10 = 1.0 - p1
+        c11 = p1 + skip
+        n00 = c00 * b00 + c01 * b10
+        n01 = c00 * b01 + c01 * b11
+        n10 = c10 * b00 + c11 * b10
+        n11 = c10 * b01 + c11 * b11
+        b00 = n00
+        b01 = n01
+        b10 = n10
+        b11 = n11
+    return b00, b01, b10, b11
+
+
+@njit(inline="always", cache=True)
+def _logit_gaps(last0, last1, w0, w1, b00, b01, b10, b11, beta, d0, d1):
+    """Per node of one head: ``s = B (ω_last + last)``, ``d_r = β s_r s_0 - β s_r s_1``
+    (the gap between row ``r``'s two logits); one loop without a reduction."""
+    for q in range(last0.size):
+        z0 = w0 + last0[q]
+        z1 = w1 + last1[q]
+        s0 = b00 * z0 + b01 * z1
+        s1 = b10 * z0 + b11 * z1
+        d0[q] = beta * s0 * s0 - beta * s0 * s1
+        d1[q] = beta * s1 * s0 - beta * s1 * s1
+
+
+@njit(inline="always", cache=True)
+def _softmax_parts(d, w, e, r):
+    """``e = exp(-|d|)`` (:func:`vexp`) and ``r = w / (1 + e)``: a two-logit softmax row
+    weighted by ``w`` is ``r`` on its larger logit and ``r e`` on the other."""
+    for q in range(d.size):
+        x = vexp(-abs(d[q]))
+        e[q] = x
+        r[q] = w[q] / (1.0 + x)
+
+
+@njit(parallel=True, cache=True)
+def mean_forward_two_tokens(omega, heads, starts, lasts, weights, skip, beta, out):
+    """:func:`mean_forward` written out for L = 2 (any depth), on nodes grouped by their
+    first ``depth-1`` layers' part (the "head"): head ``g``'s nodes are ``starts[g] <= i <
+    starts[g+1]``, with offsets ``(heads[g], lasts[:, i])``.  A tensor rule has few heads
+    (6^4 of 6^6 Gauss–Hermite nodes at depth 3), so each mixer ``B`` is computed once per
+    head and observation.  Then, in blocks of :data:`FORWARD_BLOCK` nodes, three loops: the
+    logit gaps ``d_r`` of both output rows (vectorised within a head), ``e_r = exp(-|d_r|)``
+    and ``w / (1 + e_r)`` (vectorised, :func:`vexp`), and the four sums in node order,
+    ``y_{r,0} += w / (1 + e_r)`` if ``d_r >= 0`` else ``e_r w / (1 + e_r)`` (``y_{r,1}`` the
+    other), a fixed order on every CPU.
+
+    omega (K, 2, depth); heads (G, 2, depth-1); starts (G+1,) ints; lasts (2, M) (the last
+    layer's offsets of tokens 0 and 1); weights (M,) in the same node order; out (K, 2, 2).
     """
     K = omega.shape[0]
-    depth = omega.shape[2]
-    G = heads.shape[0]
-    M = lasts.shape[0]
-    m = depth - 1
+    m = omega.shape[2] - 1
+    M = lasts.shape[1]
+    last0 = lasts[0]
+    last1 = lasts[1]
     for k in prange(K):
-        Bg = np.empty((G, 4))
-        for g in range(G):
-            b00 = 1.0
-            b01 = 0.0
-            b10 = 0.0
-            b11 = 1.0
-            for j in range(m):
-                u0 = omega[k, 0, j] + heads[g, 0, j]
-                u1 = omega[k, 1, j] + heads[g, 1, j]
-                s0 = b00 * u0 + b01 * u1
-                s1 = b10 * u0 + b11 * u1
-                p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
-                p1 = _sigmoid_select(-(beta * s1 * (s0 - s1)))
-                c00 = p0 + skip
-                c01 = 1.0 - p0
-                c10 = 1.0 - p1
-                c11 = p1 + skip
-                n00 = c00 * b00 + c01 * b10
-                n01 = c00 * b01 + c01 * b11
-                n10 = c10 * b00 + c11 * b10
-                n11 = c10 * b01 + c11 * b11
-                b00 = n00
-                b01 = n01
-                b10 = n10
-                b11 = n11
-            Bg[g, 0] = b00
-            Bg[g, 1] = b01
-            Bg[g, 2] = b10
-            Bg[g, 3] = b11
         w0 = omega[k, 0, m]
         w1 = omega[k, 1, m]
+        buf = np.empty((6, FORWARD_BLOCK))
+        d0, d1, e0, e1, r0, r1 = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
         y00 = 0.0
         y01 = 0.0
         y10 = 0.0
         y11 = 0.0
-        for i in range(M):
-            g = group[i]
-            z0 = w0 + lasts[i, 0]
-            z1 = w1 + lasts[i, 1]
-            s0 = Bg[g, 0] * z0 + Bg[g, 1] * z1
-            s1 = Bg[g, 2] * z0 + Bg[g, 3] * z1
-            w = weights[i]
-            # row 0: logits β s0 s0, β s0 s1
-            v0 = beta * s0 * s0
-            v1 = beta * s0 * s1
-            e = math.exp(min(v0, v1) - max(v0, v1))
-            tot = 1.0 + e
-            y00 += w * (1.0 if v0 >= v1 else e) / tot
-            y01 += w * (e if v0 >= v1 else 1.0) / tot
-            v0 = beta * s1 * s0
-            v1 = beta * s1 * s1
-            e = math.exp(min(v0, v1) - max(v0, v1))
-            tot = 1.0 + e
-            y10 += w * (1.0 if v0 >= v1 else e) / tot
-            y11 += w * (e if v0 >= v1 else 1.0) / tot
+        g = -1
+        b00, b01, b10, b11 = 1.0, 0.0, 0.0, 1.0
+        for c in range(0, M, FORWARD_BLOCK):
+            ce = min(c + FORWARD_BLOCK, M)
+            i = c
+            while i < ce:  # the heads this block meets, each from its first node here
+                g_prev = g
+                while starts[g + 1] <= i:
+                    g += 1
+                if g != g_prev:
+                    b00, b01, b10, b11 = _two_token_head_mixer(omega, heads, k, g, skip, beta)
+                e = min(starts[g + 1], ce)
+                _logit_gaps(last0[i:e], last1[i:e], w0, w1, b00, b01, b10, b11, beta,
+                            d0[i - c:e - c], d1[i - c:e - c])
+                i = e
+            n = ce - c
+            w = weights[c:ce]
+            _softmax_parts(d0[:n], w, e0[:n], r0[:n])
+            _softmax_parts(d1[:n], w, e1[:n], r1[:n])
+            for q in range(n):
+                r = r0[q]
+                re = r * e0[q]
+                top = d0[q] >= 0.0
+                y00 += r if top else re
+                y01 += re if top else r
+                r = r1[q]
+                re = r * e1[q]
+                top = d1[q] >= 0.0
+                y10 += r if top else re
+                y11 += re if top else r
         out[k, 0, 0] = y00
         out[k, 0, 1] = y01
         out[k, 1, 0] = y10

@@ -214,22 +214,26 @@ class AttentionChannel(Channel):
         return attention_forward(Z, self.depth, self.skip, self.beta)
 
     def mean_forward(self, omega, offsets, weights):
-        """Numba form of :meth:`Channel.mean_forward` (same sums, no (M, K) temporaries)."""
+        """Numba form of :meth:`Channel.mean_forward` (no (M, K) temporaries; for L = 2 the
+        nodes summed head by head, :meth:`_forward_heads`: the same sums to rounding)."""
         omega = np.ascontiguousarray(omega, dtype=float)
         offsets = np.ascontiguousarray(offsets, dtype=float)
         weights = np.ascontiguousarray(weights, dtype=float)
         out = np.empty(omega.shape[:1] + (self.seq_len, self.seq_len))
-        if self.seq_len == 2:  # written out, one mixer per distinct head (the same sums)
-            kern.mean_forward_two_tokens(omega, *self._forward_heads(offsets), weights,
+        if self.seq_len == 2:  # written out: one mixer per distinct head, vexp
+            heads, starts, lasts, order = self._forward_heads(offsets)
+            kern.mean_forward_two_tokens(omega, heads, starts, lasts, weights[order],
                                          self.skip, self.beta, out)
         else:
             kern.mean_forward(omega, offsets, weights, self.skip, self.beta, out)
         return out
 
     def _forward_heads(self, offsets):
-        """``(heads, group, lasts)`` of :func:`~._attention_kernels.mean_forward_two_tokens`:
-        the distinct first-layer parts of ``offsets (M, L, depth)``, each node's index
-        among them, and the last layer's part; cached for the last four ``offsets`` (the
+        """``(heads, starts, lasts, order)`` of
+        :func:`~._attention_kernels.mean_forward_two_tokens`: the distinct first-layer parts
+        of ``offsets (M, L, depth)`` (sorted), the nodes ordered by head (``order``, stable)
+        with head ``g``'s nodes at ``starts[g] <= i < starts[g+1]``, and the last layer's
+        part in that order, ``(2, M)``; cached for the last four ``offsets`` (the
         generalisation errors alternate a fine and a coarse rule)."""
         key = (offsets.shape, offsets.tobytes())
         cache = self.__dict__.setdefault("_heads_cache", {})
@@ -241,15 +245,15 @@ class AttentionChannel(Channel):
             rows = offsets[:, :, :m].reshape(M, -1)
             order = np.lexsort(rows.T[::-1])
             ordered = rows[order]
-            new = np.any(ordered[1:] != ordered[:-1], axis=1)
-            heads = ordered[np.concatenate([[True], new])]
-            group = np.empty(M, dtype=np.int64)
-            group[order] = np.concatenate([[0], np.cumsum(new)])
+            new = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=1)])
+            heads = ordered[new]
+            starts = np.append(np.flatnonzero(new), M)
         else:  # depth 1: no mixer, one empty head
-            heads, group = np.zeros((1, 0)), np.zeros(M, dtype=np.int64)
+            order, heads, starts = np.arange(M), np.zeros((1, 0)), np.array([0, M])
         out = (np.ascontiguousarray(heads.reshape(len(heads), self.seq_len, m)),
-               np.ascontiguousarray(group.reshape(M), dtype=np.int64),
-               np.ascontiguousarray(offsets[:, :, m]))
+               np.ascontiguousarray(starts, dtype=np.int64),
+               np.ascontiguousarray(offsets[order, :, m].T),
+               order)
         if len(cache) >= 4:
             cache.pop(next(iter(cache)))
         cache[key] = out
