@@ -792,6 +792,23 @@ FORWARD_BLOCK = 512  # nodes of mean_forward_two_tokens staged at a time (16 KiB
 
 
 @njit(inline="always", cache=True)
+def _two_token_layer(b00, b01, b10, b11, u0, u1, skip, beta):
+    """One layer of the two-token mixer: ``s = B u``, ``C = softmax(β s sᵀ) + cI`` (rows
+    ``(p_r + c δ)``, ``p_0 = σ(β s_0 (s_0 - s_1))``), returns ``C B`` as
+    ``(b00, b01, b10, b11)``."""
+    s0 = b00 * u0 + b01 * u1
+    s1 = b10 * u0 + b11 * u1
+    p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
+    p1 = _sigmoid_select(-(beta * s1 * (s0 - s1)))
+    c00 = p0 + skip
+    c01 = 1.0 - p0
+    c10 = 1.0 - p1
+    c11 = p1 + skip
+    return (c00 * b00 + c01 * b10, c00 * b01 + c01 * b11,
+            c10 * b00 + c11 * b10, c10 * b01 + c11 * b11)
+
+
+@njit(inline="always", cache=True)
 def _two_token_head_mixer(omega, heads, k, g, skip, beta):
     """``B = C_m ... C_1`` (2 × 2, as a tuple ``b00, b01, b10, b11``) of the first
     ``m = depth-1`` layers at ``u = ω_k + heads[g]``, ``C_j = softmax(β s_j s_jᵀ) + cI``."""
@@ -800,24 +817,8 @@ def _two_token_head_mixer(omega, heads, k, g, skip, beta):
     b10 = 0.0
     b11 = 1.0
     for j in range(heads.shape[2]):
-        u0 = omega[k, 0, j] + heads[g, 0, j]
-        u1 = omega[k, 1, j] + heads[g, 1, j]
-        s0 = b00 * u0 + b01 * u1
-        s1 = b10 * u0 + b11 * u1
-        p0 = _sigmoid_select(-(beta * s0 * (s1 - s0)))
-        p1 = _sigmoid_select(-(beta * s1 * (s0 - s1)))
-        c00 = p0 + skip
-        c01 = 1.0 - p0
-        c10 = 1.0 - p1
-        c11 = p1 + skip
-        n00 = c00 * b00 + c01 * b10
-        n01 = c00 * b01 + c01 * b11
-        n10 = c10 * b00 + c11 * b10
-        n11 = c10 * b01 + c11 * b11
-        b00 = n00
-        b01 = n01
-        b10 = n10
-        b11 = n11
+        b00, b01, b10, b11 = _two_token_layer(b00, b01, b10, b11, omega[k, 0, j] + heads[g, 0, j],
+                                              omega[k, 1, j] + heads[g, 1, j], skip, beta)
     return b00, b01, b10, b11
 
 
@@ -1287,24 +1288,9 @@ def fibre_moments_two_tokens_general(
                     b10 = 1.0 - p1
                     b11 = p1 + skip
                 for j in range(1, m):
-                    u0 = omega[k, 0, j] + CT[i, 0, j]
-                    u1 = omega[k, 1, j] + CT[i, 1, j]
-                    s0 = b00 * u0 + b01 * u1
-                    s1 = b10 * u0 + b11 * u1
-                    p0 = _sigmoid(-(beta * s0 * (s1 - s0)))
-                    p1 = _sigmoid(-(beta * s1 * (s0 - s1)))
-                    c00 = p0 + skip
-                    c01 = 1.0 - p0
-                    c10 = 1.0 - p1
-                    c11 = p1 + skip
-                    n00 = c00 * b00 + c01 * b10
-                    n01 = c00 * b01 + c01 * b11
-                    n10 = c10 * b00 + c11 * b10
-                    n11 = c10 * b01 + c11 * b11
-                    b00 = n00
-                    b01 = n01
-                    b10 = n10
-                    b11 = n11
+                    b00, b01, b10, b11 = _two_token_layer(
+                        b00, b01, b10, b11, omega[k, 0, j] + CT[i, 0, j],
+                        omega[k, 1, j] + CT[i, 1, j], skip, beta)
                 det = b00 * b11 - b01 * b10
                 if det == 0.0:
                     LW[i, 0] = -np.inf
@@ -1673,22 +1659,7 @@ def fibre_moments_two_tokens(a, omega, T, W, sd, v_last, skip, beta, lognorm, me
                 u1 = omega[k, 1, j] + sd[j] * T[i, 1, j]
                 ZU[i, 0, j] = u0
                 ZU[i, 1, j] = u1
-                s0 = b00 * u0 + b01 * u1
-                s1 = b10 * u0 + b11 * u1
-                p0 = _sigmoid(-(beta * s0 * (s1 - s0)))
-                p1 = _sigmoid(-(beta * s1 * (s0 - s1)))
-                c00 = p0 + skip
-                c01 = 1.0 - p0
-                c10 = 1.0 - p1
-                c11 = p1 + skip
-                n00 = c00 * b00 + c01 * b10
-                n01 = c00 * b01 + c01 * b11
-                n10 = c10 * b00 + c11 * b10
-                n11 = c10 * b01 + c11 * b11
-                b00 = n00
-                b01 = n01
-                b10 = n10
-                b11 = n11
+                b00, b01, b10, b11 = _two_token_layer(b00, b01, b10, b11, u0, u1, skip, beta)
             det = b00 * b11 - b01 * b10
             if det == 0.0:
                 LW[i, 0] = -np.inf
