@@ -1273,21 +1273,8 @@ def fibre_moments_two_tokens_general(
                 x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
                 x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
             else:
-                b00 = 1.0
-                b01 = 0.0
-                b10 = 0.0
-                b11 = 1.0
-                if m > 0:
-                    # the first layer: B = I, so s = u and B = softmax + cI (exactly)
-                    u0 = omega[k, 0, 0] + CT[i, 0, 0]
-                    u1 = omega[k, 1, 0] + CT[i, 1, 0]
-                    p0 = _sigmoid(-(beta * u0 * (u1 - u0)))
-                    p1 = _sigmoid(-(beta * u1 * (u0 - u1)))
-                    b00 = p0 + skip
-                    b01 = 1.0 - p0
-                    b10 = 1.0 - p1
-                    b11 = p1 + skip
-                for j in range(1, m):
+                b00, b01, b10, b11 = 1.0, 0.0, 0.0, 1.0
+                for j in range(m):
                     b00, b01, b10, b11 = _two_token_layer(
                         b00, b01, b10, b11, omega[k, 0, j] + CT[i, 0, j],
                         omega[k, 1, j] + CT[i, 1, j], skip, beta)
