@@ -12,13 +12,18 @@ difference of the overlaps (in units of their standard error).
 
     python benchmarks/bench_curve.py [--alphas 0.05:1.6:0.05] [--branch both] [--sobol-log2 12]
                                      [--tol 1e-8] [--depth 2] [--max-iter N] [--compare] [--map]
+                                     [--device cpu|gpu]
 
 The notebook's depth-3 curve: ``--depth 3 --alphas 0.15:2.25:0.15 --sobol-log2 10 --tol 1e-6
 --max-iter 500``.
 
-``--map`` times only single SE-map evaluations (``update``, the call the iterations make;
-2^sobol-log2 outer points) at fixed Q on the general and the shared fibre kernels, the
-previous and the current kernels alternately, min of ``--repeat`` runs each.
+``--map`` times only single SE-map evaluations (``qhat`` without the inner rule's second
+weight set, the call the iterations make; 2^sobol-log2 outer points) at fixed Q on the
+general and the shared fibre kernels, the previous and the current kernels alternately,
+min of ``--repeat`` runs each; then the same on a replicate map (2^(sobol-log2 - 3)
+points), the call the solver makes most.  ``--device gpu`` runs the fused CUDA kernel (no
+previous kernels there): per-call times that, times the calls per chain the sweep prints,
+make up a GPU curve's time.
 """
 
 from __future__ import annotations
@@ -57,13 +62,14 @@ def main():
                     help="run the previous fibre kernels first, side by side")
     ap.add_argument("--map", action="store_true", help="time single SE-map evaluations only")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     args = ap.parse_args()
     if args.map:
         return time_map(args)
     alphas = parse_values(args.alphas, "alphas")
     runs = [("previous", previous_kernels), ("current", contextlib.nullcontext)]
     results = {}
-    for name, context in runs if args.compare else runs[1:]:
+    for name, context in runs if args.compare and args.device == "cpu" else runs[1:]:
         with context():
             print(f"--- {name} kernels", flush=True)
             results[name] = run(alphas, args)
@@ -78,26 +84,34 @@ def main():
 
 def time_map(args):
     """Per-call times of the SE map at fixed Q, previous against current kernels."""
-    settings = SESettings(sobol_log2=args.sobol_log2)
     channel = make_channel()
     cases = [((0.3, 0.7), "general"), ((0.3, 0.7), "shared"), ((0.9, 0.99), "general"),
              ((0.05, 0.999), "general")]
-    for q, path in cases:
-        se = StateEvolution(channel, 0.5, settings, inner_path=path)
-        Q = np.diag(q)
-        times = {"previous": [], "current": []}
-        out = {}
-        for _ in range(args.repeat + 1):  # the first round compiles, not counted
-            for name, context in (("previous", previous_kernels),
-                                  ("current", contextlib.nullcontext)):
-                with context():
-                    t0 = time.perf_counter()
-                    out[name] = se.update(Q)
-                    times[name].append(time.perf_counter() - t0)
-        t_prev, t_cur = min(times["previous"][1:]), min(times["current"][1:])
-        diff = float(np.max(np.abs(out["previous"] - out["current"])))
-        print(f"Q = diag{q} {path:<8} previous {t_prev:.3f} s  current {t_cur:.3f} s  "
-              f"ratio {t_prev / t_cur:.2f}  |ΔQ| {diff:.1e}", flush=True)
+    kernels = [("previous", previous_kernels), ("current", contextlib.nullcontext)]
+    if args.device == "gpu":
+        kernels = kernels[1:]
+    for log2, label in ((args.sobol_log2, "full map"), (args.sobol_log2 - 3, "replicate map")):
+        settings = SESettings(sobol_log2=log2, device=args.device)
+        print(f"{label}: 2^{log2} outer points, {args.device}", flush=True)
+        for q, path in cases:
+            se = StateEvolution(channel, 0.5, settings, inner_path=path)
+            Q = np.diag(q)
+            times = {name: [] for name, _ in kernels}
+            out = {}
+            for _ in range(args.repeat + 1):  # the first round compiles, not counted
+                for name, context in kernels:
+                    with context():
+                        t0 = time.perf_counter()
+                        out[name] = se.qhat(Q, inner_error=False).Qhat
+                        times[name].append(time.perf_counter() - t0)
+            t_cur = min(times["current"][1:])
+            line = f"  Q = diag{q} {path:<8} current {t_cur * 1e3:8.2f} ms"
+            if "previous" in times:
+                t_prev = min(times["previous"][1:])
+                diff = float(np.max(np.abs(out["previous"] - out["current"])))
+                line += (f"  previous {t_prev * 1e3:8.2f} ms  ratio {t_prev / t_cur:.2f}"
+                         f"  |ΔQ̂| {diff:.1e}")
+            print(line, flush=True)
 
 
 class MapCounter:
@@ -131,8 +145,8 @@ class MapCounter:
 def run(alphas, args):
     """One sweep (after a compiling warm-up): its rows and wall time, printed."""
     channel = make_channel(depth=args.depth)
-    settings = SESettings(sobol_log2=args.sobol_log2)
-    sweep(channel, [0.5], "amp", settings=SESettings(sobol_log2=9))  # compile
+    settings = SESettings(sobol_log2=args.sobol_log2, device=args.device)
+    sweep(channel, [0.5], "amp", settings=SESettings(sobol_log2=9, device=args.device))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "curve.jsonl")
         seen, last = 0, time.perf_counter()
@@ -168,7 +182,8 @@ def run(alphas, args):
     errs = [max(np.diag(np.array(r["Q_stderr"]))) for r in rows if r["branch"] != "bayes"]
     print(f"\n{len(alphas)} alphas, depth {args.depth}, branch {args.branch}, "
           f"outer 8 x 2^{args.sobol_log2 - 3}: "
-          f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'}); "
+          f"{wall:.1f} s on {os.cpu_count()} cores ({platform.processor() or 'cpu'}), "
+          f"device {args.device}; "
           f"SE-map evaluations {totals[0]} = {totals[1]:.1f} full-map equivalents")
     print(f"largest overlap standard error {np.nanmax(errs):.2e}; "
           f"rows above 2e-3: {sum(e > 2e-3 for e in errs)} of {len(errs)}")

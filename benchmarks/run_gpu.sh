@@ -52,5 +52,9 @@ step curve-gpu-warm 40 python3 -m smi curve --device gpu "${curve[@]}" \
 step curve-cpu 60 python3 -m smi curve --device cpu "${curve[@]}" --output "$logs/curve_cpu.jsonl"
 step curve-compare 10 python3 benchmarks/compare_curves.py "$logs/curve_gpu.jsonl" \
     "$logs/curve_cpu.jsonl"
-step bench-fibre 30 python3 benchmarks/bench_gpu_fibre.py
-step bench-amp 40 python3 benchmarks/bench_amp.py --device gpu --max-iter 30
+# per-call times of the SE map at the curve's sizes (2^12 and 2^9 outer points): with the
+# map calls of each branch (about 3 000 in all for the curve above; bench_curve.py prints
+# them per row) they split the curve's time into kernels and the rest
+step bench-map-gpu 25 python3 benchmarks/bench_curve.py --map --device gpu --repeat 3
+step bench-fibre 25 python3 benchmarks/bench_gpu_fibre.py
+step bench-amp 20 python3 benchmarks/bench_amp.py --device gpu --max-iter 30
