@@ -33,20 +33,22 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
+# this checkout, and previous_kernels always as benchmarks.previous_kernels: numba's cache
+# of its kernels records the module's name, so a second name cannot load the first's entries
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asymptotics.channels.registry import make_channel
-from asymptotics.curves import sweep
-from asymptotics.state_evolution import SESettings, StateEvolution
-from smi.options import parse_values
+import numpy as np  # noqa: E402
 
-try:
-    from previous_kernels import previous_kernels
-except ImportError:  # run as a module
-    from benchmarks.previous_kernels import previous_kernels
+from asymptotics.channels.registry import make_channel  # noqa: E402
+from asymptotics.curves import sweep  # noqa: E402
+from asymptotics.state_evolution import SESettings, StateEvolution  # noqa: E402
+from benchmarks.previous_kernels import previous_kernels  # noqa: E402
+from smi.options import parse_values  # noqa: E402
 
 
 def main():

@@ -94,3 +94,14 @@ def test_every_exported_name_resolves(package):
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == [] and len(module.__all__) >= 8
+
+
+def test_benchmarks_import_their_shared_modules_by_one_name():
+    """numba's on-disk cache of a kernel records its module's name: a script importing
+    ``previous_kernels`` bare (its folder on the path) writes entries that the tests,
+    importing ``benchmarks.previous_kernels``, then fail to load (ModuleNotFoundError)."""
+    shared = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
+    bare = [(path.name, line, name) for path, tree in _modules("benchmarks")
+            for name, line in _absolute_imports(tree, path, "benchmarks")
+            if name.split(".")[0] in shared]
+    assert not bare, bare
