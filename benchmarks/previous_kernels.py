@@ -471,3 +471,168 @@ def written_out_amp_kernel():
     the block: the code before the vectorised ``fibre_moments_two_tokens_depth2``."""
     with _swapped("fibre_moments_two_tokens_depth2", _depth2_by(written_out_fibre_moments)):
         yield
+
+
+# the lane sums before the lane vectors (session 10): scalar code over an accumulator array,
+# the same additions in the same order as the vector lanes (tests hold them bit for bit)
+LANES = kern.LANES
+FIBRE_LAYER_BLOCKS, FIBRE_FULL = kern.FIBRE_LAYER_BLOCKS, kern.FIBRE_FULL
+
+
+@njit(cache=True)
+def scalar_lane_depth3_sums(Z, E, D, w, mode, out):
+    """The folded sums of :func:`fibre_moments_depth3` over the nodes (``z = (u_00, u_01,
+    x_0, u_10, u_11, x_1)`` in the rows of ``Z``), in ``LANES`` partial sums added last (a
+    fixed order; see ``LANES``): ``out[:7] = Σ (wE, wE z_0, wE z_1, wD z_2, wE z_3, wE z_4,
+    wD z_5)``; then with ``FIBRE_LAYER_BLOCKS`` ``out[7:16]``, per layer ``j`` the sums of
+    ``wE z_{0j}²``, ``wE z_{0j} z_{1j}``, ``wE z_{1j}²``; with ``FIBRE_FULL`` ``out[7:28]``,
+    the upper triangle of ``Σ w z zᵀ`` row by row (one odd x and one even entry weighed by
+    D, the others by E)."""
+    total = 28 if mode == FIBRE_FULL else 16 if mode == FIBRE_LAYER_BLOCKS else 7
+    acc = np.zeros((total, LANES))
+    for i in range(E.size):
+        j = i & (LANES - 1)  # lane j adds nodes j, j + LANES, ... in order
+        we = w[i] * E[i]
+        wd = w[i] * D[i]
+        z0 = Z[0, i]
+        z1 = Z[1, i]
+        z2 = Z[2, i]
+        z3 = Z[3, i]
+        z4 = Z[4, i]
+        z5 = Z[5, i]
+        acc[0, j] += we
+        acc[1, j] += we * z0
+        acc[2, j] += we * z1
+        acc[3, j] += wd * z2
+        acc[4, j] += we * z3
+        acc[5, j] += we * z4
+        acc[6, j] += wd * z5
+        if mode == FIBRE_LAYER_BLOCKS:
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z3
+            acc[9, j] += we * z3 * z3
+            acc[10, j] += we * z1 * z1
+            acc[11, j] += we * z1 * z4
+            acc[12, j] += we * z4 * z4
+            acc[13, j] += we * z2 * z2
+            acc[14, j] += we * z2 * z5
+            acc[15, j] += we * z5 * z5
+        elif mode == FIBRE_FULL:
+            acc[7, j] += we * z0 * z0
+            acc[8, j] += we * z0 * z1
+            acc[9, j] += wd * z0 * z2
+            acc[10, j] += we * z0 * z3
+            acc[11, j] += we * z0 * z4
+            acc[12, j] += wd * z0 * z5
+            acc[13, j] += we * z1 * z1
+            acc[14, j] += wd * z1 * z2
+            acc[15, j] += we * z1 * z3
+            acc[16, j] += we * z1 * z4
+            acc[17, j] += wd * z1 * z5
+            acc[18, j] += we * z2 * z2
+            acc[19, j] += wd * z2 * z3
+            acc[20, j] += wd * z2 * z4
+            acc[21, j] += we * z2 * z5
+            acc[22, j] += we * z3 * z3
+            acc[23, j] += we * z3 * z4
+            acc[24, j] += wd * z3 * z5
+            acc[25, j] += we * z4 * z4
+            acc[26, j] += wd * z4 * z5
+            acc[27, j] += we * z5 * z5
+    for t in range(total):
+        s = 0.0
+        for lane in range(LANES):
+            s += acc[t, lane]
+        out[t] = s
+
+
+@njit(cache=True)
+def scalar_lane_two_token_sums(EP, EM, W, U0, U1, X0, X1, tot):
+    """The sums of the two-token mean kernels on one weight set ``W`` (padded with zeros to
+    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``:
+
+        tot = Σ_i (e, e u0, e u1, d x0, d x1, e u0², e u1², e x0², e x1²),
+
+    in ``LANES`` partial sums added last (a fixed order on every CPU; see ``LANES``)."""
+    acc = np.zeros((9, LANES))
+    for b in range(0, EP.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            e = W[i] * (EP[i] + EM[i])
+            d = W[i] * (EP[i] - EM[i])
+            acc[0, j] += e
+            acc[1, j] += e * U0[i]
+            acc[2, j] += e * U1[i]
+            acc[3, j] += d * X0[i]
+            acc[4, j] += d * X1[i]
+            acc[5, j] += e * U0[i] * U0[i]
+            acc[6, j] += e * U1[i] * U1[i]
+            acc[7, j] += e * X0[i] * X0[i]
+            acc[8, j] += e * X1[i] * X1[i]
+    for r in range(9):
+        t = 0.0
+        for j in range(LANES):
+            t += acc[r, j]
+        tot[r] = t
+
+
+@njit(cache=True)
+def scalar_lane_two_token_moment_sums(EP, EM, W, U0, U1, X0, X1, with_second, tot):
+    """The folded sums of a depth-2, two-token node set on one weight set ``W`` (padded to
+    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``, ``z = (u0, x0,
+    u1, x1)`` (``x`` odd under the sign flip):
+
+        tot[0:5]  = Σ_i (e, e u0, d x0, e u1, d x1),
+        tot[5:15] = Σ_i z_r z_c (e where r, c have the same parity, else d), r <= c,
+
+    the second block only ``with_second``; in ``LANES`` partial sums added last (a fixed
+    order on every CPU; see ``LANES``)."""
+    acc = np.zeros((15, LANES))
+    for b in range(0, EP.size, LANES):
+        for j in range(LANES):
+            i = b + j
+            e = W[i] * (EP[i] + EM[i])
+            d = W[i] * (EP[i] - EM[i])
+            u0 = U0[i]
+            x0 = X0[i]
+            u1 = U1[i]
+            x1 = X1[i]
+            eu0 = e * u0
+            du0 = d * u0
+            ex0 = e * x0
+            dx0 = d * x0
+            eu1 = e * u1
+            acc[0, j] += e
+            acc[1, j] += eu0
+            acc[2, j] += dx0
+            acc[3, j] += eu1
+            acc[4, j] += d * x1
+            if with_second:
+                acc[5, j] += eu0 * u0
+                acc[6, j] += du0 * x0
+                acc[7, j] += eu0 * u1
+                acc[8, j] += du0 * x1
+                acc[9, j] += ex0 * x0
+                acc[10, j] += dx0 * u1
+                acc[11, j] += ex0 * x1
+                acc[12, j] += eu1 * u1
+                acc[13, j] += d * u1 * x1
+                acc[14, j] += e * x1 * x1
+    for r in range(15 if with_second else 5):
+        t = 0.0
+        for j in range(LANES):
+            t += acc[r, j]
+        tot[r] = t
+
+
+@njit(cache=True)
+def scalar_lane_max(LP, LM):
+    """``max(LP ∪ LM)`` in ``LANES`` partial maxima, scalar code (before session 10)."""
+    mx = np.full(LANES, -np.inf)
+    for b in range(0, LP.size, LANES):
+        for j in range(LANES):
+            mx[j] = max(mx[j], max(LP[b + j], LM[b + j]))
+    out = -np.inf
+    for j in range(LANES):
+        out = max(out, mx[j])
+    return out
