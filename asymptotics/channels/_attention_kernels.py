@@ -690,112 +690,118 @@ def fibre_moments_depth3(a, omega, T, W, sd, v_last, skip, beta, lognorm, mean, 
                         second[q, k, c // 3, c % 3, r // 3, r % 3] = v
 
 
+@njit(cache=True)
+def _unlearned_sums(w, E, D, X0, X1, T0, T1, R0, R1, signed, out):
+    """The sums of :func:`unlearned_moments_depth3` on one weight set ``w`` over nodes
+    padded to a multiple of ``LANES`` (lane vectors, a fixed order; see ``LANES``):
+    ``out = Σ (wE, wD x_0, wD x_1, wE t_0², wE t_0 t_1, wE t_1², wE r_0², wE r_0 r_1,
+    wE r_1², wE x_0², wE x_0 x_1, wE x_1²)``, the two ``wD`` sums only if ``signed``
+    (else 0)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = s9 = s10 = s11 = lanes_zero()
+    for b in range(0, E.size, LANES):
+        wb = lanes_load(w, b)
+        we = wb * lanes_load(E, b)
+        t0 = lanes_load(T0, b)
+        t1 = lanes_load(T1, b)
+        r0 = lanes_load(R0, b)
+        r1 = lanes_load(R1, b)
+        x0 = lanes_load(X0, b)
+        x1 = lanes_load(X1, b)
+        s0 = s0 + we
+        e0 = we * t0
+        s3 = s3 + e0 * t0
+        s4 = s4 + e0 * t1
+        s5 = s5 + (we * t1) * t1
+        e0 = we * r0
+        s6 = s6 + e0 * r0
+        s7 = s7 + e0 * r1
+        s8 = s8 + (we * r1) * r1
+        e0 = we * x0
+        s9 = s9 + e0 * x0
+        s10 = s10 + e0 * x1
+        s11 = s11 + (we * x1) * x1
+        if signed:
+            wd = wb * lanes_load(D, b)
+            s1 = s1 + wd * x0
+            s2 = s2 + wd * x1
+    sums = (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11)
+    for r in range(12):
+        out[r] = lanes_total(sums[r])
+
+
 @njit(parallel=True, cache=True)
 def unlearned_moments_depth3(a, omega_last, v_last, Binv_sh, logdet_sh, ZU, W, lognorm,
                              mean_last, layer_second):
-    """:func:`unlearned_inner_moments` written out for depth 3, L = 2, with scalar
-    accumulators and the exponentials by :func:`vexp`: per pair ``x = B_i^{-1} a`` and
-    ``log w_± = -|±x - ω_last|²/(2 v_last) - log|det B_i|`` and their maximum ``M``;
-    ``E_i = e_+ + e_-``, ``D_i = e_+ - e_-`` once for all weight sets (at ``ω_last = 0``:
+    """:func:`unlearned_inner_moments` written out for depth 3, L = 2, vectorised: per pair
+    ``x = B_i^{-1} a`` and ``log w_± = -|±x - ω_last|²/(2 v_last) - log|det B_i|`` (one loop
+    over the nodes, padded to ``LANES``), their maximum ``M`` (lane maxima), ``E_i = e_+ +
+    e_-``, ``D_i = e_+ - e_-`` by :func:`vexp` once for all weight sets (at ``ω_last = 0``:
     ``E_i = 2 e^{log w_+ - M}``, one exp, the mean exactly 0); then per weight set the sums
-    of ``W E``, ``W D x`` and the three layer blocks, accumulated over the nodes in the
-    order of the general kernel.  Nodes with a singular mixer must be dropped by the
-    caller.  Same arguments and outputs as :func:`unlearned_inner_moments`.
+    of ``W E``, ``W D x`` and the three layer blocks in lane sums
+    (:func:`_unlearned_sums`).  Nodes with a singular mixer must be dropped by the caller.
+    Same arguments and outputs as :func:`unlearned_inner_moments`.
     """
     K = a.shape[0]
     n = ZU.shape[0]
     S = W.shape[0]
+    npad = _padded_size(n)
     const = -math.log(2.0 * math.pi * v_last)
     inv2v = 0.5 / v_last
+    # the nodes as padded rows: first layer t, second layer r (tokens 0, 1), B^{-1}, log|det B|
+    N = np.zeros((9, npad))
+    for i in range(n):
+        N[0, i] = ZU[i, 0, 0]
+        N[1, i] = ZU[i, 1, 0]
+        N[2, i] = ZU[i, 0, 1]
+        N[3, i] = ZU[i, 1, 1]
+        N[4, i] = Binv_sh[i, 0, 0]
+        N[5, i] = Binv_sh[i, 0, 1]
+        N[6, i] = Binv_sh[i, 1, 0]
+        N[7, i] = Binv_sh[i, 1, 1]
+        N[8, i] = logdet_sh[i]
+    Wp = _padded_weights(W, npad)
     for k in prange(K):
-        X = np.empty((n, 2))
-        LW = np.empty((n, 2))
-        E = np.empty(n)
-        D = np.empty(n)
+        Y = np.empty((6, npad))  # x_0, x_1, log w_+, log w_-, then E, D
+        out = np.empty(12)
         a0 = a[k, 0]
         a1 = a[k, 1]
         o0 = omega_last[k, 0]
         o1 = omega_last[k, 1]
         signed = o0 != 0.0 or o1 != 0.0
-        lmax = -np.inf
-        for i in range(n):
-            x0 = Binv_sh[i, 0, 0] * a0 + Binv_sh[i, 0, 1] * a1
-            x1 = Binv_sh[i, 1, 0] * a0 + Binv_sh[i, 1, 1] * a1
-            X[i, 0] = x0
-            X[i, 1] = x1
+        for i in range(npad):
+            x0 = N[4, i] * a0 + N[5, i] * a1
+            x1 = N[6, i] * a0 + N[7, i] * a1
+            Y[0, i] = x0
+            Y[1, i] = x1
             dp0 = x0 - o0
             dp1 = x1 - o1
             dm0 = x0 + o0
             dm1 = x1 + o1
-            p = -inv2v * (dp0 * dp0 + dp1 * dp1) - logdet_sh[i]
-            q = -inv2v * (dm0 * dm0 + dm1 * dm1) - logdet_sh[i]
-            LW[i, 0] = p
-            LW[i, 1] = q
-            lmax = max(lmax, max(p, q))
+            real = i < n
+            Y[2, i] = -inv2v * (dp0 * dp0 + dp1 * dp1) - N[8, i] if real else -np.inf
+            Y[3, i] = -inv2v * (dm0 * dm0 + dm1 * dm1) - N[8, i] if real else -np.inf
+        lmax = _lane_max(Y[2], Y[3])
         if signed:  # loops of independent exponentials: vectorised (vexp)
-            for i in range(n):
-                ep = vexp(LW[i, 0] - lmax)
-                em = vexp(LW[i, 1] - lmax)
-                E[i] = ep + em
-                D[i] = ep - em
+            for i in range(npad):
+                ep = vexp(Y[2, i] - lmax)
+                em = vexp(Y[3, i] - lmax)
+                Y[4, i] = ep + em
+                Y[5, i] = ep - em
         else:
-            for i in range(n):
-                E[i] = 2.0 * vexp(LW[i, 0] - lmax)
+            for i in range(npad):
+                Y[4, i] = 2.0 * vexp(Y[2, i] - lmax)
         for s in range(S):
-            z = 0.0
-            mx0 = 0.0
-            mx1 = 0.0
-            u00 = 0.0
-            u01 = 0.0
-            u11 = 0.0
-            v00 = 0.0
-            v01 = 0.0
-            v11 = 0.0
-            x00 = 0.0
-            x01 = 0.0
-            x11 = 0.0
-            for i in range(n):
-                ws = W[s, i]
-                we = ws * E[i]
-                z += we
-                t0 = ZU[i, 0, 0]
-                t1 = ZU[i, 1, 0]
-                r0 = ZU[i, 0, 1]
-                r1 = ZU[i, 1, 1]
-                x0 = X[i, 0]
-                x1 = X[i, 1]
-                e0 = we * t0
-                u00 += e0 * t0
-                u01 += e0 * t1
-                u11 += (we * t1) * t1
-                e0 = we * r0
-                v00 += e0 * r0
-                v01 += e0 * r1
-                v11 += (we * r1) * r1
-                e0 = we * x0
-                x00 += e0 * x0
-                x01 += e0 * x1
-                x11 += (we * x1) * x1
-            if signed:
-                for i in range(n):
-                    wd = W[s, i] * D[i]
-                    mx0 += wd * X[i, 0]
-                    mx1 += wd * X[i, 1]
+            _unlearned_sums(Wp[s], Y[4], Y[5], Y[0], Y[1], N[0], N[1], N[2], N[3], signed,
+                            out)
+            z = out[0]
             lognorm[s, k] = math.log(z) + lmax + const
-            mean_last[s, k, 0] = mx0 / z
-            mean_last[s, k, 1] = mx1 / z
-            layer_second[s, k, 0, 0, 0] = u00 / z
-            layer_second[s, k, 0, 0, 1] = u01 / z
-            layer_second[s, k, 0, 1, 0] = u01 / z
-            layer_second[s, k, 0, 1, 1] = u11 / z
-            layer_second[s, k, 1, 0, 0] = v00 / z
-            layer_second[s, k, 1, 0, 1] = v01 / z
-            layer_second[s, k, 1, 1, 0] = v01 / z
-            layer_second[s, k, 1, 1, 1] = v11 / z
-            layer_second[s, k, 2, 0, 0] = x00 / z
-            layer_second[s, k, 2, 0, 1] = x01 / z
-            layer_second[s, k, 2, 1, 0] = x01 / z
-            layer_second[s, k, 2, 1, 1] = x11 / z
+            mean_last[s, k, 0] = out[1] / z
+            mean_last[s, k, 1] = out[2] / z
+            for j in range(3):
+                layer_second[s, k, j, 0, 0] = out[3 + 3 * j] / z
+                layer_second[s, k, j, 0, 1] = out[4 + 3 * j] / z
+                layer_second[s, k, j, 1, 0] = out[4 + 3 * j] / z
+                layer_second[s, k, j, 1, 1] = out[5 + 3 * j] / z
 
 
 FORWARD_BLOCK = 512  # nodes of mean_forward_two_tokens staged at a time (16 KiB per thread)
