@@ -24,7 +24,6 @@ from benchmarks.previous_kernels import (
     scalar_lane_depth3_sums,
     scalar_lane_max,
     scalar_lane_two_token_moment_sums,
-    scalar_lane_two_token_sums,
 )
 
 
@@ -106,10 +105,7 @@ def test_two_token_sums_equal_their_scalar_form_bit_for_bit(with_second):
     kern._two_token_moment_sums(EP, EM, W, U0, U1, X0, X1, with_second, got)
     scalar_lane_two_token_moment_sums(EP, EM, W, U0, U1, X0, X1, with_second, ref)
     np.testing.assert_array_equal(got, ref)
-    got, ref = np.full(9, np.nan), np.full(9, np.nan)
-    kern._two_token_sums(EP, EM, W, U0, U1, X0, X1, got)
-    scalar_lane_two_token_sums(EP, EM, W, U0, U1, X0, X1, ref)
-    np.testing.assert_array_equal(got, ref)
+
 
 
 @pytest.mark.parametrize("case", ["random", "all -inf", "signed zeros", "nan"])

@@ -1052,7 +1052,7 @@ def diagonal_fibre_means_two_tokens(
 
     in three vectorised loops per observation over the nodes (padded to ``LANES``): the
     exponents, their maximum ``M``, the exponentials (:func:`vexp`); then the sums
-    (:func:`_two_token_sums`).  Nodes with ``log|det B_i| = -inf`` have weight 0.
+    (:func:`_two_token_moment_sums`).  Nodes with ``log|det B_i| = -inf`` have weight 0.
     """
     K = a.shape[0]
     n = ZU.shape[0]
@@ -1083,7 +1083,7 @@ def diagonal_fibre_means_two_tokens(
         X1 = np.empty(npad)
         LP = np.empty(npad)
         LM = np.empty(npad)
-        tot = np.empty(9)
+        tot = np.empty(15)
         a0 = a[k, 0]
         a1 = a[k, 1]
         o0 = omega[k, 0, 0] * iv
@@ -1445,50 +1445,19 @@ def _lane_max(LP, LM):
 
 
 @njit(cache=True)
-def _two_token_sums(EP, EM, W, U0, U1, X0, X1, tot):
-    """The sums of the two-token mean kernels on one weight set ``W`` (padded with zeros to
-    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``:
-
-        tot = Σ_i (e, e u0, e u1, d x0, d x1, e u0², e u1², e x0², e x1²),
-
-    in ``LANES`` partial sums added last (lane vectors, a fixed order; see ``LANES``)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = lanes_zero()
-    for b in range(0, EP.size, LANES):
-        w = lanes_load(W, b)
-        ep = lanes_load(EP, b)
-        em = lanes_load(EM, b)
-        e = w * (ep + em)
-        d = w * (ep - em)
-        u0 = lanes_load(U0, b)
-        u1 = lanes_load(U1, b)
-        x0 = lanes_load(X0, b)
-        x1 = lanes_load(X1, b)
-        s0 = s0 + e
-        s1 = s1 + e * u0
-        s2 = s2 + e * u1
-        s3 = s3 + d * x0
-        s4 = s4 + d * x1
-        s5 = s5 + e * u0 * u0
-        s6 = s6 + e * u1 * u1
-        s7 = s7 + e * x0 * x0
-        s8 = s8 + e * x1 * x1
-    sums = (s0, s1, s2, s3, s4, s5, s6, s7, s8)
-    for r in range(9):
-        tot[r] = lanes_total(sums[r])
-
-
-@njit(cache=True)
 def _write_two_token_means(s, k, tot, shift, squares, lognorm, mean, sq):
     """``lognorm = log Σe + shift``, the means ``Σ(e u, d x) / Σe`` and, with ``squares``,
     the second moments ``Σ e (u², x²) / Σe`` of weight set ``s``, observation ``k``, from
-    :func:`_two_token_sums`' ``tot``; ``-inf`` and ``nan`` where every weight is 0."""
+    :func:`_two_token_moment_sums`' ``tot`` (entry ``r`` of ``z`` is ``(r // 2, r % 2)``;
+    the squares are the diagonal of its second block); ``-inf`` and ``nan`` where every
+    weight is 0."""
     if tot[0] > 0.0:
         lognorm[s, k] = math.log(tot[0]) + shift
         inv = 1.0 / tot[0]
-        for j in range(4):
-            mean[s, k, j % 2, j // 2] = tot[1 + j] * inv
-            if squares:
-                sq[s, k, j % 2, j // 2] = tot[5 + j] * inv
+        for r in range(4):
+            mean[s, k, r // 2, r % 2] = tot[1 + r] * inv
+            if squares:  # z_r² sits at 5 + (upper-triangle entries before row r) in tot
+                sq[s, k, r // 2, r % 2] = tot[5 + r * 4 - r * (r - 1) // 2] * inv
     else:
         lognorm[s, k] = -np.inf
         for r in range(2):
@@ -1537,7 +1506,7 @@ def _write_weight_sets(k, EP, EM, lmax, const, Wp, U0, U1, X0, X1, tot, squares,
     weights ``EP``, ``EM`` (``e^{log w_± - lmax}``; none when ``lmax = -inf``)."""
     for s in range(Wp.shape[0]):
         if lmax > -np.inf:
-            _two_token_sums(EP, EM, Wp[s], U0, U1, X0, X1, tot)
+            _two_token_moment_sums(EP, EM, Wp[s], U0, U1, X0, X1, squares, tot)
         else:
             tot[0] = 0.0
         _write_two_token_means(s, k, tot, lmax + const, squares, lognorm, mean, sq)
@@ -1567,7 +1536,7 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
     otherwise); the sign pair is folded (``e_+ + e_-`` weighs ``z_0``, ``e_+ - e_-``
     weighs ``x``).  Three vectorised loops per observation over the nodes (padded to
     ``LANES``): the exponents, their maximum, the exponentials (:func:`vexp`); then the
-    sums (:func:`_two_token_sums`).  A node where ``det B = 0`` has weight 0.
+    sums (:func:`_two_token_moment_sums`).  A node where ``det B = 0`` has weight 0.
     a (K, 2); omega (K, 2, 2); T (n, 2, 1); W (S, n).  Outputs: lognorm (S, K),
     mean (S, K, 2, 2) and, when ``sq`` has that shape too (else (0, 0, 0, 0)), the second
     moments ``E[z_lj²]`` (weighed by ``e_+ + e_-``).
@@ -1592,7 +1561,7 @@ def fibre_means_two_tokens(a, omega, T, W, sd_first, v_last, skip, beta, lognorm
         LP = np.empty(npad)
         LM = np.empty(npad)
         AI = np.empty(npad)
-        tot = np.empty(9)
+        tot = np.empty(15)
         a0 = a[k, 0]
         a1 = a[k, 1]
         w0 = omega[k, 0, 0]
