@@ -1,9 +1,11 @@
 """The fused CUDA fibre kernel on numba's CUDA simulator against the numba CPU kernels.
 
 Run in its own process (``NUMBA_ENABLE_CUDASIM`` must be set before numba is imported):
-``python tests/cudasim_fibre.py`` prints one JSON line: per case the largest absolute
-differences of ``log Z``, mean and second moment (``None``: not computed), and whether
-unsupported sizes were refused.  Tiny sizes: the simulator runs every thread in Python.
+``python tests/cudasim_fibre.py OUT.npz`` runs the fused kernel on every case of
+:func:`cases` (tiny sizes: the simulator runs every thread in Python), saves its results to
+``OUT.npz`` and prints one JSON line: whether unsupported sizes were refused and whether
+one weight set without second moments gave the same bits.  The test computes the numba
+references in its own process (:func:`errors` compares them).
 
 ``python tests/cudasim_fibre.py ptx`` instead compiles every kernel specialisation to PTX
 for sm_90 with the real CUDA target (no GPU needed, but libNVVM): the simulator runs the
@@ -33,8 +35,8 @@ PTX = sys.argv[1:] == ["ptx"]
 AMP = sys.argv[1:] == ["amp"]
 KEYS = sys.argv[1:] == ["keys"]
 GPU_CACHE = sys.argv[1:] == ["gpu-cache"]
-if not (PTX or KEYS or GPU_CACHE):
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+if __name__ == "__main__" and not (PTX or KEYS or GPU_CACHE):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # the test process imports CASES, no simulator
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 import numpy as np  # noqa: E402
@@ -70,9 +72,10 @@ def inner_rule(depth, L):
     return sobol(d, 5)
 
 
-def main():
+def cases():
+    """``(name, channel, a, omega, V, second, inner_path)`` of every case, the same inputs in
+    every process (seeded)."""
     rng = np.random.default_rng(7)
-    out = {}
     for name, depth, L, skip, V, second, path, zero_u in CASES:
         ch = AttentionChannel(depth, L, skip=skip, beta=1.0, inner_rule=inner_rule(depth, L))
         K = 9 if depth == 1 else 3  # one node at depth 1: cheap, so three blocks
@@ -80,35 +83,51 @@ def main():
         om = 0.4 * rng.standard_normal((K, L, depth))
         if zero_u:
             om[:, :, : depth - 1] = 0.0
-        ref = ch.fibre_moments(a, om, V, second=second, inner_path=path)
+        yield name, ch, a, om, V, second, path
+
+
+def errors(ref, got, second, L, depth):
+    """Largest differences of ``log Z``, mean and second moment between the kernels' results
+    (``None``: not computed, ``inf``: NaN patterns differ)."""
+    errs = {}
+    for f in ("log_norm", "mean", "second"):
+        x, y = getattr(ref, f), getattr(got, f)
+        if f == "second" and not second:
+            errs[f] = None if np.all(np.isnan(y)) else float("inf")
+        elif f == "second" and second == "diagonal":  # E[z_lj²]: the diagonal only
+            idx = [(lay, j) for lay in range(L) for j in range(depth)]
+            xd = np.stack([x[..., lay, j, lay, j] for lay, j in idx])
+            yd = np.stack([y[..., lay, j, lay, j] for lay, j in idx])
+            off = np.ones(y.shape[-4:], dtype=bool)
+            for lay, j in idx:
+                off[lay, j, lay, j] = False
+            ok = np.all(np.isfinite(xd)) and np.all(np.isnan(y[..., off]))
+            errs[f] = float(np.max(np.abs(xd - yd))) if ok else float("inf")
+        else:
+            same_nan = bool(np.array_equal(np.isnan(x), np.isnan(y)))
+            ok = np.isfinite(x)
+            errs[f] = float(np.max(np.abs(x - y)[ok])) if same_nan else float("inf")
+    return errs
+
+
+def main():
+    """The fused kernel on the simulator for every case, its results saved to ``argv[1]``
+    (npz: ``{name}/{field}``); the numba references are computed by the test, in its own
+    process, where the CPU kernels are compiled (or cached) anyway."""
+    saved = {}
+    out = {}
+    for name, ch, a, om, V, second, path in cases():
         got = ch._fibre_fused(np, a, om, V, second, True, path)
-        errs = {}
         for f in ("log_norm", "mean", "second"):
-            x, y = getattr(ref, f), getattr(got, f)
-            if f == "second" and not second:
-                errs[f] = None if np.all(np.isnan(y)) else float("inf")
-            elif f == "second" and second == "diagonal":  # E[z_lj²]: the diagonal only
-                idx = [(lay, j) for lay in range(L) for j in range(depth)]
-                xd = np.stack([x[..., lay, j, lay, j] for lay, j in idx])
-                yd = np.stack([y[..., lay, j, lay, j] for lay, j in idx])
-                off = np.ones(y.shape[-4:], dtype=bool)
-                for lay, j in idx:
-                    off[lay, j, lay, j] = False
-                ok = np.all(np.isfinite(xd)) and np.all(np.isnan(y[..., off]))
-                errs[f] = float(np.max(np.abs(xd - yd))) if ok else float("inf")
-            else:
-                same_nan = bool(np.array_equal(np.isnan(x), np.isnan(y)))
-                ok = np.isfinite(x)
-                errs[f] = float(np.max(np.abs(x - y)[ok])) if same_nan else float("inf")
-        errs["shape"] = list(got.mean.shape)
+            saved[f"{name}/{f}"] = getattr(got, f)
         if name == "d2-L2-correlated":  # one weight set, no second moments: served by
             # the kernel of two sets with them (compiled_variant), so the same bits
             one = ch._fibre_fused(np, a, om, V, False, False, path)
-            errs["variant"] = bool(
-                one.log_norm.shape == (1, K) and np.all(np.isnan(one.second))
+            out["variant"] = bool(
+                one.log_norm.shape == (1, len(a)) and np.all(np.isnan(one.second))
                 and np.array_equal(one.log_norm[0], got.log_norm[0])
                 and np.array_equal(one.mean[0], got.mean[0]))
-        out[name] = errs
+    np.savez(sys.argv[1], **saved)
     from asymptotics.channels import _attention_cuda as cu
 
     refused = []
