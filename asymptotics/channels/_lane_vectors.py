@@ -43,6 +43,13 @@ class _LaneVectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
+def _lane_array(array, start) -> bool:
+    """Whether ``array[start : start + LANES]`` can be one vector load or store: a
+    contiguous 1-D float64 array and an integer index."""
+    return (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and array.dtype == types.float64 and isinstance(start, types.Integer))
+
+
 @intrinsic
 def lanes_zero(typingctx):
     """``LANES`` zeros (+0.0)."""
@@ -57,8 +64,7 @@ def lanes_zero(typingctx):
 def lanes_load(typingctx, array, start):
     """``array[start : start + LANES]`` of a contiguous 1-D float64 array (no bounds check:
     the kernels pad their node arrays to a multiple of ``LANES``)."""
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
-            and array.dtype == types.float64 and isinstance(start, types.Integer)):
+    if not _lane_array(array, start):
         return None
 
     def codegen(context, builder, signature, args):
@@ -72,9 +78,7 @@ def lanes_load(typingctx, array, start):
 @intrinsic
 def lanes_store(typingctx, array, start, lanes):
     """``array[start : start + LANES] = lanes`` (contiguous 1-D float64, no bounds check)."""
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
-            and array.dtype == types.float64 and isinstance(start, types.Integer)
-            and isinstance(lanes, LaneVector)):
+    if not (_lane_array(array, start) and isinstance(lanes, LaneVector)):
         return None
 
     def codegen(context, builder, signature, args):
