@@ -547,36 +547,6 @@ def scalar_lane_depth3_sums(Z, E, D, w, mode, out):
 
 
 @njit(cache=True)
-def scalar_lane_two_token_sums(EP, EM, W, U0, U1, X0, X1, tot):
-    """The sums of the two-token mean kernels on one weight set ``W`` (padded with zeros to
-    a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``:
-
-        tot = Σ_i (e, e u0, e u1, d x0, d x1, e u0², e u1², e x0², e x1²),
-
-    in ``LANES`` partial sums added last (a fixed order on every CPU; see ``LANES``)."""
-    acc = np.zeros((9, LANES))
-    for b in range(0, EP.size, LANES):
-        for j in range(LANES):
-            i = b + j
-            e = W[i] * (EP[i] + EM[i])
-            d = W[i] * (EP[i] - EM[i])
-            acc[0, j] += e
-            acc[1, j] += e * U0[i]
-            acc[2, j] += e * U1[i]
-            acc[3, j] += d * X0[i]
-            acc[4, j] += d * X1[i]
-            acc[5, j] += e * U0[i] * U0[i]
-            acc[6, j] += e * U1[i] * U1[i]
-            acc[7, j] += e * X0[i] * X0[i]
-            acc[8, j] += e * X1[i] * X1[i]
-    for r in range(9):
-        t = 0.0
-        for j in range(LANES):
-            t += acc[r, j]
-        tot[r] = t
-
-
-@njit(cache=True)
 def scalar_lane_two_token_moment_sums(EP, EM, W, U0, U1, X0, X1, with_second, tot):
     """The folded sums of a depth-2, two-token node set on one weight set ``W`` (padded to
     a multiple of ``LANES``), ``e = W (e_+ + e_-)``, ``d = W (e_+ - e_-)``, ``z = (u0, x0,
