@@ -23,6 +23,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .. import _kernel_cache
+from . import _lane_vectors, _vector_exp
 from ._lane_vectors import (
     LANES,
     lanes_fill,
@@ -1817,3 +1819,8 @@ def fibre_moments_two_tokens_depth2(a, omega, T, W, c_first, c_reg, v_cond, skip
                 tot[0] = 0.0
             _write_two_token_moments(s, k, tot, lmax + const, with_second, lognorm, mean,
                                      second)
+
+
+# the kernels above inline the lane vectors and vexp, which numba's cache does not track
+_kernel_cache.drop_stale_cached_kernels(mixer_into,
+                                        (_lane_vectors.__file__, _vector_exp.__file__))
