@@ -209,6 +209,14 @@ def _kernel(U, scale, beta, c, rank, Y, G, coef, loss, dZ, mode):
     _sample_step(i, z, L, p, beta, c, rank, Y, G, coef, loss, dZ, mode)
 
 
+def _warps_for(items: int, most: int) -> int:
+    """Threads per block for one thread per item: ``most``, or the whole warps that hold
+    fewer items (a batch of 5 samples launches 32 threads, not 128: what each thread
+    computes does not depend on the block size, and the CUDA simulator runs every thread
+    as a Python thread)."""
+    return min(most, 32 * -(-items // 32))
+
+
 def _device(a, xp):
     """A numba view of a cupy array (no copy, no stream sync); numpy arrays pass through."""
     if xp is np:
@@ -265,10 +273,11 @@ def fused_step(U, scale: float, beta: float, skip: float, rank: int, xp, *, mode
     U = xp.ascontiguousarray(U)
     Y, G, loss, dZ = _step_arrays(n, L, p, U.dtype, xp, mode, Y, G)
     if n > 0:
-        blocks = (n + THREADS - 1) // THREADS
+        threads = _warps_for(n, THREADS)
+        blocks = (n + threads - 1) // threads
         with warnings.catch_warnings():  # small batches: a grid of few blocks is expected
             warnings.simplefilter("ignore", NumbaPerformanceWarning)
-            _kernel[blocks, THREADS, _stream(xp)](
+            _kernel[blocks, threads, _stream(xp)](
                 _device(U, xp), dt(scale), dt(beta), dt(skip), np.int64(rank),
                 _device(Y, xp), _device(G, xp), dt(coef), _device(loss, xp), _device(dZ, xp),
                 np.int64(mode))
@@ -602,11 +611,11 @@ def xtg(X2, G, xp, splits: int | None = None, pairs: bool = True):
     X2 = xp.ascontiguousarray(X2)
     G = xp.ascontiguousarray(G)
     words, width = _words(X2, xp, pairs)
-    threads = 128
+    threads = _warps_for(words.shape[1], 128)
     if splits is None:  # about 8 resident blocks of work per multiprocessor, counted in
         # columns (not words): the row chunks, hence the sums, do not depend on the loads
         sms = 1 if xp is np else cuda.get_current_device().MULTIPROCESSOR_COUNT
-        splits = max(1, min(M // 64 or 1, (8 * sms * 16) // -(-D // threads)))
+        splits = max(1, min(M // 64 or 1, (8 * sms * 16) // -(-D // 128)))
     bx = (words.shape[1] + threads - 1) // threads
     chunk = -(-M // splits) if M else 1
     splits = -(-M // chunk) if M else 1
