@@ -1516,9 +1516,13 @@ def _write_weight_sets(k, EP, EM, lmax, const, Wp, U0, U1, X0, X1, tot, squares,
 
 @njit(cache=True)
 def _padded_weights(W, npad):
-    """``W`` (S, n) padded with zero weights to ``npad`` columns."""
+    """``W`` (S, n) padded with zero weights to ``npad`` columns.  Copied element by
+    element: a slice assignment would compile numba's shape-mismatch message (string
+    formatting, about 2 s on first use in a process)."""
     Wp = np.zeros((W.shape[0], npad))
-    Wp[:, : W.shape[1]] = W
+    for s in range(W.shape[0]):
+        for i in range(W.shape[1]):
+            Wp[s, i] = W[s, i]
     return Wp
 
 
