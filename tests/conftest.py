@@ -1,8 +1,15 @@
 import os
 
-import pytest
+# Two test workers share the machine's cores (addopts: -n 2): each runs BLAS on one thread.
+# OpenBLAS's threads busy-wait between calls, and two workers' pools fighting over two
+# cores made BLAS-heavy tests up to 5x slower (test_signgd_transformer_quick 4 s alone,
+# 20 s in the suite). Set before numpy is imported here, and inherited by the workers,
+# which are started after this file is read. An explicit setting is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from asymptotics.backend import gpu_available
+import pytest  # noqa: E402
+
+from asymptotics.backend import gpu_available  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
