@@ -54,15 +54,22 @@ def sample_sequences(rng: np.random.Generator, n: int, L: int, D: int, xp=np,
                      dtype=np.float64, chunk: int = 4096):
     """``n`` iid N(0,1) sequences ``(n, L, D)``, drawn on the host by ``rng``.
 
-    Drawn in chunks of ``chunk`` sequences and copied into an ``xp`` array, so the numbers
-    are the same for numpy and cupy (and the same as one big draw) for a given seed.
+    Drawn in chunks of ``chunk`` sequences, in order, so the numbers are the same for numpy
+    and cupy (and the same as one big draw) for a given seed.  numpy: each chunk is drawn
+    straight into the output (``standard_normal(out=...)``); another ``xp``: into one host
+    buffer, reused, then copied to the device.  A fresh array per chunk cost as much again
+    as the drawing (its pages are zeroed by the kernel on first touch, then copied).
     """
     dtype = np.dtype(dtype)
     out = xp.empty((n, L, D), dtype=dtype)
+    block = None if xp is np else np.empty((min(chunk, n), L, D), dtype=dtype)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        block = rng.standard_normal((m, L, D), dtype=dtype)
-        out[start : start + m] = xp.asarray(block)
+        if block is None:
+            rng.standard_normal(dtype=dtype, out=out[start : start + m])
+        else:
+            rng.standard_normal(dtype=dtype, out=block[:m])
+            out[start : start + m] = xp.asarray(block[:m])
     return out
 
 

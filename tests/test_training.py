@@ -1,6 +1,7 @@
 """Training simulator: hand-written backward pass, learning, determinism, CLI contract."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -116,10 +117,17 @@ def test_same_seed_same_numbers_and_seed_matters():
     assert a[-1]["train_loss"] != c[-1]["train_loss"]
 
 
-def test_chunked_sampling_is_one_stream():
-    a = sample_sequences(np.random.default_rng(3), 10, 2, 5, chunk=3)
-    b = np.random.default_rng(3).standard_normal((10, 2, 5))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_chunked_sampling_is_one_stream(dtype):
+    """Drawn into the output (numpy) or through a reused host buffer (any other array
+    namespace, here a stand-in for cupy): the bits of one big draw, chunk by chunk."""
+    b = np.random.default_rng(3).standard_normal((10, 2, 5), dtype=dtype)
+    a = sample_sequences(np.random.default_rng(3), 10, 2, 5, dtype=dtype, chunk=3)
+    device = SimpleNamespace(empty=np.empty, asarray=np.array)  # not numpy: the buffer path
+    c = sample_sequences(np.random.default_rng(3), 10, 2, 5, device, dtype=dtype, chunk=3)
+    assert a.dtype == c.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(c, b)
 
 
 def test_log_schedule():
