@@ -83,27 +83,44 @@ def bench(device, dim, alpha, steps, optimizers, dtype, peak_gbs, profile, seq_l
     bytes_per_step = 2 * n * seq_len * dim * dtype.itemsize
     print(f"# device={device} D={dim} alpha={alpha} N={n} L={seq_len} dtype={dtype.name} "
           f"X={n * seq_len * dim * dtype.itemsize / 1e9:.2f} GB (setup {setup:.1f} s)")
-    oracle = AttentionOracle(X, y, model)
+    # the default oracle (CPU: the fused kernel in numba's threads), and on the CPU the
+    # array path beside it, interleaved (minimum of 3 alternating timings each)
+    paths = {"default": AttentionOracle(X, y, model)}
+    if xp is np:
+        paths["array path"] = AttentionOracle(X, y, model, fused=False)
     results = {}
     for name in optimizers:
         W0 = xp.asarray(0.1 * rng.standard_normal((dim, model.p)).astype(dtype))
-        opt = make_optimizer(name, 0.5 * dim if name in ("gd", "sgd") else 1e-2, oracle=oracle)
-        state = {"W": W0}
+        steps_of = {}
+        for path, oracle in paths.items():
+            opt = make_optimizer(name, 0.5 * dim if name in ("gd", "sgd") else 1e-2,
+                                 oracle=oracle)
+            state = {"W": W0}
 
-        def step(opt=opt, state=state):
-            _, g = oracle.loss_and_grad(state["W"])
-            state["W"] = opt.step(state["W"], g, oracle)
+            def step(opt=opt, state=state, oracle=oracle):
+                _, g = oracle.loss_and_grad(state["W"])
+                state["W"] = opt.step(state["W"], g, oracle)
 
+            for _ in range(3):
+                step()
+            steps_of[path] = step
+        times = dict.fromkeys(steps_of, float("inf"))
         for _ in range(3):
-            step()
-        t = _timeit(step, xp, steps)
-        gbs = bytes_per_step / t / 1e9
-        line = (f"{name:6s} {1 / t:9.1f} steps/s  {t * 1e3:8.2f} ms/step  "
-                f"effective {gbs:7.1f} GB/s (2 reads of X)")
-        if peak_gbs:
-            line += f"  = {100 * gbs / peak_gbs:5.1f}% of {peak_gbs:g} GB/s"
-        print(line)
-        results[name] = {"steps_per_s": 1 / t, "ms_per_step": 1e3 * t, "gbs": gbs}
+            for path, f in steps_of.items():
+                times[path] = min(times[path], _timeit(f, xp, steps))
+        for path, t in times.items():
+            gbs = bytes_per_step / t / 1e9
+            label = name if path == "default" else f"{name} ({path})"
+            line = (f"{label:18s} {1 / t:9.1f} steps/s  {t * 1e3:8.2f} ms/step  "
+                    f"effective {gbs:7.1f} GB/s (2 reads of X)")
+            if peak_gbs:
+                line += f"  = {100 * gbs / peak_gbs:5.1f}% of {peak_gbs:g} GB/s"
+            if path != "default":
+                line += f"  (the default is {t / times['default']:.2f}x faster)"
+            print(line)
+        t = times["default"]
+        results[name] = {"steps_per_s": 1 / t, "ms_per_step": 1e3 * t,
+                         "gbs": bytes_per_step / t / 1e9}
     if profile:
         W = xp.asarray(0.1 * rng.standard_normal((dim, model.p)).astype(dtype))
         S = project(X, W)

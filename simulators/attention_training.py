@@ -179,11 +179,17 @@ class AttentionOracle:
     modify parameters in place), so Functional-SAM costs no extra forward pass.
 
     ``fused`` chooses how the per-sample L x L algebra between the two products with X is
-    done: by the array path (:func:`attention_forward`, :func:`attention_backward`; the
-    reference) or by one fused kernel (:mod:`simulators._training_cuda`, one thread per
-    sample).  ``None`` (default) fuses on cupy arrays when numba.cuda is usable and the
-    network fits the kernel, else uses the array path; ``True`` forces the kernel (on numpy
-    arrays it runs under numba's CUDA simulator or through host-device copies: tests).
+    done: by the array path (``False``: :func:`attention_forward`,
+    :func:`attention_backward`; the reference) or by one fused kernel, one thread per
+    sample: the GPU kernel (``True`` or ``"cuda"``: :mod:`simulators._training_cuda`; on
+    numpy arrays it runs under numba's CUDA simulator or through host-device copies: tests)
+    or the same device function compiled for the CPU (``"cpu"``, numpy arrays:
+    :mod:`simulators._training_cpu`; the two products then run in numba's threads too,
+    :mod:`simulators._cpu_products`, as in AMP: BLAS's threads left spinning after a
+    product slowed the kernel's threads down, 42 -> 62 s for two seeds of the README's
+    training example).  ``None`` (default) takes the GPU kernel on cupy
+    arrays when numba.cuda is usable, the CPU kernel on numpy arrays, each where the network
+    fits the kernel (:func:`simulators._training_cuda.supports`), else the array path.
     ``fused_products=True`` (``p <= 4``) also does the two products with X by the streaming
     kernels of that module instead of cuBLAS (X W and the per-sample algebra in one kernel,
     ``fused_products_step``; X^T dS by ``xtg``); ``None`` (default) does so for
@@ -192,13 +198,14 @@ class AttentionOracle:
     benchmarks/bench_training.py --fused).
     """
 
-    def __init__(self, X, y, model: AttentionModel, fused: bool | None = None,
+    def __init__(self, X, y, model: AttentionModel, fused: bool | str | None = None,
                  fused_products: bool | None = None):
         self.X_full, self.y_full, self.model = X, y, model
         self.xp = namespace_of(X)
-        self.fused = _fused_default(self.xp, model) if fused is None else bool(fused)
+        self.kernel = _fused_kernel(self.xp, model, fused)
+        self.fused = self.kernel is not None
         if fused_products is None:
-            fused_products = self.fused and X.dtype == np.float32
+            fused_products = self.kernel == "cuda" and X.dtype == np.float32
             if fused_products:
                 from ._training_cuda import products_support
 
@@ -233,12 +240,22 @@ class AttentionOracle:
         a = self.model.arch
         args = (1.0 / math.sqrt(D), a.beta, a.skip, a.rank, self.xp)
         kw = {"mode": getattr(tc, mode), "Y": self.y, "G": G, "coef": 2.0 / self.n}
+        if self.kernel == "cpu":  # X W / sqrt(D) and the algebra in numba's threads
+            from . import _cpu_products, _training_cpu
+
+            return _training_cpu.fused_step(_cpu_products.project(self.X, W), 1.0, a.beta,
+                                            a.skip, a.rank, **kw)
         if self.fused_products:  # X W and the algebra in one kernel
             return tc.fused_products_step(X2, W, L, *args, **kw)
         return tc.fused_step((X2 @ W).reshape(n, L, W.shape[1]), *args, **kw)
 
     def _transpose_product(self, dS):
-        """``X^T dS / sqrt(D)``: :func:`project_transpose`, or the product kernel."""
+        """``X^T dS / sqrt(D)``: :func:`project_transpose`, or the product kernel (GPU), or
+        numba's (CPU kernel)."""
+        if self.kernel == "cpu":
+            from . import _cpu_products
+
+            return _cpu_products.project_transpose(self.X, dS)
         if not self.fused_products:
             return project_transpose(self.X, dS)
         from . import _training_cuda as tc
@@ -294,16 +311,29 @@ class AttentionOracle:
         return project_transpose(self.X, dS)
 
 
-def _fused_default(xp, model: AttentionModel) -> bool:
-    """Fuse on cupy arrays when numba.cuda imports and sees a GPU and the network fits."""
-    if xp is np:
-        return False
+def _fused_kernel(xp, model: AttentionModel, fused: bool | str | None) -> str | None:
+    """``"cuda"``, ``"cpu"`` or ``None`` (the array path) for :class:`AttentionOracle`'s
+    ``fused`` (its docstring)."""
+    if fused is False:
+        return None
+    if fused is True or fused == "cuda":
+        return "cuda"
+    if fused == "cpu":
+        if xp is not np:
+            raise ValueError("fused='cpu' takes numpy arrays")
+        return "cpu"
+    if fused is not None:
+        raise ValueError(f"fused must be None, True, False, 'cuda' or 'cpu', got {fused!r}")
     try:
         from . import _training_cuda as tc
     except ImportError:  # pragma: no cover - depends on the machine
-        return False
+        return None
     a = model.arch
-    return tc.available() and tc.supports(a.seq_len, a.depth, a.rank)
+    if not tc.supports(a.seq_len, a.depth, a.rank):
+        return None
+    if xp is np:
+        return "cpu"
+    return "cuda" if tc.available() else None
 
 
 # ---------------------------------------------------------------------------- metrics

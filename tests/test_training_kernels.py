@@ -268,10 +268,92 @@ def test_float32_product_kernels_compile_to_8_byte_loads():
     assert "ld.global.v2.f32" not in loads["xw-f32"] and loads["xw-f32"]["ld.global.f32"]
 
 
-def test_numpy_arrays_use_the_array_path_by_default():
+def test_numpy_arrays_use_the_cpu_kernel_where_the_network_fits():
+    from simulators import _training_cuda as tc
+
     m = AttentionModel(Architecture())
     X = np.zeros((3, 2, 4))
-    assert AttentionOracle(X, np.zeros((3, 2, 2)), m).fused is False
+    assert AttentionOracle(X, np.zeros((3, 2, 2)), m).kernel == "cpu"
+    assert AttentionOracle(X, np.zeros((3, 2, 2)), m, fused=False).fused is False
+    long = AttentionModel(Architecture(seq_len=tc.MAX_L + 1))
+    Xl = np.zeros((3, tc.MAX_L + 1, 4))
+    yl = np.zeros((3, tc.MAX_L + 1, tc.MAX_L + 1))
+    assert AttentionOracle(Xl, yl, long).fused is False  # too long for the kernel
+    with pytest.raises(ValueError, match="fused must be"):
+        AttentionOracle(X, np.zeros((3, 2, 2)), m, fused="gpu")
+    with pytest.raises(ValueError, match="the fused kernel holds"):
+        AttentionOracle(Xl, yl, long, fused="cpu").loss(np.zeros((4, 2)))
+
+
+def _oracle_results(o, W, cot):
+    loss, grad = o.loss_and_grad(W)
+    return {"loss": loss, "grad": grad, "cotangent": o._cache[1], "loss_only": o.loss(W),
+            "cotangent_other_W": o.output_cotangent(1.1 * W), "vjp": o.vjp(1.1 * W, cot)}
+
+
+def _rel_err(got, ref) -> float:
+    a, b = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cpu_kernel_matches_the_array_path(dtype):
+    """The GPU kernel's device function compiled for the CPU (simulators/_training_cpu.py)
+    against the float64 array path on the same data: depth 1-3, L = 2, 3, 5, near-singular
+    skip (c = 0.05), rank 1 and 2; every oracle quantity.  float64: to 1e-12.  float32: the
+    kernel computes in float64 between float32 products, so it is at least as close to the
+    float64 numbers as the float32 array path is (within 10 %), and never further than 1e-3."""
+    rng = np.random.default_rng(11)
+    cases = [(d, L, c, 1) for d in (1, 2, 3) for L in (2, 3) for c in (1.0, 0.05)]
+    cases += [(2, 5, 0.05, 1), (2, 3, 0.5, 2), (3, 2, 1.0, 2)]
+    kernel_err, array_err = {}, {}
+    for depth, L, c, rank in cases:
+        m = AttentionModel(Architecture(depth=depth, seq_len=L, skip=c, beta=1.3, rank=rank))
+        n, D, p = 40, 16, depth * rank
+        X = rng.standard_normal((n, L, D))
+        W = 1.5 * rng.standard_normal((D, p))
+        y = m.forward((X.reshape(n * L, D) @ rng.standard_normal((D, p))).reshape(n, L, p)
+                      / 4.0)
+        cot = rng.standard_normal((n, L, L))
+        X, W, y, cot = (v.astype(dtype) for v in (X, W, y, cot))
+        kernel = AttentionOracle(X, y, m, fused="cpu")
+        assert kernel.kernel == "cpu"
+        got = _oracle_results(kernel, W, cot)
+        same_dtype = _oracle_results(AttentionOracle(X, y, m, fused=False), W, cot)
+        wide = [v.astype(np.float64) for v in (X, y, W, cot)]
+        truth = _oracle_results(AttentionOracle(*wide[:2], m, fused=False), *wide[2:])
+        for key, value in got.items():
+            kernel_err[key] = max(kernel_err.get(key, 0.0), _rel_err(value, truth[key]))
+            array_err[key] = max(array_err.get(key, 0.0), _rel_err(same_dtype[key], truth[key]))
+            if key in ("grad", "vjp", "cotangent"):
+                assert np.asarray(value).dtype == np.dtype(dtype), key
+    if dtype == "float64":
+        assert max(kernel_err.values()) < 1e-12, kernel_err
+        return
+    for key, err in kernel_err.items():
+        assert err <= 1.1 * array_err[key] and err < 1e-3, (key, err, array_err[key])
+    # float32 really is float32 (a test that cannot fail is a defect)
+    assert max(kernel_err.values()) > 1e-9, kernel_err
+
+
+def test_cpu_kernel_does_not_depend_on_the_thread_count():
+    import numba
+
+    m = AttentionModel(Architecture(depth=3, seq_len=3, skip=0.05))
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((257, 3, 8))
+    y = rng.uniform(0.0, 1.0, (257, 3, 3))
+    W = rng.standard_normal((8, 3))
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for k in sorted({1, threads}):
+            numba.set_num_threads(k)
+            loss, grad = AttentionOracle(X, y, m).loss_and_grad(W)
+            results.append((loss, grad.tobytes()))
+    finally:
+        numba.set_num_threads(threads)
+    assert all(r == results[0] for r in results)
 
 
 # ---------------------------------------------------------------------------- GPU
